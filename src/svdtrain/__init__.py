@@ -1,0 +1,35 @@
+"""svdtrain: SVD training (Yang et al., CVPRW 2020) for PyTorch models.
+
+decompose -> train with orthogonality_loss + sparsity_loss -> prune -> compact.
+"""
+
+from svdtrain.layers import SVDConv, SVDLayer, SVDLinear, register
+from svdtrain.surgery import (
+    compact,
+    count_macs,
+    decompose,
+    macs_by_layer,
+    orthogonality_loss,
+    prune,
+    singular_values,
+    sparsity_loss,
+    svd_layers,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SVDConv",
+    "SVDLayer",
+    "SVDLinear",
+    "compact",
+    "count_macs",
+    "decompose",
+    "macs_by_layer",
+    "orthogonality_loss",
+    "prune",
+    "register",
+    "singular_values",
+    "sparsity_loss",
+    "svd_layers",
+]

@@ -1,0 +1,37 @@
+"""Pure tensor math: reshapes, factor initialization, penalties, rank rules. No modules."""
+
+from svdtrain.linalg.factors import INITS, check_init, random_factors, svd_factors
+from svdtrain.linalg.penalties import (
+    SPARSITY_KINDS,
+    check_sparsity_kind,
+    orthogonality_penalty,
+    sparsity_penalty,
+)
+from svdtrain.linalg.rank import (
+    check_energy,
+    check_threshold,
+    energy_rank,
+    importance_order,
+    threshold_rank,
+)
+from svdtrain.linalg.reshape import SCHEMES, check_scheme, kernel_to_matrix, matrix_to_kernel
+
+__all__ = [
+    "INITS",
+    "SCHEMES",
+    "SPARSITY_KINDS",
+    "check_energy",
+    "check_init",
+    "check_scheme",
+    "check_sparsity_kind",
+    "check_threshold",
+    "energy_rank",
+    "importance_order",
+    "kernel_to_matrix",
+    "matrix_to_kernel",
+    "orthogonality_penalty",
+    "random_factors",
+    "sparsity_penalty",
+    "svd_factors",
+    "threshold_rank",
+]

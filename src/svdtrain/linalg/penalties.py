@@ -1,0 +1,50 @@
+"""The paper's two regularizers on one layer's factors, as plain differentiable terms."""
+
+from __future__ import annotations
+
+import torch
+
+SPARSITY_KINDS = ("l1", "hoyer", "hoyer_square")
+
+
+def check_sparsity_kind(kind: str) -> str:
+    # The official code returns 0 for a misspelled kind, silently training without sparsity.
+    if kind not in SPARSITY_KINDS:
+        raise ValueError(f"unknown sparsity kind {kind!r}; valid kinds are {', '.join(SPARSITY_KINDS)}")
+    return kind
+
+
+def orthogonality_penalty(factor: torch.Tensor) -> torch.Tensor:
+    """||G - I||_F^2 / size(G)^2 with G the smaller Gram matrix of ``factor`` (m, n).
+
+    G = A A^T when m <= n (rows should be orthonormal, as for Vh), else A^T A (columns,
+    as for U). Dividing by size(G)^2 = r^2 makes layers of different rank weigh alike.
+    """
+    m, n = factor.shape
+    gram = factor @ factor.T if m <= n else factor.T @ factor  # (k, k), k = min(m, n)
+    k = gram.shape[0]
+    eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+    return (gram - eye).pow(2).sum() / (k * k)
+
+
+def sparsity_penalty(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
+    """Sparsity of the singular values ``s`` (r,).
+
+    ``l1`` = sum |s|; ``hoyer`` = ||s||_1 / ||s||_2 - 1; ``hoyer_square`` =
+    ||s||_1^2 / ||s||_2^2 - 1. The Hoyer terms are 0 for a 1-sparse s and scale-invariant,
+    so s is divided by its (detached) largest magnitude first: that leaves value and
+    gradient unchanged mathematically but keeps tiny or huge spectra finite. An all-zero
+    s gives 0 with a zero gradient instead of 0/0.
+    """
+    check_sparsity_kind(kind)
+    magnitude = s.abs()
+    if kind == "l1":
+        return magnitude.sum()
+    peak = magnitude.detach().max()
+    nonzero = peak > 0
+    scaled = magnitude / torch.where(nonzero, peak, torch.ones_like(peak))
+    l1 = scaled.sum()
+    l2_sq = scaled.pow(2).sum()
+    safe_l2_sq = torch.where(nonzero, l2_sq, torch.ones_like(l2_sq))
+    ratio = l1 / safe_l2_sq.sqrt() if kind == "hoyer" else l1.pow(2) / safe_l2_sq
+    return torch.where(nonzero, ratio - 1.0, torch.zeros_like(ratio))

@@ -1,0 +1,20 @@
+"""Walking and rewriting models: decompose, regularize, prune, compact, count MACs."""
+
+from svdtrain.surgery.compact import compact
+from svdtrain.surgery.decompose import decompose
+from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
+from svdtrain.surgery.macs import count_macs, macs_by_layer
+from svdtrain.surgery.prune import prune
+from svdtrain.surgery.walk import svd_layers
+
+__all__ = [
+    "compact",
+    "count_macs",
+    "decompose",
+    "macs_by_layer",
+    "orthogonality_loss",
+    "prune",
+    "singular_values",
+    "sparsity_loss",
+    "svd_layers",
+]

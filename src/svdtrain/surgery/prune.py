@@ -1,0 +1,63 @@
+"""prune: shrink each SVD layer to the singular values that matter, in place."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from svdtrain.linalg import check_energy, check_threshold, energy_rank, threshold_rank
+from svdtrain.surgery.walk import require_svd_layers
+
+
+def _check_rank(name: str, rank: object) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank for {name!r} must be an integer >= 1, got {rank!r}")
+    return rank
+
+
+def prune(
+    model: nn.Module,
+    energy: float | None = None,
+    threshold: float | None = None,
+    *,
+    rank: int | dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Physically drop each SVD layer's smallest singular values; returns the rank kept per layer.
+
+    Give exactly one rule:
+        energy: keep the fewest largest |s| holding >= (1 - energy) of sum(s^2); 0 keeps all.
+        threshold: drop |s| < threshold.
+        rank: keep this many (an int for every layer, or {qualified name: rank}; layers not
+            named are left as they are). A rank above a layer's current rank keeps it whole.
+    At least rank 1 is always kept. Parameters are replaced by smaller ones: rebuild the
+    optimizer afterwards.
+
+    Raises:
+        ValueError: no rule or several, energy outside [0, 1), threshold < 0, a bad rank,
+            an unknown layer name, or a model without SVD layers.
+    """
+    given = [n for n, v in (("energy", energy), ("threshold", threshold), ("rank", rank)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of energy=, threshold=, rank= (got {', '.join(given) or 'none'})")
+    layers = require_svd_layers(model)
+    if energy is not None:
+        check_energy(energy)
+    if threshold is not None:
+        check_threshold(threshold)
+    if isinstance(rank, dict):
+        unknown = sorted(set(rank) - {name for name, _ in layers})
+        if unknown:
+            raise ValueError(f"rank names unknown SVD layer(s): {', '.join(map(repr, unknown))}")
+
+    kept: dict[str, int] = {}
+    for name, layer in layers:
+        if energy is not None:
+            k = energy_rank(layer.s, energy)
+        elif threshold is not None:
+            k = threshold_rank(layer.s, threshold)
+        elif isinstance(rank, dict):
+            k = _check_rank(name, rank[name]) if name in rank else layer.rank
+        else:
+            k = _check_rank(name, rank)
+        layer.keep_(min(k, layer.rank))
+        kept[name] = layer.rank
+    return kept
