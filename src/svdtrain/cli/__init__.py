@@ -1,0 +1,39 @@
+"""The ``svdtrain`` command: one small dispatcher, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from svdtrain.cli import demo
+
+SUBCOMMANDS = (demo,)
+
+
+class UserError(Exception):
+    """A mistake in the command's input: reported as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svdtrain", description="SVD training: low-rank networks that run faster.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UserError, ValueError, ImportError, OSError) as error:
+        print(f"svdtrain {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"svdtrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

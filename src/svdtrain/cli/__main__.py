@@ -1,0 +1,5 @@
+import sys
+
+from svdtrain.cli import main
+
+sys.exit(main())

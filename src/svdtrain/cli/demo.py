@@ -1,0 +1,33 @@
+"""``svdtrain demo``: the whole method on scikit-learn's digits, in a minute or two on CPU."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from svdtrain.cli.output import claim_output_dir, format_report
+from svdtrain.train import atomic_write_json
+from svdtrain.train.demo import DemoConfig, run_demo
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="train, SVD-train, prune and compact a CNN on the digits data")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for report.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    defaults = DemoConfig()
+    for field in dataclasses.fields(DemoConfig):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
+    claim_output_dir(args.out, args.overwrite)
+    report = run_demo(config)
+    atomic_write_json(args.out / "report.json", report)
+    print()
+    print(format_report(report))
+    print(f"\nreport written to {args.out / 'report.json'}")
+    return 0

@@ -1,0 +1,30 @@
+"""Shared CLI output helpers: the run-directory guard and the results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def claim_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that already holds a finished run, unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if (out / "report.json").exists() and not overwrite:
+        raise ValueError(f"{out} already holds a finished run (report.json); pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def format_report(report: dict) -> str:
+    """Accuracy / MACs / params of baseline vs compact, then the rank kept per layer."""
+    base, small = report["baseline"], report["compact"]
+    lines = [
+        f"{'model':<10} {'accuracy':>9} {'MACs':>12} {'params':>10}",
+        f"{'dense':<10} {base['accuracy']:>9.4f} {base['macs']:>12,} {base['params']:>10,}",
+        f"{'compact':<10} {small['accuracy']:>9.4f} {small['macs']:>12,} {small['params']:>10,}",
+        f"MACs reduction {base['macs'] / small['macs']:.2f}x, accuracy change "
+        f"{100 * (small['accuracy'] - base['accuracy']):+.2f} points",
+        "",
+        f"{'layer':<28} {'rank':>5} / {'full':<5}",
+    ]
+    lines += [f"{layer['name']:<28} {layer['rank']:>5} / {layer['full_rank']:<5}" for layer in report["layers"]]
+    return "\n".join(lines)

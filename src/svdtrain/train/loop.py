@@ -1,0 +1,75 @@
+"""One epoch of training with the SVD regularizers, and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svdtrain.linalg import check_sparsity_kind
+from svdtrain.surgery import orthogonality_loss, sparsity_loss
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """Weights of the paper's two terms; 0 turns a term off (its cost too)."""
+
+    ortho_weight: float = 0.0  # lambda_o: singular-vector orthogonality
+    sparsity_weight: float = 0.0  # lambda_s: singular-value sparsity
+    sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
+
+    def __post_init__(self) -> None:
+        for name in ("ortho_weight", "sparsity_weight"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        check_sparsity_kind(self.sparsity_kind)
+
+    def loss(self, model: nn.Module) -> torch.Tensor | float:
+        total: torch.Tensor | float = 0.0
+        if self.ortho_weight:
+            total = total + self.ortho_weight * orthogonality_loss(model)
+        if self.sparsity_weight:
+            total = total + self.sparsity_weight * sparsity_loss(model, self.sparsity_kind)
+        return total
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    regularization: Regularization = Regularization(),
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Train one pass over ``batches``; returns mean task loss and training accuracy."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for inputs, targets in batches:
+        inputs, targets = inputs.to(device), targets.to(device)
+        logits = model(inputs)
+        task_loss = F.cross_entropy(logits, targets)
+        loss = task_loss + regularization.loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += task_loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy as a fraction in [0, 1]."""
+    model.eval()
+    correct, seen = 0, 0
+    for inputs, targets in batches:
+        logits = model(inputs.to(device))
+        correct += (logits.argmax(1) == targets.to(device)).sum().item()
+        seen += len(targets)
+    return correct / max(seen, 1)
