@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import svdtrain
 from svdtrain.models import cifar_resnet
+from svdtrain.train import atomic_write_json
 
 
 def make_step(model, regularize: bool, batch: torch.Tensor, targets: torch.Tensor):
@@ -95,7 +96,7 @@ def main() -> None:
     for name in steps:
         print(f"{name:<10} {medians[name]:>14.4f} {result['ratio_to_dense'][name]:>7.3f}")
     if args.json:
-        svdtrain.train.atomic_write_json(args.json, result)
+        atomic_write_json(args.json, result)
 
 
 if __name__ == "__main__":
