@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from svdtrain.cli import demo
+from svdtrain.cli import demo, pipeline, presets, sweep
 
-SUBCOMMANDS = (demo,)
+SUBCOMMANDS = (demo, pipeline, sweep, presets)
 
 
 class UserError(Exception):

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from svdtrain.cli.output import claim_output_dir, format_report
-from svdtrain.train import atomic_write_json
+from svdtrain.io import atomic_write_json
 from svdtrain.train.demo import DemoConfig, run_demo
 
 

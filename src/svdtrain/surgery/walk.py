@@ -25,6 +25,8 @@ def replace_modules(model: nn.Module, replacements: dict[int, nn.Module]) -> Non
     Walks all paths, so a module shared by two parents is replaced in both and stays shared.
     """
     for parent in model.modules():
-        for child_name, child in list(parent.named_children()):
-            if id(child) in replacements:
+        # parent._modules, not named_children(): the latter yields a module held under two
+        # names of the same parent only once, which would leave the second name dense.
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and id(child) in replacements:
                 setattr(parent, child_name, replacements[id(child)])

@@ -1,0 +1,47 @@
+"""``svdtrain sweep``: several sparsity weights x energy thresholds, and the accuracy-vs-MACs plot."""
+
+from __future__ import annotations
+
+import argparse
+
+from svdtrain.cli.options import add_config_options, config_from, prepare_run_folder
+from svdtrain.train.sweep import run_sweep
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sweep", help="run several sparsity weights / energies; plot accuracy vs MACs")
+    add_config_options(parser)
+    parser.add_argument("--sparsity-weights", type=_floats, required=True, help="e.g. 0.01,0.03,0.1")
+    parser.add_argument("--energies", type=_floats, required=True, help="e.g. 0.001,0.01")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if (args.out / "sweep.json").exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already holds a finished sweep (sweep.json); pass --overwrite or another --out")
+    prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
+    for values in (args.sparsity_weights, args.energies):
+        for value in values:
+            if value < 0:
+                raise ValueError(f"sweep values must be >= 0, got {value}")
+    if any(e >= 1 for e in args.energies):
+        raise ValueError("energies must be in [0, 1)")
+    result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)
+    print(f"{'run':<22} {'accuracy':>9} {'MACs':>12}")
+    for point in result["points"]:
+        print(f"{point['label']:<22} {point['accuracy']:>9.4f} {point['macs']:>12,}")
+    print(f"\nsweep written to {args.out / 'sweep.json'}")
+    return 0

@@ -1,0 +1,82 @@
+"""CIFAR-10 in its standard python-pickle format, with a checksum-verified download."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from svdtrain.data.arrays import ImageArrays
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _batch_folder(root: Path) -> Path | None:
+    for candidate in (root / FOLDER, root):
+        if all((candidate / name).exists() for name in TRAIN_FILES + TEST_FILES):
+            return candidate
+    return None
+
+
+def _read_batches(folder: Path, names: tuple[str, ...]) -> ImageArrays:
+    images, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
+        labels.extend(batch[b"labels"])
+    return ImageArrays(np.concatenate(images), np.asarray(labels, dtype=np.int64), list(CLASSES))
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_cifar10(root: Path, url: str = URL, md5: str = MD5) -> None:
+    """Fetch the archive into ``root``, verify its MD5, unpack it; a bad file is removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "cifar-10-python.tar.gz"
+    partial = archive.with_suffix(".part")
+    try:
+        urllib.request.urlretrieve(url, partial)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(
+            f"could not download CIFAR-10 from {url} ({error}); offline, put the python-pickle files "
+            f"({FOLDER}/data_batch_1..5, test_batch) under {root}"
+        ) from error
+    if md5sum(partial) != md5:
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"CIFAR-10 download from {url} failed its MD5 check; nothing was kept")
+    partial.replace(archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+
+
+def load_cifar10(root: str | Path, download: bool = False) -> tuple[ImageArrays, ImageArrays]:
+    """Train and test splits from ``root`` (holding ``cifar-10-batches-py/`` or its files)."""
+    root = Path(root)
+    folder = _batch_folder(root)
+    if folder is None and download:
+        download_cifar10(root)
+        folder = _batch_folder(root)
+    if folder is None:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found under {root}: expected {FOLDER}/data_batch_1..5 and test_batch "
+            "(pass download=True / --download when online)"
+        )
+    return _read_batches(folder, TRAIN_FILES), _read_batches(folder, TEST_FILES)

@@ -1,0 +1,70 @@
+"""Checkpoints: reading users' dense weights, and saving/restoring SVD models as data.
+
+An SVD model is saved as its state dict plus {layer: rank}; loading rebuilds the
+architecture from the config, decomposes it and shrinks each layer before loading the
+weights, so no pickled module is ever needed (timm's pruned-model spec, in spirit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from svdtrain.io import atomic_write
+from svdtrain.surgery import decompose, svd_layers
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except Exception as error:  # unpickling errors come in many types
+        raise ValueError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a file holding one or ``{"state_dict": ...}``; DataParallel's
+    ``module.`` prefix removed."""
+    data = load_checkpoint(path)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"{path} holds no state dict (a dict of tensors, or one under 'state_dict')")
+    return {key.removeprefix("module."): value for key, value in data.items()}
+
+
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict that names the first mismatched key in a one-line error."""
+    expected = model.state_dict()
+    for key in expected:
+        if key not in state:
+            raise ValueError(f"{source} does not match the model: missing key {key!r}")
+        if state[key].shape != expected[key].shape:
+            raise ValueError(
+                f"{source} does not match the model: {key!r} has shape {tuple(state[key].shape)}, "
+                f"the model expects {tuple(expected[key].shape)}"
+            )
+    extra = [key for key in state if key not in expected]
+    if extra:
+        raise ValueError(f"{source} does not match the model: unexpected key {extra[0]!r}")
+    model.load_state_dict(state)
+
+
+def ranks_of(model: nn.Module) -> dict[str, int]:
+    return {name: layer.rank for name, layer in svd_layers(model)}
+
+
+def rebuild_svd_model(dense: nn.Module, scheme: str, ranks: dict[str, int]) -> nn.Module:
+    """Decompose ``dense`` (randomly: weights come next) and shrink layers to ``ranks``."""
+    model = decompose(dense, scheme=scheme, init="random", filter_fn=lambda m, name: name in ranks)
+    for name, layer in svd_layers(model):
+        layer.keep_(ranks[name])
+    return model

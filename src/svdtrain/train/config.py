@@ -1,0 +1,178 @@
+"""RunConfig: every knob of one SVD-training experiment, with presets and overrides.
+
+Defaults live in the dataclass; a preset (YAML) replaces some; command-line overrides
+apply last. The resolved config is saved beside the results and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from svdtrain.linalg import check_energy, check_init, check_scheme, check_sparsity_kind, check_threshold
+
+CONFIG_VERSION = 1
+DATASETS = ("cifar10", "image_folder", "digits")
+OPTIMIZERS = ("adam", "sgd")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class RunConfig:
+    # model and data
+    model: str = "resnet20"  # resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn
+    dataset: str = "cifar10"  # cifar10 (python pickles) | image_folder (folder or tarball) | digits
+    data: str = ""  # path to the data; empty for digits
+    download: bool = False  # cifar10: fetch (checksum-verified) when not found under `data`
+    cache_dir: str = "~/.cache/svdtrain"  # decoded image arrays
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    augment: bool = True  # random crop (4-pixel padding) + horizontal flip
+    train_limit: int = 0  # use only the first N training images (0: all); for smoke runs
+    test_limit: int = 0  # use only the first N test images (0: all)
+    # start: decompose a pretrained dense model (init=svd) or train from scratch (init=random)
+    init: str = "random"
+    checkpoint: str = ""  # dense state dict (or {"state_dict": ...}); "module." prefixes are fine
+    scheme: str = "channel"  # channel | spatial
+    start_epochs: int = 164  # init=svd: dense adaptation epochs; init=random: SVD-form training, ortho only
+    # optimization (every training stage)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 100
+    eval_batch_size: int = 1000
+    lr_milestones: list[int] = field(default_factory=lambda: [81, 122])  # epochs within each stage
+    lr_gamma: float = 0.1
+    # svd-train
+    svd_epochs: int = 164
+    ortho_weight: float = 1.0
+    sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
+    sparsity_weight: float = 1e-3
+    # prune: give energy or threshold (the other 0)
+    energy: float = 1e-4  # fraction of sum(s^2) a layer may lose
+    threshold: float = 0.0  # drop |s| below this (used when energy is 0)
+    # fine-tune (orthogonality only)
+    finetune_epochs: int = 164
+    # bookkeeping
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    export_onnx: bool = True
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        check_init(self.init)
+        check_scheme(self.scheme)
+        check_sparsity_kind(self.sparsity_kind)
+        check_energy(self.energy)
+        check_threshold(self.threshold)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("lr", "batch_size", "eval_batch_size"):
+            _positive(name, getattr(self, name))
+        for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
+                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma"):  # fmt: skip
+            _non_negative(name, getattr(self, name))
+        if self.dataset != "digits" and not self.data:
+            raise ValueError(f"dataset {self.dataset!r} needs a data path (data: ... or --data PATH)")
+        if self.init == "svd" and not self.checkpoint:
+            raise ValueError("init 'svd' decomposes a pretrained model: give checkpoint: PATH")
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"config version {self.version} is not supported (this svdtrain reads {CONFIG_VERSION})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid values are {', '.join(valid)}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a value's type against the field's default, converting int -> float where natural."""
+    default = getattr(RunConfig, name, None)
+    if default is None:  # list fields use default_factory
+        default = FIELDS[name].default_factory()
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, list) and isinstance(value, list):
+        kind = type(default[0]) if default else type(value[0]) if value else int
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [kind(v) for v in value]
+    elif type(value) is type(default):
+        return value
+    raise ValueError(f"config key {name!r} expects {type(default).__name__}, got {value!r}")
+
+
+def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[str, Any]:
+    """``base`` updated with ``updates``; unknown keys raise, naming ``source``."""
+    unknown = sorted(set(updates) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown config key(s) in {source}: {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}")
+    return {**base, **{k: _coerce(k, v) for k, v in updates.items()}}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        import yaml
+    except ImportError as missing:
+        raise ImportError("config files need PyYAML: pip install 'svdtrain[pipeline]'") from missing
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("svdtrain.presets").iterdir()
+                  if p.name.endswith(".yaml"))  # fmt: skip
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise ValueError(f"unknown preset {name!r}; see 'svdtrain presets' for the list")
+    path = resources.files("svdtrain.presets") / f"{name}.yaml"
+    return _read_yaml(Path(str(path)))
+
+
+def resolve_config(
+    preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Defaults <- preset <- config file <- overrides, validated."""
+    values: dict[str, Any] = {}
+    if preset:
+        values = merge(values, load_preset(preset), f"preset {preset}")
+    if config_file:
+        values = merge(values, _read_yaml(Path(config_file)), str(config_file))
+    if overrides:
+        values = merge(values, overrides, "the command line")
+    return RunConfig(**values)

@@ -1,0 +1,259 @@
+"""Experiment: the paper's pipeline as stages that run alone or together.
+
+start -> svd_train -> prune -> finetune -> export -> report. Each stage reads the previous
+stage's file from the run folder and writes its own (``<stage>.pt``), atomically; training
+stages also checkpoint every epoch (``<stage>.ckpt.pt``) so ``resume`` continues an
+interrupted stage to the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_split, load_image_folder
+from svdtrain.io import atomic_write_json, atomic_write_text
+from svdtrain.models import build_model
+from svdtrain.surgery import count_macs, decompose, prune, singular_values
+from svdtrain.train.checkpoint import (
+    load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
+)  # fmt: skip
+from svdtrain.train.config import RunConfig
+from svdtrain.train.export import export_compact, load_compact
+from svdtrain.train.loop import Regularization, evaluate, train_epoch
+from svdtrain.train.progress import format_eta, progress_bar
+
+STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _digits_arrays(seed: int) -> tuple[ImageArrays, ImageArrays]:
+    x_train, y_train, x_test, y_test = load_digits_split(seed=seed)
+    as_uint8 = lambda x: (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    classes = [str(i) for i in range(10)]
+    return ImageArrays(as_uint8(x_train), y_train.numpy(), classes), ImageArrays(as_uint8(x_test), y_test.numpy(), classes)
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Data:
+    train: TensorBatches
+    test: TensorBatches
+    num_classes: int
+    example: torch.Tensor  # one normalized test image, (1, C, H, W)
+
+
+class Experiment:
+    """One run folder and its config; each ``run_<stage>`` method is one stage."""
+
+    def __init__(self, config: RunConfig, out: str | Path, *, resume: bool = False,
+                 log: Callable[[str], None] = print) -> None:  # fmt: skip
+        self.config, self.out, self.resume, self.log = config, Path(out), resume, log
+        self.device = resolve_device(config.device)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- data and models ----------------------------------------------------------------
+    @cached_property
+    def data(self) -> Data:
+        c = self.config
+        if c.dataset == "cifar10":
+            train, test = load_cifar10(c.data, download=c.download)
+        elif c.dataset == "image_folder":
+            train, test = load_image_folder(c.data, Path(c.cache_dir).expanduser())
+        else:
+            train, test = _digits_arrays(c.seed)
+        common = dict(mean=c.mean, std=c.std, device=self.device, seed=c.seed)
+        train_batches = TensorBatches(train, c.batch_size, shuffle=True, augment=c.augment,
+                                      limit=c.train_limit or None, **common)  # fmt: skip
+        test_batches = TensorBatches(test, c.eval_batch_size, limit=c.test_limit or None, **common)
+        example = next(iter(test_batches))[0][:1]
+        return Data(train_batches, test_batches, len(train.classes), example)
+
+    def dense_model(self) -> nn.Module:
+        return build_model(self.config.model, self.data.num_classes).to(self.device)
+
+    def stage_path(self, stage: str) -> Path:
+        return self.out / f"{stage}.pt"
+
+    def done(self, stage: str) -> bool:
+        return self.stage_path(stage).exists() if stage != "report" else (self.out / "report.json").exists()
+
+    def load_stage(self, stage: str) -> tuple[nn.Module, dict]:
+        """The SVD model saved by ``stage``, and the stage's record."""
+        path = self.stage_path(stage)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run the '{stage}' stage first (or 'svdtrain run')")
+        record = load_checkpoint(path)
+        model = rebuild_svd_model(self.dense_model(), self.config.scheme, record["ranks"])
+        load_matching(model, record["model"], str(path))
+        return model, record
+
+    def save_stage(self, stage: str, model: nn.Module, **record) -> None:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        payload = {"stage": stage, "config": self.config.to_dict(), "ranks": ranks_of(model), "model": state, **record}
+        save_checkpoint(self.stage_path(stage), payload)
+        self.checkpoint_path(stage).unlink(missing_ok=True)
+
+    def checkpoint_path(self, stage: str) -> Path:
+        return self.out / f"{stage}.ckpt.pt"
+
+    def accuracy(self, model: nn.Module) -> float:
+        return evaluate(model, self.data.test, self.device)
+
+    # -- training with per-epoch checkpoints ---------------------------------------------
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+    def train(self, stage: str, model: nn.Module, epochs: int, regularization: Regularization) -> list[dict]:
+        """Train ``model`` in place for ``epochs``; returns the per-epoch history."""
+        optimizer = self._optimizer(model)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.config.lr_milestones, self.config.lr_gamma)
+        history: list[dict] = []
+        ckpt = self.checkpoint_path(stage)
+        if self.resume and ckpt.exists():
+            state = load_checkpoint(ckpt)
+            load_matching(model, state["model"], str(ckpt))
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history = state["history"]
+            self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
+        stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
+        for epoch in range(len(history), epochs):
+            start = time.perf_counter()
+            self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
+            batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
+            metrics = train_epoch(model, batches, optimizer, regularization, self.device)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            test_accuracy = self.accuracy(model)
+            seconds = time.perf_counter() - start
+            history.append({"stage": stage, "epoch": epoch + 1, "lr": lr, "train_loss": metrics["loss"],
+                            "train_accuracy": metrics["accuracy"], "test_accuracy": test_accuracy,
+                            "seconds": round(seconds, 3)})  # fmt: skip
+            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "history": history})  # fmt: skip
+            self._write_metrics(stage, history)
+            eta = format_eta(seconds * (epochs - epoch - 1))
+            self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics['accuracy']:.4f}  "
+                     f"test {test_accuracy:.4f}  lr {lr:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
+        return history
+
+    def _write_metrics(self, stage: str, history: list[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.out / "metrics" / f"{stage}.csv", buffer.getvalue())
+
+    # -- stages ------------------------------------------------------------------------
+    def run_start(self) -> None:
+        c = self.config
+        started = time.perf_counter()
+        seed_everything(c.seed)
+        dense = self.dense_model()
+        dense_macs, dense_params = count_macs(dense, self.data.example), _params(dense)
+        history: list[dict] = []
+        if c.init == "svd":
+            load_matching(dense, read_state_dict(c.checkpoint), c.checkpoint)
+            self.log(f"start: pretrained {c.model} from {c.checkpoint}: test {self.accuracy(dense):.4f}")
+            if c.start_epochs:
+                history = self.train("start", dense, c.start_epochs, Regularization())
+            baseline_accuracy = self.accuracy(dense)
+            model = decompose(dense, scheme=c.scheme, init="svd")
+        else:
+            model = decompose(dense, scheme=c.scheme, init="random")
+            if c.start_epochs:
+                history = self.train("start", model, c.start_epochs, Regularization(ortho_weight=c.ortho_weight))
+            baseline_accuracy = self.accuracy(model)
+        baseline = {"accuracy": baseline_accuracy, "macs": dense_macs, "params": dense_params}
+        self.log(f"start: baseline test accuracy {baseline_accuracy:.4f}, {dense_macs:,} MACs")
+        self.save_stage("start", model, baseline=baseline, history=history,
+                        accuracy=baseline_accuracy, seconds=time.perf_counter() - started)  # fmt: skip
+
+    def run_svd_train(self) -> None:
+        c = self.config
+        started = time.perf_counter()
+        model, _ = self.load_stage("start")
+        before = {k: v.tolist() for k, v in singular_values(model).items()}
+        regularization = Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind)
+        history = self.train("svd_train", model, c.svd_epochs, regularization)
+        after = {k: v.tolist() for k, v in singular_values(model).items()}
+        accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
+        self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
+                        accuracy=accuracy, seconds=time.perf_counter() - started)  # fmt: skip
+
+    def run_prune(self) -> None:
+        c = self.config
+        started = time.perf_counter()
+        model, _ = self.load_stage("svd_train")
+        ranks = prune(model, energy=c.energy) if c.energy > 0 or c.threshold == 0 else prune(model, threshold=c.threshold)
+        accuracy = self.accuracy(model)
+        self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} layers; test {accuracy:.4f}")
+        self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started)
+
+    def run_finetune(self) -> None:
+        c = self.config
+        started = time.perf_counter()
+        model, _ = self.load_stage("prune")
+        history = self.train("finetune", model, c.finetune_epochs, Regularization(ortho_weight=c.ortho_weight))
+        accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
+        self.save_stage("finetune", model, history=history, accuracy=accuracy, seconds=time.perf_counter() - started)
+
+    def run_export(self) -> None:
+        started = time.perf_counter()
+        model, _ = self.load_stage("finetune")
+        c = self.config
+        info = export_compact(model, self.out / "export", self.data.example, model_name=c.model,
+                              num_classes=self.data.num_classes, scheme=c.scheme, onnx=c.export_onnx)  # fmt: skip
+        compact_model = torch.jit.load(str(self.out / "export" / "model.torchscript.pt")).to(self.device)
+        small = load_compact(self.out / "export").to(self.device)  # count the exported structure itself
+        info.update(
+            accuracy=evaluate(compact_model, self.data.test, self.device),
+            macs=count_macs(small, self.data.example),
+            params=_params(small),
+        )
+        self.log(f"export: compact test {info['accuracy']:.4f}, {info['macs']:,} MACs -> {self.out / 'export'}")
+        save_checkpoint(self.stage_path("export"), {"stage": "export", "info": info,
+                                                     "seconds": time.perf_counter() - started})  # fmt: skip
+
+    def run_report(self) -> dict:
+        from svdtrain.train.report import write_report
+
+        return write_report(self)
+
+    def run(self, stages: tuple[str, ...] = STAGES) -> None:
+        """Run ``stages`` in order, skipping those already finished when resuming."""
+        for stage in stages:
+            if self.resume and self.done(stage):
+                self.log(f"{stage}: already done, skipped")
+                continue
+            getattr(self, f"run_{stage}")()

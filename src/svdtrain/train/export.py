@@ -1,0 +1,108 @@
+"""Export a pruned SVD model as plain torch layers: weights + JSON spec, TorchScript, ONNX.
+
+The TorchScript and ONNX files load with torch / onnxruntime alone, no svdtrain; the
+state dict + ``spec.json`` pair rebuilds the compact model exactly with :func:`load_compact`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from svdtrain.io import atomic_write, atomic_write_json
+from svdtrain.models import build_model
+from svdtrain.surgery import compact, svd_layers
+from svdtrain.surgery.walk import replace_modules
+from svdtrain.train.checkpoint import rebuild_svd_model
+
+SPEC_FORMAT = "svdtrain-compact"
+SPEC_VERSION = 1
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float | None:
+    """Write ONNX with a dynamic batch axis; returns the onnxruntime max |difference|."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    tmp = path.with_suffix(".onnx.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )  # fmt: skip
+    tmp.replace(path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": example.cpu().numpy()})
+    with torch.no_grad():
+        return _max_abs_diff(torch.from_numpy(got), model(example).cpu())
+
+
+def export_compact(
+    model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
+    scheme: str, onnx: bool = True,
+) -> dict:  # fmt: skip
+    """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.onnx}; returns
+    the file names and the max output difference of each reloaded export."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    example = example.cpu()
+    names = [name for name, _ in svd_layers(model)]
+    small = compact(model, example).eval()
+    modules = dict(small.named_modules())
+    spec = {
+        "format": SPEC_FORMAT, "version": SPEC_VERSION, "model": model_name, "num_classes": num_classes,
+        "scheme": scheme,
+        "layers": {name: {"rank": layer.rank, "form": "pair" if isinstance(modules[name], nn.Sequential) else "dense"}
+                   for name, layer in svd_layers(model)},
+    }  # fmt: skip
+    atomic_write(out_dir / "weights.pt", lambda f: torch.save(small.state_dict(), f), mode="wb")
+    atomic_write_json(out_dir / "spec.json", spec)
+    scripted = torch.jit.script(small)
+    atomic_write(out_dir / "model.torchscript.pt", lambda f: torch.jit.save(scripted, f), mode="wb")
+    with torch.no_grad():
+        reference = small(example)
+        result = {
+            "files": ["weights.pt", "spec.json", "model.torchscript.pt"],
+            "layers": len(names),
+            "torchscript_max_abs_diff": _max_abs_diff(torch.jit.load(str(out_dir / "model.torchscript.pt"))(example), reference),
+            "reload_max_abs_diff": _max_abs_diff(load_compact(out_dir)(example), reference),
+        }  # fmt: skip
+    if onnx:
+        diff = _export_onnx(small, example, out_dir / "model.onnx")
+        if diff is not None:
+            result["files"].append("model.onnx")
+            result["onnx_max_abs_diff"] = diff
+    return result
+
+
+def load_compact(export_dir: str | Path) -> nn.Module:
+    """Rebuild the compact model from ``weights.pt`` + ``spec.json`` (needs svdtrain's model zoo)."""
+    export_dir = Path(export_dir)
+    try:
+        spec = json.loads((export_dir / "spec.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no spec.json in {export_dir}") from None
+    if spec.get("format") != SPEC_FORMAT or spec.get("version") != SPEC_VERSION:
+        raise ValueError(f"{export_dir / 'spec.json'} is not a {SPEC_FORMAT} v{SPEC_VERSION} spec")
+    layers = spec["layers"]
+    model = rebuild_svd_model(
+        build_model(spec["model"], spec["num_classes"]), spec["scheme"], {n: v["rank"] for n, v in layers.items()}
+    )
+    replace_modules(model, {
+        id(layer): layer.to_factored() if layers[name]["form"] == "pair" else layer.to_dense()
+        for name, layer in svd_layers(model)
+    })  # fmt: skip
+    state = torch.load(export_dir / "weights.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()

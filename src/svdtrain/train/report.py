@@ -1,0 +1,51 @@
+"""report.json and the run's plots, gathered from the stage files of a run folder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from svdtrain.io import atomic_write_json
+from svdtrain.surgery import svd_layers
+from svdtrain.train.checkpoint import load_checkpoint
+
+if TYPE_CHECKING:
+    from svdtrain.train.experiment import Experiment
+
+
+def write_report(experiment: Experiment) -> dict:
+    """Write ``report.json`` (last, so its presence marks a finished run) and PNG plots."""
+    out = experiment.out
+    model, finetune = experiment.load_stage("finetune")
+    records = {stage: load_checkpoint(experiment.stage_path(stage)) for stage in ("start", "svd_train", "prune")}
+    export = load_checkpoint(experiment.stage_path("export"))
+    info = export["info"]
+    records["finetune"] = finetune
+    stages = {
+        stage: {"accuracy": record["accuracy"], "seconds": round(record["seconds"], 2),
+                "epochs": len(record.get("history", []))}
+        for stage, record in records.items()
+    }  # fmt: skip
+    stages["export"] = {"accuracy": info["accuracy"], "seconds": round(export["seconds"], 2)}
+    layers = [{"name": name, "full_rank": layer.full_rank, "rank": layer.rank} for name, layer in svd_layers(model)]
+    baseline = records["start"]["baseline"]
+    report = {
+        "baseline": baseline,
+        "compact": {"accuracy": info["accuracy"], "macs": info["macs"], "params": info["params"]},
+        "macs_reduction": baseline["macs"] / info["macs"],
+        "layers": layers,
+        "stages": stages,
+        "export": {k: v for k, v in info.items() if k not in ("accuracy", "macs", "params")},
+        "config": experiment.config.to_dict(),
+    }
+    try:
+        from svdtrain.train.plots import plot_ranks, plot_spectra
+
+        spectra = records["svd_train"]["spectra"]
+        plot_spectra(spectra["before"], spectra["after"], out / "spectra.png")
+        plot_ranks(layers, out / "ranks.png")
+        report["plots"] = ["spectra.png", "ranks.png"]
+    except ImportError as missing:
+        experiment.log(f"report: no plots ({missing})")
+        report["plots"] = []
+    atomic_write_json(out / "report.json", report)
+    return report
