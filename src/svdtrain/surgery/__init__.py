@@ -1,5 +1,6 @@
 """Walking and rewriting models: decompose, regularize, prune, compact, count MACs."""
 
+from svdtrain.surgery.budget import energy_for_macs
 from svdtrain.surgery.compact import compact
 from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
@@ -11,6 +12,7 @@ __all__ = [
     "compact",
     "count_macs",
     "decompose",
+    "energy_for_macs",
     "macs_by_layer",
     "orthogonality_loss",
     "prune",

@@ -44,6 +44,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """load_state_dict that names the first mismatched key in a one-line error."""
     expected = model.state_dict()
+    # Checkpoints from PyTorch < 0.4.1 predate BatchNorm's step counter; it is not a weight.
+    state = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}
     for key in expected:
         if key not in state:
             raise ValueError(f"{source} does not match the model: missing key {key!r}")

@@ -47,7 +47,8 @@ class RunConfig:
     weight_decay: float = 0.0
     batch_size: int = 100
     eval_batch_size: int = 1000
-    lr_milestones: list[int] = field(default_factory=lambda: [81, 122])  # epochs within each stage
+    # epochs within each stage at which lr *= lr_gamma; values below 1 are fractions of the stage's length
+    lr_milestones: list[float] = field(default_factory=lambda: [81, 122])
     lr_gamma: float = 0.1
     # svd-train
     svd_epochs: int = 164
@@ -57,6 +58,7 @@ class RunConfig:
     # prune: give energy or threshold (the other 0)
     energy: float = 1e-4  # fraction of sum(s^2) a layer may lose
     threshold: float = 0.0  # drop |s| below this (used when energy is 0)
+    target_reduction: float = 0.0  # > 1: choose the energy that cuts MACs by this factor (overrides energy)
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
     # bookkeeping
@@ -76,8 +78,12 @@ class RunConfig:
         for name in ("lr", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
-                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma"):  # fmt: skip
+                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction"):  # fmt: skip
             _non_negative(name, getattr(self, name))
+        if self.target_reduction and self.target_reduction <= 1:
+            raise ValueError(f"target_reduction must be > 1 (or 0 to use energy), got {self.target_reduction}")
+        if any(m < 0 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones must be >= 0, got {self.lr_milestones}")
         if self.dataset != "digits" and not self.data:
             raise ValueError(f"dataset {self.dataset!r} needs a data path (data: ... or --data PATH)")
         if self.init == "svd" and not self.checkpoint:
@@ -120,9 +126,8 @@ def _coerce(name: str, value: Any) -> Any:
     elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     elif isinstance(default, list) and isinstance(value, list):
-        kind = type(default[0]) if default else type(value[0]) if value else int
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return [kind(v) for v in value]
+            return list(value)
     elif type(value) is type(default):
         return value
     raise ValueError(f"config key {name!r} expects {type(default).__name__}, got {value!r}")

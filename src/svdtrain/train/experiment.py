@@ -24,7 +24,7 @@ from torch import nn
 from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_split, load_image_folder
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
-from svdtrain.surgery import count_macs, decompose, prune, singular_values
+from svdtrain.surgery import count_macs, decompose, energy_for_macs, prune, singular_values
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
@@ -136,7 +136,8 @@ class Experiment:
     def train(self, stage: str, model: nn.Module, epochs: int, regularization: Regularization) -> list[dict]:
         """Train ``model`` in place for ``epochs``; returns the per-epoch history."""
         optimizer = self._optimizer(model)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.config.lr_milestones, self.config.lr_gamma)
+        milestones = sorted({round(m * epochs) if m < 1 else int(m) for m in self.config.lr_milestones} - {0})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, self.config.lr_gamma)
         history: list[dict] = []
         ckpt = self.checkpoint_path(stage)
         if self.resume and ckpt.exists():
@@ -187,6 +188,9 @@ class Experiment:
             self.log(f"start: pretrained {c.model} from {c.checkpoint}: test {self.accuracy(dense):.4f}")
             if c.start_epochs:
                 history = self.train("start", dense, c.start_epochs, Regularization())
+                # The adapted dense model is a baseline of its own, and a checkpoint for other runs.
+                state = {k: v.detach().cpu() for k, v in dense.state_dict().items()}
+                save_checkpoint(self.out / "adapted_dense.pt", {"state_dict": state})
             baseline_accuracy = self.accuracy(dense)
             model = decompose(dense, scheme=c.scheme, init="svd")
         else:
@@ -215,7 +219,15 @@ class Experiment:
         c = self.config
         started = time.perf_counter()
         model, _ = self.load_stage("svd_train")
-        ranks = prune(model, energy=c.energy) if c.energy > 0 or c.threshold == 0 else prune(model, threshold=c.threshold)
+        if c.target_reduction:
+            baseline_macs = load_checkpoint(self.stage_path("start"))["baseline"]["macs"]
+            energy = energy_for_macs(model, self.data.example, int(baseline_macs / c.target_reduction))
+            self.log(f"prune: energy {energy:.3g} meets the {c.target_reduction:g}x MACs target")
+            ranks = prune(model, energy=energy)
+        elif c.energy > 0 or c.threshold == 0:
+            ranks = prune(model, energy=c.energy)
+        else:
+            ranks = prune(model, threshold=c.threshold)
         accuracy = self.accuracy(model)
         self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} layers; test {accuracy:.4f}")
         self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started)
