@@ -25,7 +25,7 @@ def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int |
     if isinstance(module, nn.modules.conv._ConvNd):
         return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
     if isinstance(module, nn.Linear):
-        return output.numel() * module.out_features
+        return output.numel() * module.in_features
     return None
 
 

@@ -125,6 +125,11 @@ def _coerce(name: str, value: Any) -> Any:
             return value.lower() in ("true", "1", "yes")
     elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif isinstance(default, float) and isinstance(value, str):
+        try:  # PyYAML reads 1e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     elif isinstance(default, list) and isinstance(value, list):
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return list(value)

@@ -1,0 +1,140 @@
+"""``svdtrain run`` and the stage commands on the seconds-long digits preset."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from svdtrain.cli import main
+from svdtrain.train import experiment as experiment_module
+
+TINY = ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "2", "--finetune-epochs", "1",
+        "--train-limit", "320", "--test-limit", "200", "--lr-milestones", "1"]
+
+
+def _run(out, *extra):
+    return main(["run", "--out", str(out), *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert _run(out) == 0
+    return out
+
+
+def test_report_schema_and_files(finished):
+    report = json.loads((finished / "report.json").read_text())
+    for key in ("baseline", "compact"):
+        assert set(report[key]) >= {"accuracy", "macs", "params"} and 0 <= report[key]["accuracy"] <= 1
+    assert report["layers"] and all(1 <= l["rank"] <= l["full_rank"] for l in report["layers"])
+    assert set(report["stages"]) == {"start", "svd_train", "prune", "finetune", "export"}
+    assert all({"accuracy", "seconds"} <= set(s) for s in report["stages"].values())
+    assert report["config"]["svd_epochs"] == 2 and report["config"]["model"] == "digits_cnn"
+    for name in ("spectra.png", "ranks.png", "metrics/svd_train.csv", "export/model.torchscript.pt",
+                 "export/weights.pt", "export/spec.json"):
+        assert (finished / name).stat().st_size > 0, name
+    assert (finished / "metrics" / "svd_train.csv").read_text().count("\n") == 3  # header + 2 epochs
+    assert report["export"]["torchscript_max_abs_diff"] < 1e-4 and report["export"]["reload_max_abs_diff"] < 1e-4
+
+
+def test_torchscript_export_runs_without_svdtrain(finished):
+    code = (
+        "import sys, torch; m = torch.jit.load(sys.argv[1]); y = m(torch.randn(2, 1, 8, 8));"
+        "assert y.shape == (2, 10); assert 'svdtrain' not in sys.modules; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(finished / "export" / "model.torchscript.pt")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_finished_run_is_refused_unless_overwrite(finished, capsys):
+    before = (finished / "report.json").read_text()
+    assert _run(finished) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a finished run" in err and len(err.splitlines()) == 1
+    assert (finished / "report.json").read_text() == before
+
+
+def test_resume_reaches_the_same_result(tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    assert _run(reference) == 0
+
+    real_train_epoch = experiment_module.train_epoch
+    calls = {"n": 0}
+
+    def dies_in_svd_training(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # start epoch 1, svd_train epoch 1, then die in svd_train epoch 2
+            raise KeyboardInterrupt
+        return real_train_epoch(*args, **kwargs)
+
+    interrupted = tmp_path / "interrupted"
+    monkeypatch.setattr(experiment_module, "train_epoch", dies_in_svd_training)
+    assert _run(interrupted) == 130
+    assert (interrupted / "svd_train.ckpt.pt").exists() and not (interrupted / "report.json").exists()
+    monkeypatch.setattr(experiment_module, "train_epoch", real_train_epoch)
+    assert _run(interrupted, "--resume") == 0
+
+    a = torch.load(reference / "finetune.pt", weights_only=True)
+    b = torch.load(interrupted / "finetune.pt", weights_only=True)
+    assert a["ranks"] == b["ranks"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+
+
+def test_stages_run_one_by_one(tmp_path):
+    out = str(tmp_path)
+    assert main(["start", "--out", out, *TINY]) == 0
+    for stage in ("svd-train", "prune", "finetune", "export", "report"):
+        assert main([stage, "--out", out]) == 0, stage  # config comes from the run folder
+    assert json.loads((tmp_path / "report.json").read_text())["compact"]["macs"] > 0
+
+
+def test_stage_before_its_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["prune", "--out", str(tmp_path), *TINY]) == 2
+    assert "run the 'svd_train' stage first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--sparsity-weight", "-1"], "sparsity_weight must be >= 0"),
+        (["--energy", "2"], "energy must be a number in [0, 1)"),
+        (["--model", "vgg"], "unknown model 'vgg'"),
+        (["--dataset", "image_folder", "--data", "/no/such/dir"], "data not found: /no/such/dir"),
+        (["--dataset", "cifar10", "--data", "/no/such/dir"], "CIFAR-10 not found under /no/such/dir"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    assert _run(tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_unknown_config_key_in_file(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text("sparsity_wieght: 0.1\n")
+    assert main(["run", "--out", str(tmp_path / "out"), "--config", str(config)]) == 2
+    assert "unknown config key(s) in" in capsys.readouterr().err
+
+
+def test_mismatched_checkpoint_names_first_key(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    torch.save({"state_dict": {"module.conv9.weight": torch.zeros(1)}}, bad)
+    assert _run(tmp_path / "out", "--init", "svd", "--checkpoint", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "does not match the model: missing key 'features.0.weight'" in err
+
+
+def test_sweep_shares_stages_and_plots(tmp_path):
+    assert main(["sweep", "--out", str(tmp_path), *TINY, "--sparsity-weights", "0.01",
+                 "--energies", "0.01,0.2"]) == 0
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert [p["energy"] for p in sweep["points"]] == [0.01, 0.2]
+    assert sweep["points"][1]["macs"] <= sweep["points"][0]["macs"]
+    assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 0

@@ -1,0 +1,98 @@
+"""CIFAR-10 pickles, image folders and tarballs, on small files the tests write themselves."""
+
+import hashlib
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from svdtrain.data import load_cifar10, load_image_folder
+from svdtrain.data.cifar10 import TEST_FILES, TRAIN_FILES, download_cifar10
+
+
+def _write_cifar(folder, per_batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in TRAIN_FILES + TEST_FILES:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def test_cifar10_pickles_load_as_hwc_uint8(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    train, test = load_cifar10(tmp_path)
+    assert train.images.shape == (20, 32, 32, 3) and test.images.shape == (4, 32, 32, 3)
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    np.testing.assert_array_equal(train.images[0, :, :, 0].reshape(-1), raw[b"data"][0, :1024])
+    assert train.labels[:4].tolist() == raw[b"labels"]
+
+
+def test_cifar10_missing_says_where_to_put_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1..5"):
+        load_cifar10(tmp_path / "nowhere")
+
+
+def _archive(tmp_path):
+    _write_cifar(tmp_path / "src" / "cifar-10-batches-py")
+    archive = tmp_path / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive, hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+def test_download_verifies_checksum_and_unpacks(tmp_path):
+    archive, md5 = _archive(tmp_path)
+    root = tmp_path / "data"
+    download_cifar10(root, url=archive.as_uri(), md5=md5)
+    train, _ = load_cifar10(root)
+    assert len(train) == 20
+
+
+def test_download_with_bad_checksum_keeps_nothing(tmp_path):
+    archive, _ = _archive(tmp_path)
+    root = tmp_path / "data"
+    with pytest.raises(ValueError, match="MD5"):
+        download_cifar10(root, url=archive.as_uri(), md5="0" * 32)
+    assert list(root.iterdir()) == []
+
+
+def test_download_offline_error_names_folder(tmp_path):
+    with pytest.raises(OSError, match="put the python-pickle files"):
+        download_cifar10(tmp_path, url=(tmp_path / "missing.tar.gz").as_uri())
+
+
+def _image_tree(root, size=(6, 6)):
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i:04d}.png")
+
+
+def test_image_folder_from_dir_and_tarball_agree_and_cache(tmp_path):
+    _image_tree(tmp_path / "tree")
+    tarball = tmp_path / "tree.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tmp_path / "tree", arcname="tree")
+    from_dir = load_image_folder(tmp_path / "tree")
+    from_tar = load_image_folder(tarball, cache_dir=tmp_path / "cache")
+    for a, b in zip(from_dir, from_tar):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert from_dir[0].classes == ["cat", "dog"] and from_dir[0].images.shape == (6, 6, 6, 3)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    cached = load_image_folder(tarball, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(cached[1].images, from_tar[1].images)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data not found"):
+        load_image_folder(tmp_path / "missing")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no train/<class>/<image>"):
+        load_image_folder(tmp_path / "empty")
