@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import svdtrain
 from svdtrain.models import cifar_resnet
-from svdtrain.train import atomic_write_json
+from svdtrain.io import atomic_write_json
 
 
 def make_step(model, regularize: bool, batch: torch.Tensor, targets: torch.Tensor):
