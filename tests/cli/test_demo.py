@@ -42,8 +42,10 @@ def test_demo_refuses_finished_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "already holds a finished run" in err and len(err.splitlines()) == 1
     assert json.loads((tmp_path / "report.json").read_text()) == {"kept": True}
+    (tmp_path / "my-notes.txt").write_text("not svdtrain's")
     assert main(["demo", "--out", str(tmp_path), "--overwrite", *TINY]) == 0
     assert "baseline" in _report(tmp_path)
+    assert (tmp_path / "my-notes.txt").read_text() == "not svdtrain's"  # --overwrite clears only its own files
 
 
 @pytest.mark.parametrize(

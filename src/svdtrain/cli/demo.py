@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from svdtrain.cli.output import claim_output_dir, format_report
+from svdtrain.cli.options import prepare_run_folder
+from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.demo import DemoConfig, run_demo
 
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
-    claim_output_dir(args.out, args.overwrite)
+    prepare_run_folder(args.out, overwrite=args.overwrite, resume=False)
     report = run_demo(config)
     atomic_write_json(args.out / "report.json", report)
     print()

@@ -11,9 +11,6 @@ from typing import Any
 
 from svdtrain.train.config import FIELDS, RunConfig, merge, resolve_config
 
-RUN_FILES = ("report.json", "config.json")
-
-
 def _parse_value(text: str, default: Any) -> Any:
     if isinstance(default, list):
         return [float(v) if "." in v or "e" in v.lower() else int(v) for v in text.split(",") if v.strip()]
@@ -29,7 +26,6 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
     parser.add_argument("--preset", help="a named preset (see 'svdtrain presets')")
     parser.add_argument("--config", help="a YAML config file; its keys are RunConfig fields")
     fields = parser.add_argument_group("config fields (override preset and file)")
-    defaults = RunConfig.__dataclass_fields__
     for name, field in FIELDS.items():
         if name == "version":
             continue
@@ -38,7 +34,6 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
             "--" + name.replace("_", "-"), dest=f"field_{name}", default=argparse.SUPPRESS, metavar="V",
             type=lambda text, d=default: _parse_value(text, d), help=f"default {default!r}",
         )  # fmt: skip
-    del defaults
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,16 +49,28 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     return resolve_config(args.preset, args.config, overrides_from(args))
 
 
+RUN_ARTIFACTS = ("report.json", "config.json", "sweep.json", "*.pt", "*.png", "metrics", "export")
+
+
+def _remove_artifacts(out: Path) -> None:
+    """Delete what svdtrain writes in a run folder (and sweep sub-runs), nothing else."""
+    for pattern in RUN_ARTIFACTS:
+        for item in out.glob(pattern):
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    for sub in out.iterdir():
+        if sub.is_dir() and (sub / "config.json").exists():
+            _remove_artifacts(sub)
+            if not any(sub.iterdir()):
+                sub.rmdir()
+
+
 def prepare_run_folder(out: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse a finished run unless --overwrite (which clears it); keep an unfinished one for --resume."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
-    if (out / "report.json").exists():
-        if not overwrite:
-            raise ValueError(f"{out} already holds a finished run (report.json); pass --overwrite or choose another --out")
-        for item in out.iterdir():
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-    elif out.exists() and not resume:
-        for item in list(out.glob("*.pt")) + list(out.glob("*.ckpt.pt")):
-            item.unlink()
+    finished = [name for name in ("report.json", "sweep.json") if (out / name).exists()]
+    if finished and not overwrite:
+        raise ValueError(f"{out} already holds a finished run ({finished[0]}); pass --overwrite or choose another --out")
+    if out.exists() and (finished or not resume):
+        _remove_artifacts(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,6 @@
-"""Shared CLI output helpers: the run-directory guard and the results table."""
+"""The results table the CLI prints."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-
-def claim_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder that already holds a finished run, unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    if (out / "report.json").exists() and not overwrite:
-        raise ValueError(f"{out} already holds a finished run (report.json); pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def format_report(report: dict) -> str:

@@ -30,8 +30,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
-    if (args.out / "sweep.json").exists() and not args.overwrite:
-        raise ValueError(f"{args.out} already holds a finished sweep (sweep.json); pass --overwrite or another --out")
     prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     for values in (args.sparsity_weights, args.energies):
         for value in values:
