@@ -34,18 +34,23 @@ def test_report_schema_and_files(finished):
     assert all({"accuracy", "seconds"} <= set(s) for s in report["stages"].values())
     assert report["config"]["svd_epochs"] == 2 and report["config"]["model"] == "digits_cnn"
     for name in ("spectra.png", "ranks.png", "metrics/svd_train.csv", "export/model.torchscript.pt",
-                 "export/weights.pt", "export/spec.json"):
+                 "export/model.pt2", "export/weights.pt", "export/spec.json"):
         assert (finished / name).stat().st_size > 0, name
     assert (finished / "metrics" / "svd_train.csv").read_text().count("\n") == 3  # header + 2 epochs
-    assert report["export"]["torchscript_max_abs_diff"] < 1e-4 and report["export"]["reload_max_abs_diff"] < 1e-4
+    for check in ("torchscript_max_abs_diff", "torch_export_max_abs_diff", "reload_max_abs_diff"):
+        assert report["export"][check] < 1e-4, check
 
 
-def test_torchscript_export_runs_without_svdtrain(finished):
+@pytest.mark.parametrize(
+    ("file", "load"),
+    [("model.torchscript.pt", "torch.jit.load(sys.argv[1])"), ("model.pt2", "torch.export.load(sys.argv[1]).module()")],
+)
+def test_exports_run_without_svdtrain(finished, file, load):
     code = (
-        "import sys, torch; m = torch.jit.load(sys.argv[1]); y = m(torch.randn(2, 1, 8, 8));"
-        "assert y.shape == (2, 10); assert 'svdtrain' not in sys.modules; print('ok')"
+        f"import sys, torch; m = {load}; y = m(torch.randn(3, 1, 8, 8));"
+        "assert y.shape == (3, 10); assert 'svdtrain' not in sys.modules; print('ok')"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(finished / "export" / "model.torchscript.pt")],
+    result = subprocess.run([sys.executable, "-c", code, str(finished / "export" / file)],
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
 

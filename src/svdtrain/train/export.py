@@ -1,6 +1,7 @@
-"""Export a pruned SVD model as plain torch layers: weights + JSON spec, TorchScript, ONNX.
+"""Export a pruned SVD model as plain torch layers: weights + JSON spec, TorchScript,
+torch.export, ONNX.
 
-The TorchScript and ONNX files load with torch / onnxruntime alone, no svdtrain; the
+The TorchScript, torch.export (.pt2) and ONNX files load with torch / onnxruntime alone; the
 state dict + ``spec.json`` pair rebuilds the compact model exactly with :func:`load_compact`.
 """
 
@@ -51,7 +52,7 @@ def export_compact(
     model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
     scheme: str, onnx: bool = True,
 ) -> dict:  # fmt: skip
-    """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.onnx}; returns
+    """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.pt2, model.onnx}; returns
     the file names and the max output difference of each reloaded export."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,14 +69,22 @@ def export_compact(
     }  # fmt: skip
     atomic_write(out_dir / "weights.pt", lambda f: torch.save(small.state_dict(), f), mode="wb")
     atomic_write_json(out_dir / "spec.json", spec)
-    scripted = torch.jit.script(small)
-    atomic_write(out_dir / "model.torchscript.pt", lambda f: torch.jit.save(scripted, f), mode="wb")
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; still the widest-read format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(small)
+        atomic_write(out_dir / "model.torchscript.pt", lambda f: torch.jit.save(scripted, f), mode="wb")
+        reloaded_script = torch.jit.load(str(out_dir / "model.torchscript.pt"))
+    # torch.export needs a batch > 1 to keep the batch dimension dynamic.
+    pair = torch.cat([example, example])
+    program = torch.export.export(small, (pair,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    atomic_write(out_dir / "model.pt2", lambda f: torch.export.save(program, f), mode="wb")
     with torch.no_grad():
         reference = small(example)
         result = {
-            "files": ["weights.pt", "spec.json", "model.torchscript.pt"],
+            "files": ["weights.pt", "spec.json", "model.torchscript.pt", "model.pt2"],
             "layers": len(names),
-            "torchscript_max_abs_diff": _max_abs_diff(torch.jit.load(str(out_dir / "model.torchscript.pt"))(example), reference),
+            "torchscript_max_abs_diff": _max_abs_diff(reloaded_script(example), reference),
+            "torch_export_max_abs_diff": _max_abs_diff(torch.export.load(out_dir / "model.pt2").module()(example), reference),
             "reload_max_abs_diff": _max_abs_diff(load_compact(out_dir)(example), reference),
         }  # fmt: skip
     if onnx:
