@@ -36,11 +36,12 @@ def plot_spectra(before: dict[str, list[float]], after: dict[str, list[float]], 
             magnitudes = sorted((abs(v) for v in values), reverse=True)
             ax.semilogy(range(1, len(magnitudes) + 1), [max(v, 1e-12) for v in magnitudes], label=label)
         ax.set_title(name, fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(which="both", labelsize=6)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
-    fig.suptitle("singular values per layer (sorted |s|), before and after sparsity training", fontsize=9)
+    fig.suptitle("singular values per layer (sorted |s|), before and after sparsity training", fontsize=9, y=1.0)
+    fig.tight_layout()
     _save(fig, path)
 
 
