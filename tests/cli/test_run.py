@@ -143,3 +143,19 @@ def test_sweep_shares_stages_and_plots(tmp_path):
     assert [p["energy"] for p in sweep["points"]] == [0.01, 0.2]
     assert sweep["points"][1]["macs"] <= sweep["points"][0]["macs"]
     assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 0
+
+
+def test_weight_decay_spares_the_svd_factors(tmp_path):
+    from svdtrain.train.config import resolve_config
+    from svdtrain.train.experiment import Experiment
+
+    import svdtrain
+
+    config = resolve_config("smoke", None, {"weight_decay": 0.01, "optimizer": "sgd"})
+    experiment = Experiment(config, tmp_path)
+    model = svdtrain.decompose(experiment.dense_model())
+    groups = experiment._optimizer(model).param_groups
+    factors = {id(p) for _, layer in svdtrain.svd_layers(model) for p in (layer.U, layer.s, layer.Vh)}
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed and not decayed & factors
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

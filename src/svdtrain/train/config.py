@@ -44,7 +44,7 @@ class RunConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # dense weights and biases only; U, s, Vh are never decayed
     batch_size: int = 100
     eval_batch_size: int = 1000
     # epochs within each stage at which lr *= lr_gamma; values below 1 are fractions of the stage's length

@@ -24,7 +24,7 @@ from torch import nn
 from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_split, load_image_folder
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
-from svdtrain.surgery import count_macs, decompose, energy_for_macs, prune, singular_values
+from svdtrain.surgery import count_macs, decompose, energy_for_macs, prune, singular_values, svd_layers
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
@@ -128,10 +128,18 @@ class Experiment:
 
     # -- training with per-epoch checkpoints ---------------------------------------------
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """Weight decay for ordinary parameters only: U, s and Vh have their own regularizers,
+        and decaying s would add an L2 pull that fights the chosen sparsity term."""
         c = self.config
+        factors = {id(p) for _, layer in svd_layers(model) for p in (layer.U, layer.s, layer.Vh)}
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in factors], "weight_decay": c.weight_decay},
+            {"params": [p for p in model.parameters() if id(p) in factors], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
         if c.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        return torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
+        return torch.optim.Adam(groups, lr=c.lr)
 
     def train(self, stage: str, model: nn.Module, epochs: int, regularization: Regularization) -> list[dict]:
         """Train ``model`` in place for ``epochs``; returns the per-epoch history."""
