@@ -21,7 +21,7 @@ def _run(out, *extra):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert _run(out) == 0
+    assert _run(out, "--export-onnx", "true") == 0
     return out
 
 
@@ -37,7 +37,8 @@ def test_report_schema_and_files(finished):
                  "export/model.pt2", "export/weights.pt", "export/spec.json"):
         assert (finished / name).stat().st_size > 0, name
     assert (finished / "metrics" / "svd_train.csv").read_text().count("\n") == 3  # header + 2 epochs
-    for check in ("torchscript_max_abs_diff", "torch_export_max_abs_diff", "reload_max_abs_diff"):
+    assert (finished / "export" / "model.onnx").stat().st_size > 0
+    for check in ("torchscript_max_abs_diff", "torch_export_max_abs_diff", "reload_max_abs_diff", "onnx_max_abs_diff"):
         assert report["export"][check] < 1e-4, check
 
 
@@ -80,6 +81,7 @@ def test_resume_reaches_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment_module, "train_epoch", dies_in_svd_training)
     assert _run(interrupted) == 130
     assert (interrupted / "svd_train.ckpt.pt").exists() and not (interrupted / "report.json").exists()
+    assert _run(interrupted) == 2  # neither --resume nor --overwrite: the partial run is kept
     monkeypatch.setattr(experiment_module, "train_epoch", real_train_epoch)
     assert _run(interrupted, "--resume") == 0
 
@@ -159,3 +161,24 @@ def test_weight_decay_spares_the_svd_factors(tmp_path):
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed and not decayed & factors
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_flag_with_bad_value_names_the_type(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--out", str(tmp_path), "--svd-epochs", "1.5"])
+    assert exit_info.value.code == 2
+    assert "expected int, got '1.5'" in capsys.readouterr().err
+
+
+def test_threshold_rule_applies_when_set(tmp_path):
+    assert _run(tmp_path, "--threshold", "1000") == 0  # every |s| is below: rank 1 everywhere
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert all(layer["rank"] == 1 for layer in report["layers"])
+
+
+def test_sweep_rejects_a_macs_target_before_touching_the_folder(tmp_path, capsys):
+    (tmp_path / "sweep.json").write_text("{}")
+    code = main(["sweep", "--out", str(tmp_path), *TINY, "--target-reduction", "2", "--overwrite",
+                 "--sparsity-weights", "0.01", "--energies", "0.01"])
+    assert code == 2 and "set --target-reduction 0" in capsys.readouterr().err
+    assert (tmp_path / "sweep.json").read_text() == "{}"

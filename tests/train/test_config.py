@@ -37,14 +37,13 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
         ({"sparsity_weight": -0.1}, "sparsity_weight must be >= 0"),
         ({"energy": 1.0}, r"energy must be a number in \[0, 1\)"),
         ({"scheme": "tucker"}, "unknown scheme"),
-        ({"model": "vgg"}, None),
+        ({"model": "vgg"}, "unknown model 'vgg'"),
+        ({"device": "gpu"}, "device must be auto, cpu, mps, cuda or cuda:N"),
+        ({"mean": [0.5, 0.5]}, "mean and std need one value per channel"),
         ({"target_reduction": 0.5}, "target_reduction must be > 1"),
     ],
 )
 def test_bad_values_are_named(overrides, message):
-    if message is None:  # model names are checked when the model is built
-        resolve_config("smoke", None, overrides)
-        return
     with pytest.raises(ValueError, match=message):
         resolve_config("smoke", None, overrides)
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from svdtrain.cli.options import prepare_run_folder
+from svdtrain.cli.options import parse_value, prepare_run_folder
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.demo import DemoConfig, run_demo
@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     defaults = DemoConfig()
     for field in dataclasses.fields(DemoConfig):
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+        default = getattr(defaults, field.name)
+        parser.add_argument(flag, type=lambda text, d=default: parse_value(text, d), default=default, metavar="V")
     parser.set_defaults(run=run)
 
 

@@ -8,7 +8,7 @@ def format_report(report: dict) -> str:
     base, small = report["baseline"], report["compact"]
     lines = [
         f"{'model':<10} {'accuracy':>9} {'MACs':>12} {'params':>10}",
-        f"{'dense':<10} {base['accuracy']:>9.4f} {base['macs']:>12,} {base['params']:>10,}",
+        f"{'baseline':<10} {base['accuracy']:>9.4f} {base['macs']:>12,} {base['params']:>10,}",
         f"{'compact':<10} {small['accuracy']:>9.4f} {small['macs']:>12,} {small['params']:>10,}",
         f"MACs reduction {base['macs'] / small['macs']:.2f}x, accuracy change "
         f"{100 * (small['accuracy'] - base['accuracy']):+.2f} points",

@@ -30,13 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
+    if any(w < 0 for w in args.sparsity_weights):
+        raise ValueError(f"sparsity weights must be >= 0, got {args.sparsity_weights}")
+    if any(not 0 <= e < 1 for e in args.energies):
+        raise ValueError(f"energies must be in [0, 1), got {args.energies}")
+    if config.target_reduction:
+        raise ValueError("a sweep varies the energy; set --target-reduction 0")
     prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
-    for values in (args.sparsity_weights, args.energies):
-        for value in values:
-            if value < 0:
-                raise ValueError(f"sweep values must be >= 0, got {value}")
-    if any(e >= 1 for e in args.energies):
-        raise ValueError("energies must be in [0, 1)")
     result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)
     print(f"{'run':<22} {'accuracy':>9} {'MACs':>12}")
     for point in result["points"]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import shutil
 import tarfile
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -30,11 +32,14 @@ def _batch_folder(root: Path) -> Path | None:
 def _read_batches(folder: Path, names: tuple[str, ...]) -> ImageArrays:
     images, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
-        labels.extend(batch[b"labels"])
+        try:
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels.extend(batch[b"labels"])
+        except (EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{folder / name} is not a CIFAR-10 batch file ({type(error).__name__}: {error})") from None
+        images.append(data.transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
     return ImageArrays(np.concatenate(images), np.asarray(labels, dtype=np.int64), list(CLASSES))
 
 
@@ -63,8 +68,14 @@ def download_cifar10(root: Path, url: str = URL, md5: str = MD5) -> None:
         partial.unlink(missing_ok=True)
         raise ValueError(f"CIFAR-10 download from {url} failed its MD5 check; nothing was kept")
     partial.replace(archive)
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
+    # Unpack beside the target and rename, so a half-unpacked folder never looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=".cifar-", dir=root))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        (staging / FOLDER).replace(root / FOLDER)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_cifar10(root: str | Path, download: bool = False) -> tuple[ImageArrays, ImageArrays]:

@@ -71,6 +71,16 @@ def _assemble(entries) -> tuple[ImageArrays, ImageArrays]:
     return split_arrays(found["train"]), split_arrays(found["test"])
 
 
+def _cache_key(source: Path) -> str:
+    """Changes when the tarball, or any image file under the folder, changes."""
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    digest = hashlib.sha1(str(source.resolve()).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(source) if path != source else ''}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
 def load_image_folder(source: str | Path, cache_dir: str | Path | None = None) -> tuple[ImageArrays, ImageArrays]:
     """Train and test splits of an image-folder tree or tarball (.tar, .tar.gz, .tgz).
 
@@ -82,16 +92,15 @@ def load_image_folder(source: str | Path, cache_dir: str | Path | None = None) -
         raise FileNotFoundError(f"data not found: {source} (expected a folder with train/ and test/ or a tarball)")
     cache = None
     if cache_dir is not None:
-        stat = source.stat()
-        key = hashlib.sha1(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = _cache_key(source)
         cache = Path(cache_dir) / f"{source.name}.{key}.npz"
         if cache.exists():
             return load_split_cache(cache)
     entries = _entries_from_dir(source) if source.is_dir() else _entries_from_tar(source)
     try:
         train, test = _assemble(entries)
-    except tarfile.TarError as error:
-        raise ValueError(f"{source} is not a readable tarball: {error}") from error
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ValueError(f"{source} could not be read ({type(error).__name__}: {error})") from None
     if cache is not None:
         save_split_cache(cache, train, test)
     return train, test

@@ -14,14 +14,20 @@ import torch
 _ENERGY_RTOL = 1e-9
 
 
+def _finite(s: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(s).all():
+        raise ValueError("singular values contain NaN or inf; training diverged (lower the lr or the weights)")
+    return s.detach()
+
+
 def check_energy(energy: float) -> float:
-    if not isinstance(energy, (int, float)) or not (0.0 <= energy < 1.0):
+    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not (0.0 <= energy < 1.0):
         raise ValueError(f"energy must be a number in [0, 1), got {energy!r}")
     return float(energy)
 
 
 def check_threshold(threshold: float) -> float:
-    if not isinstance(threshold, (int, float)) or math.isnan(threshold) or threshold < 0:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold) or threshold < 0:
         raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
     return float(threshold)
 
@@ -39,7 +45,7 @@ def energy_rank(s: torch.Tensor, energy: float) -> int:
     check_energy(energy)
     if energy == 0.0:
         return s.numel()
-    squares = s.detach().double().pow(2).sort(descending=True).values
+    squares = _finite(s).double().pow(2).sort(descending=True).values
     total = squares.sum()
     if total == 0:
         return 1
@@ -51,4 +57,4 @@ def energy_rank(s: torch.Tensor, energy: float) -> int:
 def threshold_rank(s: torch.Tensor, threshold: float) -> int:
     """Number of |s| >= threshold; at least 1."""
     check_threshold(threshold)
-    return max(1, int((s.detach().abs() >= threshold).sum().item()))
+    return max(1, int((_finite(s).abs() >= threshold).sum().item()))

@@ -55,7 +55,11 @@ def decompose(
     skipped: list[str] = []
     for name, module in model.named_modules():
         handler = handler_for(module)
-        if handler is None or (filter_fn is not None and not filter_fn(module, name)):
+        conv_like = isinstance(module, nn.modules.conv._ConvNd)  # Conv3d, ConvTranspose*: listed as skipped
+        if (handler is None and not conv_like) or (filter_fn is not None and not filter_fn(module, name)):
+            continue
+        if handler is None:
+            skipped.append(f"{name} (no SVD form for {type(module).__name__})")
             continue
         try:
             replacements[id(module)] = handler(module, scheme=scheme, init=init)

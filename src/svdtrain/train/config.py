@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from svdtrain.linalg import check_energy, check_init, check_scheme, check_sparsity_kind, check_threshold
+from svdtrain.models import MODELS
 
 CONFIG_VERSION = 1
 DATASETS = ("cifar10", "image_folder", "digits")
@@ -55,10 +57,10 @@ class RunConfig:
     ortho_weight: float = 1.0
     sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
     sparsity_weight: float = 1e-3
-    # prune: give energy or threshold (the other 0)
+    # prune: the first rule set wins: target_reduction, then threshold, then energy
+    target_reduction: float = 0.0  # > 1: choose the energy that cuts MACs by this factor
+    threshold: float = 0.0  # > 0: drop |s| below this
     energy: float = 1e-4  # fraction of sum(s^2) a layer may lose
-    threshold: float = 0.0  # drop |s| below this (used when energy is 0)
-    target_reduction: float = 0.0  # > 1: choose the energy that cuts MACs by this factor (overrides energy)
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
     # bookkeeping
@@ -80,6 +82,12 @@ class RunConfig:
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
                      "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction"):  # fmt: skip
             _non_negative(name, getattr(self, name))
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid models are {', '.join(MODELS)}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if len(self.mean) != len(self.std) or not self.mean or any(s <= 0 for s in self.std):
+            raise ValueError(f"mean and std need one value per channel, std > 0; got {self.mean} and {self.std}")
         if self.target_reduction and self.target_reduction <= 1:
             raise ValueError(f"target_reduction must be > 1 (or 0 to use energy), got {self.target_reduction}")
         if any(m < 0 for m in self.lr_milestones):
@@ -131,6 +139,10 @@ def _coerce(name: str, value: Any) -> Any:
         except ValueError:
             pass
     elif isinstance(default, list) and isinstance(value, list):
+        try:  # PyYAML reads 1e2 (no dot) as a string here too
+            value = [float(v) if isinstance(v, str) else v for v in value]
+        except ValueError:
+            pass
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return list(value)
     elif type(value) is type(default):

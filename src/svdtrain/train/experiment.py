@@ -232,10 +232,10 @@ class Experiment:
             energy = energy_for_macs(model, self.data.example, int(baseline_macs / c.target_reduction))
             self.log(f"prune: energy {energy:.3g} meets the {c.target_reduction:g}x MACs target")
             ranks = prune(model, energy=energy)
-        elif c.energy > 0 or c.threshold == 0:
-            ranks = prune(model, energy=c.energy)
-        else:
+        elif c.threshold > 0:
             ranks = prune(model, threshold=c.threshold)
+        else:
+            ranks = prune(model, energy=c.energy)
         accuracy = self.accuracy(model)
         self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} layers; test {accuracy:.4f}")
         self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started)

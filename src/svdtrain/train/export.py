@@ -7,6 +7,7 @@ state dict + ``spec.json`` pair rebuilds the compact model exactly with :func:`l
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from svdtrain.surgery import compact, svd_layers
 from svdtrain.surgery.walk import replace_modules
 from svdtrain.train.checkpoint import rebuild_svd_model
 
+EXPORT_FILES = ("weights.pt", "spec.json", "model.torchscript.pt", "model.pt2", "model.onnx")
 SPEC_FORMAT = "svdtrain-compact"
 SPEC_VERSION = 1
 
@@ -34,14 +36,14 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float |
         import onnxruntime
     except ImportError:
         return None
-    tmp = path.with_suffix(".onnx.tmp")
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
+            model, (example,), buffer, dynamo=False, input_names=["input"], output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
         )  # fmt: skip
-    tmp.replace(path)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="wb")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"input": example.cpu().numpy()})
     with torch.no_grad():

@@ -35,8 +35,15 @@ def write_report(experiment: Experiment) -> dict:
         "layers": layers,
         "stages": stages,
         "export": {k: v for k, v in info.items() if k not in ("accuracy", "macs", "params")},
-        "config": experiment.config.to_dict(),
+        "config": finetune["config"],
     }
+    changes = {
+        stage: {k: v for k, v in record["config"].items() if finetune["config"].get(k) != v}
+        for stage, record in records.items()
+    }
+    changes = {stage: diff for stage, diff in changes.items() if diff}
+    if changes:  # a stage was re-run alone with other settings: say which ran with what
+        report["config_differences"] = changes
     try:
         from svdtrain.train.plots import plot_ranks, plot_spectra
 

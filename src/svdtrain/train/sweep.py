@@ -7,11 +7,12 @@ pruning on), and all runs share start: those stage files are copied, not recompu
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Callable
 
-from svdtrain.io import atomic_write_json
+from svdtrain.io import atomic_write, atomic_write_json
 from svdtrain.train.config import RunConfig
 from svdtrain.train.experiment import Experiment
 
@@ -25,6 +26,9 @@ def run_sweep(
     resume: bool = False, log: Callable[[str], None] = print,
 ) -> dict:  # fmt: skip
     """Run every (weight, energy) pair into ``out/<label>``; returns and writes ``sweep.json``."""
+    if config.target_reduction:
+        raise ValueError("a sweep varies the energy; set target_reduction to 0 (or sweep it by separate runs)")
+    sparsity_weights, energies = list(dict.fromkeys(sparsity_weights)), list(dict.fromkeys(energies))
     points = []
     start_source: Path | None = None
     for weight in sparsity_weights:
@@ -36,18 +40,16 @@ def run_sweep(
             run_dir.mkdir(parents=True, exist_ok=True)
             for source, stages in ((start_source, ("start",)), (trained_source, ("start", "svd_train"))):
                 for stage in stages if source else ():
-                    if not (run_dir / f"{stage}.pt").exists():
-                        shutil.copyfile(source / f"{stage}.pt", run_dir / f"{stage}.pt")
+                    if not (run_dir / f"{stage}.pt").exists():  # a half-copied file would pass as done
+                        with open(source / f"{stage}.pt", "rb") as src:
+                            atomic_write(run_dir / f"{stage}.pt", lambda dst: shutil.copyfileobj(src, dst), mode="wb")
             atomic_write_json(run_dir / "config.json", run_config.to_dict())
             log(f"sweep: {label}")
             # Copied stage files count as done; resume also continues this run's own checkpoints.
-            Experiment(run_config, run_dir, resume=True if (start_source or resume) else resume, log=log).run()
+            Experiment(run_config, run_dir, resume=resume or start_source is not None, log=log).run()
             start_source = start_source or run_dir
             trained_source = trained_source or run_dir
-            report = (run_dir / "report.json").read_text()
-            import json
-
-            data = json.loads(report)
+            data = json.loads((run_dir / "report.json").read_text())
             points.append({"label": label, "sparsity_weight": weight, "energy": energy,
                            "accuracy": data["compact"]["accuracy"], "macs": data["compact"]["macs"],
                            "baseline": data["baseline"]})  # fmt: skip
