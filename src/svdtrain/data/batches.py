@@ -59,6 +59,10 @@ class TensorBatches:
         return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches(self.augment)
+
+    def batches(self, augment: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches, augmented or not (e.g. plain ones to calibrate BatchNorm)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -66,6 +70,6 @@ class TensorBatches:
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.images[idx].float()
-            if self.augment:
+            if augment:
                 x = random_crop_flip(x, padding=4, generator=generator)
             yield (x - self.mean) / self.std, self.labels[idx]

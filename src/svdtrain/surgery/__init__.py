@@ -1,6 +1,6 @@
 """Walking and rewriting models: decompose, regularize, prune, compact, count MACs."""
 
-from svdtrain.surgery.budget import energy_for_macs
+from svdtrain.surgery.budget import energy_for_macs, ranks_for_macs
 from svdtrain.surgery.compact import compact
 from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
@@ -16,6 +16,7 @@ __all__ = [
     "macs_by_layer",
     "orthogonality_loss",
     "prune",
+    "ranks_for_macs",
     "singular_values",
     "sparsity_loss",
     "svd_layers",

@@ -1,4 +1,5 @@
-"""Choosing the energy threshold that meets a MACs budget, so users need not pick ranks."""
+"""Meeting a MACs budget without hand-picked ranks: one energy threshold for every layer
+(the paper's rule), or a greedy per-layer allocation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from svdtrain.surgery.macs import count_macs
+from svdtrain.surgery.macs import count_macs, record_input_shapes
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.walk import require_svd_layers
 
@@ -43,3 +44,44 @@ def energy_for_macs(
         else:
             low = middle
     return high
+
+
+def ranks_for_macs(model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int) -> dict[str, int]:
+    """Per-layer ranks that meet ``max_macs`` while dropping the least relative energy per MAC.
+
+    A global greedy alternative to one energy threshold for all layers: singular values are
+    dropped in increasing order of (s_i^2 / the layer's sum s^2) / (MACs one rank costs in that
+    layer), until the budget is met. Layers left above their dense/pair break-even save
+    nothing by dropping, so they keep every value. The model is not changed; pass the
+    result to ``prune(model, rank=...)``.
+
+    Raises:
+        ValueError: the budget is not reachable even at rank 1 everywhere, or no SVD layers.
+    """
+    layers = require_svd_layers(model)
+    shapes = record_input_shapes(model, example_input)
+    current = count_macs(model, example_input)
+    dense_cost, rank_cost, ranks = {}, {}, {}
+    candidates: list[tuple[float, str]] = []
+    for name, layer in layers:
+        shape = shapes[name]
+        dense_cost[name], rank_cost[name] = layer.dense_macs(shape), layer.factored_macs(shape) / layer.rank
+        ranks[name] = layer.rank
+        squares = layer.s.detach().double().pow(2).sort(descending=True).values
+        energy = float(squares.sum()) or 1.0
+        candidates += [(float(value) / energy / rank_cost[name], name) for value in squares[1:]]
+
+    def cost(name: str, rank: int) -> float:
+        return min(dense_cost[name], rank_cost[name] * rank)
+
+    for _, name in sorted(candidates, key=lambda c: c[0]):  # within a layer: smallest values first
+        if current <= max_macs:
+            break
+        current += cost(name, ranks[name] - 1) - cost(name, ranks[name])
+        ranks[name] -= 1
+    if current > max_macs:
+        raise ValueError(f"a budget of {max_macs:,} MACs is out of reach: even rank 1 per layer costs {round(current):,}")
+    for name, layer in layers:  # still dense: dropping values there bought nothing
+        if cost(name, ranks[name]) >= dense_cost[name]:
+            ranks[name] = layer.rank
+    return ranks

@@ -1,5 +1,5 @@
 """Pipeline pieces: training loop, stages, checkpoints. Never sees argparse."""
 
-from svdtrain.train.loop import Regularization, evaluate, train_epoch
+from svdtrain.train.loop import Regularization, evaluate, recalibrate_batchnorm, train_epoch
 
-__all__ = ["Regularization", "evaluate", "train_epoch"]
+__all__ = ["Regularization", "evaluate", "recalibrate_batchnorm", "train_epoch"]

@@ -20,6 +20,7 @@ from svdtrain.models import MODELS
 CONFIG_VERSION = 1
 DATASETS = ("cifar10", "image_folder", "digits")
 OPTIMIZERS = ("adam", "sgd")
+ALLOCATIONS = ("greedy", "energy")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,9 +59,11 @@ class RunConfig:
     sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
     sparsity_weight: float = 1e-3
     # prune: the first rule set wins: target_reduction, then threshold, then energy
-    target_reduction: float = 0.0  # > 1: choose the energy that cuts MACs by this factor
+    target_reduction: float = 0.0  # > 1: cut MACs by this factor, ranks chosen by rank_allocation
+    rank_allocation: str = "greedy"  # greedy: least relative energy lost per MAC saved | energy: one threshold
     threshold: float = 0.0  # > 0: drop |s| below this
     energy: float = 1e-4  # fraction of sum(s^2) a layer may lose
+    bn_recalibration_batches: int = 50  # after pruning, re-estimate BatchNorm statistics (0: off)
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
     # bookkeeping
@@ -77,10 +80,12 @@ class RunConfig:
         check_threshold(self.threshold)
         _choice("dataset", self.dataset, DATASETS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("rank_allocation", self.rank_allocation, ALLOCATIONS)
         for name in ("lr", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
-                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction"):  # fmt: skip
+                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction",
+                     "bn_recalibration_batches"):  # fmt: skip
             _non_negative(name, getattr(self, name))
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid models are {', '.join(MODELS)}")

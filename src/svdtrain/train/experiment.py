@@ -24,13 +24,15 @@ from torch import nn
 from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_split, load_image_folder
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
-from svdtrain.surgery import count_macs, decompose, energy_for_macs, prune, singular_values, svd_layers
+from svdtrain.surgery import (
+    count_macs, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
+)  # fmt: skip
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
 from svdtrain.train.config import RunConfig
 from svdtrain.train.export import export_compact, load_compact
-from svdtrain.train.loop import Regularization, evaluate, train_epoch
+from svdtrain.train.loop import Regularization, evaluate, recalibrate_batchnorm, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
 
 STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
@@ -228,17 +230,25 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("svd_train")
         if c.target_reduction:
-            baseline_macs = load_checkpoint(self.stage_path("start"))["baseline"]["macs"]
-            energy = energy_for_macs(model, self.data.example, int(baseline_macs / c.target_reduction))
-            self.log(f"prune: energy {energy:.3g} meets the {c.target_reduction:g}x MACs target")
-            ranks = prune(model, energy=energy)
+            budget = int(load_checkpoint(self.stage_path("start"))["baseline"]["macs"] / c.target_reduction)
+            if c.rank_allocation == "greedy":
+                ranks = prune(model, rank=ranks_for_macs(model, self.data.example, budget))
+            else:
+                energy = energy_for_macs(model, self.data.example, budget)
+                self.log(f"prune: energy {energy:.3g} meets the {c.target_reduction:g}x MACs target")
+                ranks = prune(model, energy=energy)
         elif c.threshold > 0:
             ranks = prune(model, threshold=c.threshold)
         else:
             ranks = prune(model, energy=c.energy)
+        record = {}
+        if c.bn_recalibration_batches:
+            pruned_accuracy = record["accuracy_before_bn_recalibration"] = self.accuracy(model)
+            recalibrate_batchnorm(model, self.data.train.batches(augment=False), c.bn_recalibration_batches, self.device)
+            self.log(f"prune: test {pruned_accuracy:.4f} before BatchNorm recalibration")
         accuracy = self.accuracy(model)
         self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} layers; test {accuracy:.4f}")
-        self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started)
+        self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started, **record)
 
     def run_finetune(self) -> None:
         c = self.config

@@ -73,3 +73,29 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "c
         correct += (logits.argmax(1) == targets.to(device)).sum().item()
         seen += len(targets)
     return correct / max(seen, 1)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Batches, max_batches: int = 50, device: torch.device | str = "cpu") -> None:
+    """Re-estimate BatchNorm running statistics after pruning changed the layers feeding them.
+
+    Pruning shifts every downstream activation distribution, so stale running means and
+    variances cost far more accuracy than the pruned singular values themselves. Averages
+    over up to ``max_batches`` batches (momentum=None: a plain cumulative mean).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    for index, (inputs, _) in enumerate(batches):
+        if index >= max_batches:
+            break
+        model(inputs.to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)

@@ -25,6 +25,8 @@ def write_report(experiment: Experiment) -> dict:
                 "epochs": len(record.get("history", []))}
         for stage, record in records.items()
     }  # fmt: skip
+    if "accuracy_before_bn_recalibration" in records["prune"]:
+        stages["prune"]["accuracy_before_bn_recalibration"] = records["prune"]["accuracy_before_bn_recalibration"]
     stages["export"] = {"accuracy": info["accuracy"], "seconds": round(export["seconds"], 2)}
     layers = [{"name": name, "full_rank": layer.full_rank, "rank": layer.rank} for name, layer in svd_layers(model)]
     baseline = records["start"]["baseline"]
