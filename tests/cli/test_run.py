@@ -156,7 +156,7 @@ def test_weight_decay_spares_the_svd_factors(tmp_path):
     config = resolve_config("smoke", None, {"weight_decay": 0.01, "optimizer": "sgd"})
     experiment = Experiment(config, tmp_path)
     model = svdtrain.decompose(experiment.dense_model())
-    groups = experiment._optimizer(model).param_groups
+    groups = experiment._optimizer(model, lr=0.1).param_groups
     factors = {id(p) for _, layer in svdtrain.svd_layers(model) for p in (layer.U, layer.s, layer.Vh)}
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed and not decayed & factors

@@ -66,6 +66,7 @@ class RunConfig:
     bn_recalibration_batches: int = 50  # after pruning, re-estimate BatchNorm statistics (0: off)
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
+    finetune_lr: float = 0.0  # 0: the same lr as the other stages
     # bookkeeping
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -84,7 +85,7 @@ class RunConfig:
         for name in ("lr", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
-                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction",
+                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr",
                      "bn_recalibration_batches"):  # fmt: skip
             _non_negative(name, getattr(self, name))
         if self.model not in MODELS:

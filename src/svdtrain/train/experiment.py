@@ -129,7 +129,7 @@ class Experiment:
         return evaluate(model, self.data.test, self.device)
 
     # -- training with per-epoch checkpoints ---------------------------------------------
-    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
         """Weight decay for ordinary parameters only: U, s and Vh have their own regularizers,
         and decaying s would add an L2 pull that fights the chosen sparsity term."""
         c = self.config
@@ -140,12 +140,14 @@ class Experiment:
         ]
         groups = [g for g in groups if g["params"]]
         if c.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
-        return torch.optim.Adam(groups, lr=c.lr)
+            return torch.optim.SGD(groups, lr=lr, momentum=c.momentum)
+        return torch.optim.Adam(groups, lr=lr)
 
-    def train(self, stage: str, model: nn.Module, epochs: int, regularization: Regularization) -> list[dict]:
-        """Train ``model`` in place for ``epochs``; returns the per-epoch history."""
-        optimizer = self._optimizer(model)
+    def train(
+        self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None
+    ) -> list[dict]:
+        """Train ``model`` in place for ``epochs`` (at ``lr``, default the config's); returns the history."""
+        optimizer = self._optimizer(model, lr or self.config.lr)
         milestones = sorted({round(m * epochs) if m < 1 else int(m) for m in self.config.lr_milestones} - {0})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, self.config.lr_gamma)
         history: list[dict] = []
@@ -254,7 +256,8 @@ class Experiment:
         c = self.config
         started = time.perf_counter()
         model, _ = self.load_stage("prune")
-        history = self.train("finetune", model, c.finetune_epochs, Regularization(ortho_weight=c.ortho_weight))
+        history = self.train("finetune", model, c.finetune_epochs, Regularization(ortho_weight=c.ortho_weight),
+                             lr=c.finetune_lr or c.lr)  # fmt: skip
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("finetune", model, history=history, accuracy=accuracy, seconds=time.perf_counter() - started)
 
