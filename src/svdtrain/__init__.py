@@ -7,6 +7,7 @@ from svdtrain.layers import SVDConv, SVDLayer, SVDLinear, register
 from svdtrain.surgery import (
     compact,
     count_macs,
+    count_params,
     decompose,
     energy_for_macs,
     macs_by_layer,
@@ -26,6 +27,7 @@ __all__ = [
     "SVDLinear",
     "compact",
     "count_macs",
+    "count_params",
     "decompose",
     "energy_for_macs",
     "macs_by_layer",

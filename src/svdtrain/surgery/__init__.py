@@ -4,13 +4,14 @@ from svdtrain.surgery.budget import energy_for_macs, ranks_for_macs
 from svdtrain.surgery.compact import compact
 from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
-from svdtrain.surgery.macs import count_macs, macs_by_layer
+from svdtrain.surgery.macs import count_macs, count_params, macs_by_layer
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.walk import svd_layers
 
 __all__ = [
     "compact",
     "count_macs",
+    "count_params",
     "decompose",
     "energy_for_macs",
     "macs_by_layer",

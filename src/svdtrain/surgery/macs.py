@@ -82,3 +82,8 @@ def record_input_shapes(model: nn.Module, example_input: torch.Tensor | tuple) -
     with _hooks(model, on_call):
         _run(model, example_input)
     return shapes
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (each shared tensor once)."""
+    return sum(p.numel() for p in model.parameters())

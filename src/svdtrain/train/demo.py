@@ -17,7 +17,7 @@ from torch import nn
 from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
-from svdtrain.surgery import compact, count_macs, decompose, prune, svd_layers
+from svdtrain.surgery import compact, count_macs, count_params, decompose, prune, svd_layers
 from svdtrain.train.loop import Regularization, evaluate, train_epoch
 
 
@@ -45,10 +45,6 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> dict:
@@ -88,9 +84,9 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = pri
         "baseline": {
             "accuracy": stages["dense"]["accuracy"],
             "macs": count_macs(dense, example),
-            "params": _params(dense),
+            "params": count_params(dense),
         },
-        "compact": {"accuracy": compact_accuracy, "macs": count_macs(small, example), "params": _params(small)},
+        "compact": {"accuracy": compact_accuracy, "macs": count_macs(small, example), "params": count_params(small)},
         "layers": [{"name": name, "full_rank": full_ranks[name], "rank": rank} for name, rank in ranks.items()],
         "stages": stages,
         "config": asdict(config),

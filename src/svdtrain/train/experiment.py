@@ -25,7 +25,7 @@ from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
 from svdtrain.surgery import (
-    count_macs, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
+    count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
 )  # fmt: skip
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
@@ -57,10 +57,6 @@ def _digits_arrays(seed: int) -> tuple[ImageArrays, ImageArrays]:
     as_uint8 = lambda x: (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
     classes = [str(i) for i in range(10)]
     return ImageArrays(as_uint8(x_train), y_train.numpy(), classes), ImageArrays(as_uint8(x_test), y_test.numpy(), classes)
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @dataclass
@@ -193,7 +189,7 @@ class Experiment:
         started = time.perf_counter()
         seed_everything(c.seed)
         dense = self.dense_model()
-        dense_macs, dense_params = count_macs(dense, self.data.example), _params(dense)
+        dense_macs, dense_params = count_macs(dense, self.data.example), count_params(dense)
         history: list[dict] = []
         if c.init == "svd":
             load_matching(dense, read_state_dict(c.checkpoint), c.checkpoint)
@@ -272,7 +268,7 @@ class Experiment:
         info.update(
             accuracy=evaluate(compact_model, self.data.test, self.device),
             macs=count_macs(small, self.data.example),
-            params=_params(small),
+            params=count_params(small),
         )
         self.log(f"export: compact test {info['accuracy']:.4f}, {info['macs']:,} MACs -> {self.out / 'export'}")
         save_checkpoint(self.stage_path("export"), {"stage": "export", "info": info,
