@@ -2,8 +2,8 @@
 
 For each MACs reduction, prunes copies of the same model (a run folder's svd_train.pt)
 with one energy threshold for all layers (the paper's rule) and with greedy per-layer
-ranks (ranks_for_macs), each evaluated before and after BatchNorm recalibration. No
-fine-tuning: this isolates the policy.
+ranks (ranks_for_macs), each evaluated without BatchNorm recalibration and after it on plain or on
+augmented training batches. No fine-tuning: this isolates the policy.
 
     python benchmarks/prune_policies.py --run runs/cpu/channel-hoyer
     python benchmarks/prune_policies.py --quick     # builds a seconds-long digits run first
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a run folder holding start.pt and svd_train.pt")
     parser.add_argument("--reductions", default="2,3", help="MACs reduction factors")
-    parser.add_argument("--calibration-batches", type=int, default=20)
+    parser.add_argument("--calibration-batches", type=int, default=50)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -57,13 +57,18 @@ def main() -> None:
             pruned = copy.deepcopy(model)
             apply(pruned)
             before = experiment.accuracy(pruned)
-            recalibrate_batchnorm(pruned, experiment.data.train.batches(augment=False), args.calibration_batches)
+            recalibrated = {}
+            for augment in (False, True):
+                calibrated = copy.deepcopy(pruned)
+                recalibrate_batchnorm(calibrated, experiment.data.train.batches(augment), args.calibration_batches)
+                recalibrated[augment] = experiment.accuracy(calibrated)
             rows.append({"reduction": factor, "policy": name, "macs": svdtrain.count_macs(pruned, example),
-                         "accuracy": before, "accuracy_bn_recalibrated": experiment.accuracy(pruned)})  # fmt: skip
-    print(f"{'MACs cut':>8} {'policy':<22} {'MACs':>12} {'acc':>7} {'acc+BN':>7}")
+                         "accuracy": before, "accuracy_bn_plain": recalibrated[False],
+                         "accuracy_bn_augmented": recalibrated[True]})  # fmt: skip
+    print(f"{'MACs cut':>8} {'policy':<22} {'MACs':>12} {'no BN':>7} {'BN plain':>9} {'BN augm.':>9}")
     for r in rows:
         print(f"{r['reduction']:>7g}x {r['policy']:<22} {r['macs']:>12,} {r['accuracy']:>7.4f} "
-              f"{r['accuracy_bn_recalibrated']:>7.4f}")  # fmt: skip
+              f"{r['accuracy_bn_plain']:>9.4f} {r['accuracy_bn_augmented']:>9.4f}")  # fmt: skip
     if args.json:
         atomic_write_json(args.json, {"benchmark": "prune_policies", "date": date.today().isoformat(),
                                       "run": str(args.run), "baseline_macs": baseline_macs, "rows": rows})  # fmt: skip

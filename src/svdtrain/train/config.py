@@ -64,6 +64,7 @@ class RunConfig:
     threshold: float = 0.0  # > 0: drop |s| below this
     energy: float = 1e-4  # fraction of sum(s^2) a layer may lose
     bn_recalibration_batches: int = 50  # after pruning, re-estimate BatchNorm statistics (0: off)
+    bn_recalibration_augment: bool = True  # on augmented batches, the distribution BN was trained on
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
     finetune_lr: float = 0.0  # 0: the same lr as the other stages

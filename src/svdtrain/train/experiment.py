@@ -242,7 +242,8 @@ class Experiment:
         record = {}
         if c.bn_recalibration_batches:
             pruned_accuracy = record["accuracy_before_bn_recalibration"] = self.accuracy(model)
-            recalibrate_batchnorm(model, self.data.train.batches(augment=False), c.bn_recalibration_batches, self.device)
+            batches = self.data.train.batches(augment=c.augment and c.bn_recalibration_augment)
+            recalibrate_batchnorm(model, batches, c.bn_recalibration_batches, self.device)
             self.log(f"prune: test {pruned_accuracy:.4f} before BatchNorm recalibration")
         accuracy = self.accuracy(model)
         self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} layers; test {accuracy:.4f}")
