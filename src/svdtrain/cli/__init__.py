@@ -10,10 +10,6 @@ from svdtrain.cli import demo, pipeline, presets, sweep
 SUBCOMMANDS = (demo, pipeline, sweep, presets)
 
 
-class UserError(Exception):
-    """A mistake in the command's input: reported as one line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svdtrain", description="SVD training: low-rank networks that run faster.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -27,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UserError, ValueError, ImportError, OSError) as error:
+    except (ValueError, ImportError, OSError) as error:  # user mistakes: one line, exit status 2
         print(f"svdtrain {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

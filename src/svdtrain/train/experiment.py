@@ -59,6 +59,10 @@ def _digits_arrays(seed: int) -> tuple[ImageArrays, ImageArrays]:
     return ImageArrays(as_uint8(x_train), y_train.numpy(), classes), ImageArrays(as_uint8(x_test), y_test.numpy(), classes)
 
 
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in model.state_dict().items()}
+
+
 @dataclass
 class Data:
     train: TensorBatches
@@ -113,8 +117,8 @@ class Experiment:
         return model, record
 
     def save_stage(self, stage: str, model: nn.Module, **record) -> None:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        payload = {"stage": stage, "config": self.config.to_dict(), "ranks": ranks_of(model), "model": state, **record}
+        payload = {"stage": stage, "config": self.config.to_dict(), "ranks": ranks_of(model),
+                   "model": _cpu_state(model), **record}  # fmt: skip
         save_checkpoint(self.stage_path(stage), payload)
         self.checkpoint_path(stage).unlink(missing_ok=True)
 
@@ -197,8 +201,7 @@ class Experiment:
             if c.start_epochs:
                 history = self.train("start", dense, c.start_epochs, Regularization())
                 # The adapted dense model is a baseline of its own, and a checkpoint for other runs.
-                state = {k: v.detach().cpu() for k, v in dense.state_dict().items()}
-                save_checkpoint(self.out / "adapted_dense.pt", {"state_dict": state})
+                save_checkpoint(self.out / "adapted_dense.pt", {"state_dict": _cpu_state(dense)})
             baseline_accuracy = self.accuracy(dense)
             model = decompose(dense, scheme=c.scheme, init="svd")
         else:
