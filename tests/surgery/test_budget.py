@@ -86,3 +86,43 @@ def test_budget_already_met_changes_nothing(model):
     total = svdtrain.count_macs(model, x)
     assert svdtrain.ranks_for_macs(model, x, total) == {"0": 32, "1": 32}
     assert svdtrain.energy_for_macs(model, x, total) == 0.0
+
+
+@pytest.mark.parametrize("multiple", [4, 8])
+@pytest.mark.parametrize("factor", [1.5, 2.0])
+def test_rank_multiple_keeps_pruned_ranks_on_the_grid(model, factor, multiple):
+    x = torch.randn(1, 32)
+    budget = int(svdtrain.count_macs(model, x) / factor)
+    ranks = svdtrain.ranks_for_macs(model, x, budget, multiple=multiple)
+    assert all(r == 32 or r % multiple == 0 for r in ranks.values()), ranks
+    assert svdtrain.count_macs(_pruned(model, ranks), x) <= budget
+
+
+def test_rank_multiple_floor_is_one_block():
+    model = _model_with_spectra(0.7 ** torch.arange(32.0), torch.ones(32))
+    x = torch.randn(1, 32)  # rank 8 in both layers costs 2 * 8 * 64 MACs
+    with pytest.raises(ValueError, match=r"out of reach: even rank 8 \(multiple=8\)"):
+        svdtrain.ranks_for_macs(model, x, 1000, multiple=8)
+    assert svdtrain.ranks_for_macs(model, x, 1024, multiple=8) == {"0": 8, "1": 8}
+
+
+def test_rank_multiple_of_one_is_the_plain_greedy_rule(model):
+    x = torch.randn(1, 32)
+    budget = int(svdtrain.count_macs(model, x) / 2)
+    assert svdtrain.ranks_for_macs(model, x, budget, multiple=1) == svdtrain.ranks_for_macs(model, x, budget)
+
+
+def test_rank_multiple_drops_whole_blocks_of_the_smallest_values():
+    # 30 values (dense: 900 MACs); the grid for multiple 8 is 30 -> 24 -> 16 -> 8
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(30, 30)))
+    model[0].s.data = torch.linspace(1, 2, 30)
+    x = torch.randn(1, 30)
+    rank_cost = model[0].factored_macs(x.shape) / model[0].rank  # 60 MACs per kept value
+    assert svdtrain.ranks_for_macs(model, x, int(rank_cost * 12), multiple=8) == {"0": 8}
+    assert svdtrain.ranks_for_macs(model, x, int(rank_cost * 12)) == {"0": 12}
+
+
+@pytest.mark.parametrize("multiple", [0, -8, 2.0, True])
+def test_bad_rank_multiple_is_refused(model, multiple):
+    with pytest.raises(ValueError, match="multiple"):
+        svdtrain.ranks_for_macs(model, torch.randn(1, 32), 100, multiple=multiple)

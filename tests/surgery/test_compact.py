@@ -224,3 +224,33 @@ def test_compact_exports_to_onnx_and_onnxruntime_matches(scheme, tmp_path):
     ref = model(x).detach().numpy()
     assert out.shape == ref.shape
     assert np.abs(out - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_measured_choice_keeps_the_function_and_picks_a_form_per_layer():
+    torch.manual_seed(0)
+    model = svdtrain.decompose(nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3)))
+    svdtrain.prune(model, rank=4)
+    x = torch.randn(2, 8, 12, 12)
+    measured = svdtrain.compact(model, x, choose="measured", rounds=3)
+    torch.testing.assert_close(measured(x), model(x), atol=1e-4, rtol=1e-4)
+    assert all(isinstance(m, (nn.Conv2d, nn.Sequential)) for m in (measured[0], measured[2]))
+
+
+def test_measured_choice_takes_the_faster_form(monkeypatch):
+    from svdtrain.surgery import timing
+
+    model = svdtrain.decompose(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)))
+    svdtrain.prune(model, rank=2)
+    x = torch.randn(1, 16, 8, 8)
+    monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds: [1.0, 2.0])  # dense measured faster
+    assert isinstance(svdtrain.compact(model, x, choose="measured")[0], nn.Conv2d)
+    monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds: [2.0, 1.0])
+    assert isinstance(svdtrain.compact(model, x, choose="measured")[0], nn.Sequential)
+
+
+def test_measured_choice_needs_an_example_and_a_known_rule():
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(8, 8)))
+    with pytest.raises(ValueError, match="example_input"):
+        svdtrain.compact(model, choose="measured")
+    with pytest.raises(ValueError, match="unknown choose"):
+        svdtrain.compact(model, torch.randn(1, 8), choose="fastest")

@@ -45,7 +45,8 @@ def run_all(args: argparse.Namespace) -> int:
     if args.resume and (args.out / "config.json").exists():
         saved = json.loads((args.out / "config.json").read_text())
         if saved != config.to_dict():
-            changed = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
+            current = config.to_dict()
+            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
             raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
     atomic_write_json(args.out / "config.json", config.to_dict())
     experiment = Experiment(config, args.out, resume=args.resume)

@@ -46,41 +46,57 @@ def energy_for_macs(
     return high
 
 
-def ranks_for_macs(model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int) -> dict[str, int]:
+def _rank_steps(rank: int, multiple: int) -> list[int]:
+    """The ranks a layer may take, largest first: its rank, then multiples of ``multiple`` below it."""
+    return [rank, *range((rank - 1) // multiple * multiple, 0, -multiple)] if multiple > 1 else list(range(rank, 0, -1))
+
+
+def ranks_for_macs(
+    model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, multiple: int = 1
+) -> dict[str, int]:
     """Per-layer ranks that meet ``max_macs`` while dropping the least relative energy per MAC.
 
     A global greedy alternative to one energy threshold for all layers: singular values are
     dropped in increasing order of (s_i^2 / the layer's sum s^2) / (MACs one rank costs in that
     layer), until the budget is met. Layers left above their dense/pair break-even save
-    nothing by dropping, so they keep every value. The model is not changed; pass the
-    result to ``prune(model, rank=...)``.
+    nothing by dropping, so they keep every value. With ``multiple`` > 1 every pruned rank is
+    a multiple of it (values are dropped in blocks), since CPU and GPU conv kernels run channel
+    counts in blocks of 8 or 16 and waste the rest. The model is not changed; pass the result
+    to ``prune(model, rank=...)``.
 
     Raises:
-        ValueError: the budget is not reachable even at rank 1 everywhere, or no SVD layers.
+        ValueError: the budget is not reachable, or no SVD layers, or ``multiple`` < 1.
     """
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"multiple must be an integer >= 1, got {multiple!r}")
     layers = require_svd_layers(model)
     shapes = record_input_shapes(model, example_input)
     current = count_macs(model, example_input)
     dense_cost, rank_cost, ranks = {}, {}, {}
-    candidates: list[tuple[float, str]] = []
+    candidates: list[tuple[float, int, str]] = []  # (relative energy per MAC, new rank, layer)
     for name, layer in layers:
         shape = shapes[name]
         dense_cost[name], rank_cost[name] = layer.dense_macs(shape), layer.factored_macs(shape) / layer.rank
         ranks[name] = layer.rank
         squares = layer.s.detach().double().pow(2).sort(descending=True).values
         energy = float(squares.sum()) or 1.0
-        candidates += [(float(value) / energy / rank_cost[name], name) for value in squares[1:]]
+        steps = _rank_steps(layer.rank, multiple)
+        for high, low in zip(steps, steps[1:]):
+            dropped = float(squares[low:high].sum()) / energy
+            candidates.append((dropped / (rank_cost[name] * (high - low)), low, name))
 
     def cost(name: str, rank: int) -> float:
         return min(dense_cost[name], rank_cost[name] * rank)
 
-    for _, name in sorted(candidates, key=lambda c: c[0]):  # within a layer: smallest values first
+    # Within a layer, blocks of smaller values score lower, so its steps apply in order.
+    for _, low, name in sorted(candidates, key=lambda c: (c[0], -c[1])):
         if current <= max_macs:
             break
-        current += cost(name, ranks[name] - 1) - cost(name, ranks[name])
-        ranks[name] -= 1
+        current += cost(name, low) - cost(name, ranks[name])
+        ranks[name] = low
     if current > max_macs:
-        raise ValueError(f"a budget of {max_macs:,} MACs is out of reach: even rank 1 per layer costs {round(current):,}")
+        floor = "rank 1" if multiple == 1 else f"rank {multiple} (multiple={multiple})"
+        raise ValueError(f"a budget of {max_macs:,} MACs is out of reach: even {floor} per layer costs {round(current):,}")
     for name, layer in layers:  # still dense: dropping values there bought nothing
         if cost(name, ranks[name]) >= dense_cost[name]:
             ranks[name] = layer.rank

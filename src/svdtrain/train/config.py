@@ -61,6 +61,7 @@ class RunConfig:
     # prune: the first rule set wins: target_reduction, then threshold, then energy
     target_reduction: float = 0.0  # > 1: cut MACs by this factor, ranks chosen by rank_allocation
     rank_allocation: str = "greedy"  # greedy: least relative energy lost per MAC saved | energy: one threshold
+    rank_multiple: int = 1  # greedy: pruned ranks are multiples of this (8 or 16 suit conv kernels)
     threshold: float = 0.0  # > 0: drop |s| below this
     energy: float = 1e-4  # fraction of sum(s^2) a layer may lose
     bn_recalibration_batches: int = 50  # after pruning, re-estimate BatchNorm statistics (0: off)
@@ -68,6 +69,9 @@ class RunConfig:
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
     finetune_lr: float = 0.0  # 0: the same lr as the other stages
+    # knowledge distillation from the start stage's model (the dense baseline) in svd-train and fine-tune
+    distill_weight: float = 0.0  # 0: off; else loss = (1 - w) * CE + w * T^2 * KL(teacher || student)
+    distill_temperature: float = 4.0
     # bookkeeping
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -83,7 +87,7 @@ class RunConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("rank_allocation", self.rank_allocation, ALLOCATIONS)
-        for name in ("lr", "batch_size", "eval_batch_size"):
+        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
                      "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr",
@@ -95,6 +99,9 @@ class RunConfig:
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if len(self.mean) != len(self.std) or not self.mean or any(s <= 0 for s in self.std):
             raise ValueError(f"mean and std need one value per channel, std > 0; got {self.mean} and {self.std}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
+        _positive("distill_temperature", self.distill_temperature)
         if self.target_reduction and self.target_reduction <= 1:
             raise ValueError(f"target_reduction must be > 1 (or 0 to use energy), got {self.target_reduction}")
         if any(m < 0 for m in self.lr_milestones):

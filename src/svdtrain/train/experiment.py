@@ -25,12 +25,13 @@ from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
 from svdtrain.surgery import (
-    count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
+    compact, count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
 )  # fmt: skip
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
 from svdtrain.train.config import RunConfig
+from svdtrain.train.distill import Distillation
 from svdtrain.train.export import export_compact, load_compact
 from svdtrain.train.loop import Regularization, evaluate, recalibrate_batchnorm, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
@@ -128,6 +129,17 @@ class Experiment:
     def accuracy(self, model: nn.Module) -> float:
         return evaluate(model, self.data.test, self.device)
 
+    @cached_property
+    def distillation(self) -> Distillation | None:
+        """The start stage's model (the baseline every result is measured against) as teacher,
+        merged back into dense layers so its forward pass costs what the dense model's does."""
+        c = self.config
+        if not c.distill_weight:
+            return None
+        start, _ = self.load_stage("start")
+        teacher = compact(start, self.data.example).to(self.device)
+        return Distillation(teacher, c.distill_weight, c.distill_temperature)
+
     # -- training with per-epoch checkpoints ---------------------------------------------
     def _optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
         """Weight decay for ordinary parameters only: U, s and Vh have their own regularizers,
@@ -144,7 +156,8 @@ class Experiment:
         return torch.optim.Adam(groups, lr=lr)
 
     def train(
-        self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None
+        self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
+        distill: bool = False,
     ) -> list[dict]:
         """Train ``model`` in place for ``epochs`` (at ``lr``, default the config's); returns the history."""
         optimizer = self._optimizer(model, lr or self.config.lr)
@@ -164,7 +177,8 @@ class Experiment:
             start = time.perf_counter()
             self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
             batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
-            metrics = train_epoch(model, batches, optimizer, regularization, self.device)
+            metrics = train_epoch(model, batches, optimizer, regularization, self.device,
+                                  self.distillation if distill else None)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             test_accuracy = self.accuracy(model)
@@ -220,7 +234,7 @@ class Experiment:
         model, _ = self.load_stage("start")
         before = {k: v.tolist() for k, v in singular_values(model).items()}
         regularization = Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind)
-        history = self.train("svd_train", model, c.svd_epochs, regularization)
+        history = self.train("svd_train", model, c.svd_epochs, regularization, distill=True)
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
@@ -233,7 +247,7 @@ class Experiment:
         if c.target_reduction:
             budget = int(load_checkpoint(self.stage_path("start"))["baseline"]["macs"] / c.target_reduction)
             if c.rank_allocation == "greedy":
-                ranks = prune(model, rank=ranks_for_macs(model, self.data.example, budget))
+                ranks = prune(model, rank=ranks_for_macs(model, self.data.example, budget, multiple=c.rank_multiple))
             else:
                 energy = energy_for_macs(model, self.data.example, budget)
                 self.log(f"prune: energy {energy:.3g} meets the {c.target_reduction:g}x MACs target")
@@ -257,7 +271,7 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("prune")
         history = self.train("finetune", model, c.finetune_epochs, Regularization(ortho_weight=c.ortho_weight),
-                             lr=c.finetune_lr or c.lr)  # fmt: skip
+                             lr=c.finetune_lr or c.lr, distill=True)  # fmt: skip
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("finetune", model, history=history, accuracy=accuracy, seconds=time.perf_counter() - started)
 

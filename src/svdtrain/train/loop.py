@@ -11,6 +11,7 @@ from torch import nn
 
 from svdtrain.linalg import check_sparsity_kind
 from svdtrain.surgery import orthogonality_loss, sparsity_loss
+from svdtrain.train.distill import Distillation
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -45,15 +46,20 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     regularization: Regularization = Regularization(),
     device: torch.device | str = "cpu",
+    distillation: Distillation | None = None,
 ) -> dict[str, float]:
-    """Train one pass over ``batches``; returns mean task loss and training accuracy."""
+    """Train one pass over ``batches``; returns mean task loss and training accuracy.
+
+    With ``distillation`` the task loss is mixed with the teacher's soft targets; the
+    reported loss stays the plain cross-entropy so runs with and without compare."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
         inputs, targets = inputs.to(device), targets.to(device)
         logits = model(inputs)
         task_loss = F.cross_entropy(logits, targets)
-        loss = task_loss + regularization.loss(model)
+        fit_loss = distillation.loss(inputs, logits, task_loss) if distillation else task_loss
+        loss = fit_loss + regularization.loss(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
