@@ -1,4 +1,4 @@
-"""Training-step cost of the full-rank SVD form against the dense model, side by side.
+"""Training-step time and peak memory of the full-rank SVD form against the dense model.
 
 Variants, timed A B C A B C ... in one process so machine noise hits all alike:
   dense     the plain model: forward, backward, Adam step
@@ -6,9 +6,13 @@ Variants, timed A B C A B C ... in one process so machine noise hits all alike:
             its cheaper path per call (at full rank: rebuild W once, one conv)
   svd_pair  the same, but forced through the two thin convs every step (what naive
             implementations do), to show why the per-layer choice matters
-Reports median seconds per step and the ratio of medians to dense.
+Reports median seconds per step and the ratio of medians to dense. Peak memory: each
+variant runs a few steps in a fresh process of its own; its peak resident memory (ru_maxrss)
+minus the resident memory just before the first step is the memory training adds
+(activations, gradients, optimizer state).
 
-    python benchmarks/train_step_overhead.py            # ResNet-20, batch 128, 20 rounds
+    python benchmarks/train_step_overhead.py        # ResNet-20 and -56 at batch 128, ResNet-50 at 224px batch 8
+    python benchmarks/train_step_overhead.py --models resnet20:128 --rounds 20
     python benchmarks/train_step_overhead.py --quick    # seconds, for the test suite
 """
 
@@ -18,7 +22,10 @@ import argparse
 import copy
 import json
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from datetime import date
 
@@ -26,8 +33,10 @@ import torch
 import torch.nn.functional as F
 
 import svdtrain
-from svdtrain.models import cifar_resnet
 from svdtrain.io import atomic_write_json
+from svdtrain.models import build_model
+
+VARIANTS = ("dense", "svd", "svd_pair")
 
 
 def make_step(model, regularize: bool, batch: torch.Tensor, targets: torch.Tensor):
@@ -49,54 +58,91 @@ def force_pair_path(model) -> None:
         layer.forward = layer.forward_factored
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args()
-    if args.quick:
-        args.batch_size, args.rounds, args.warmup = 4, 2, 1
-
+def build(model_name: str, variant: str, batch_size: int):
     torch.manual_seed(0)
-    dense = cifar_resnet(args.depth)
-    svd = svdtrain.decompose(copy.deepcopy(dense), scheme="channel", init="svd")
-    pair = copy.deepcopy(svd)
-    force_pair_path(pair)
-    batch = torch.randn(args.batch_size, 3, 32, 32)
-    targets = torch.randint(0, 10, (args.batch_size,))
-    steps = {
-        "dense": make_step(dense, False, batch, targets),
-        "svd": make_step(svd, True, batch, targets),
-        "svd_pair": make_step(pair, True, batch, targets),
-    }
+    model = build_model(model_name, 10)
+    if variant != "dense":
+        model = svdtrain.decompose(model, scheme="channel", init="svd")
+    if variant == "svd_pair":
+        force_pair_path(model)
+    size = 224 if model_name.startswith("imagenet") else 32
+    batch, targets = torch.randn(batch_size, 3, size, size), torch.randint(0, 10, (batch_size,))
+    return make_step(model, variant != "dense", batch, targets)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def measure_memory(model_name: str, variant: str, batch_size: int, steps: int = 3) -> None:
+    """Child process: print the memory ``steps`` training steps add, in bytes, as JSON."""
+    step = build(model_name, variant, batch_size)
+    before = _resident_bytes()
+    for _ in range(steps):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps({"before": before, "peak": peak, "added": peak - before}))
+
+
+def memory_of(model_name: str, variant: str, batch_size: int, steps: int) -> dict:
+    command = [sys.executable, __file__, "--memory-child", f"{model_name}:{batch_size}:{variant}:{steps}"]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def time_steps(model_name: str, batch_size: int, variants: list[str], rounds: int, warmup: int) -> dict[str, float]:
+    steps = {variant: build(model_name, variant, batch_size) for variant in variants}
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_index in range(args.warmup + args.rounds):
+    for round_index in range(warmup + rounds):
         for name, step in steps.items():
             start = time.perf_counter()
             step()
-            if round_index >= args.warmup:
+            if round_index >= warmup:
                 times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    result = {
-        "benchmark": "train_step_overhead",
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "model": f"cifar_resnet{args.depth}",
-        "batch_size": args.batch_size,
-        "rounds": args.rounds,
-        "median_seconds": medians,
-        "ratio_to_dense": {name: medians[name] / medians["dense"] for name in medians},
-    }
-    print(f"{'variant':<10} {'median s/step':>14} {'ratio':>7}")
-    for name in steps:
-        print(f"{name:<10} {medians[name]:>14.4f} {result['ratio_to_dense'][name]:>7.3f}")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="resnet20:128,resnet56:128,imagenet_resnet50:8",
+                        help="model:batch pairs")  # fmt: skip
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--memory-steps", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        name, batch, variant, steps = args.memory_child.split(":")
+        return measure_memory(name, variant, int(batch), int(steps))
+    if args.quick:
+        args.models, args.rounds, args.warmup, args.memory_steps = "resnet20:4", 2, 1, 1
+
+    variants = args.variants.split(",")
+    rows = []
+    print(f"{'model':<18} {'batch':>5} {'variant':<9} {'median s/step':>14} {'time ratio':>10} "
+          f"{'added MiB':>10} {'memory ratio':>12}")  # fmt: skip
+    for spec in args.models.split(","):
+        name, batch = spec.split(":")
+        medians = time_steps(name, int(batch), variants, args.rounds, args.warmup)
+        memory = {variant: memory_of(name, variant, int(batch), args.memory_steps) for variant in variants}
+        for variant in variants:
+            row = {"model": name, "batch_size": int(batch), "variant": variant,
+                   "median_seconds": medians[variant], "time_ratio": medians[variant] / medians["dense"],
+                   "added_bytes": memory[variant]["added"], "peak_bytes": memory[variant]["peak"],
+                   "memory_ratio": memory[variant]["added"] / memory["dense"]["added"]}  # fmt: skip
+            rows.append(row)
+            print(f"{name:<18} {batch:>5} {variant:<9} {row['median_seconds']:>14.4f} {row['time_ratio']:>10.3f} "
+                  f"{row['added_bytes'] / 2**20:>10.1f} {row['memory_ratio']:>12.3f}", flush=True)  # fmt: skip
     if args.json:
-        atomic_write_json(args.json, result)
+        atomic_write_json(args.json, {
+            "benchmark": "train_step_overhead", "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            "rounds": args.rounds, "rows": rows,
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

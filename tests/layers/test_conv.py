@@ -216,7 +216,7 @@ def test_bad_scheme_and_init_raise_value_error():
     conv = nn.Conv2d(2, 3, 3)
     with pytest.raises(ValueError, match=r"unknown scheme 'row'.*channel, spatial"):
         SVDConv.from_conv(conv, scheme="row")
-    with pytest.raises(ValueError, match=r"unknown init 'orthogonal'.*svd, random"):
+    with pytest.raises(ValueError, match=r"unknown init 'orthogonal'.*svd, svd_lowrank, random"):
         SVDConv.from_conv(conv, init="orthogonal")
 
 

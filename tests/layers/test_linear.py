@@ -111,7 +111,7 @@ def test_linear_subclass_is_unsupported():
 
 
 def test_unknown_init_raises():
-    with pytest.raises(ValueError, match=r"unknown init 'zeros'.*svd, random"):
+    with pytest.raises(ValueError, match=r"unknown init 'zeros'.*svd, svd_lowrank, random"):
         SVDLinear.from_linear(nn.Linear(3, 3), init="zeros")
 
 

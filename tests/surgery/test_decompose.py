@@ -70,7 +70,7 @@ def test_unknown_scheme_raises(bad):
 @pytest.mark.parametrize("bad", ["zeros", "SVD", "kaiming"])
 def test_unknown_init_raises(bad):
     model = nn.Sequential(nn.Linear(4, 4))
-    with pytest.raises(ValueError, match=r"unknown init .*valid inits are svd, random"):
+    with pytest.raises(ValueError, match=r"unknown init .*valid inits are svd, svd_lowrank, random"):
         decompose(model, init=bad)
     assert type(model[0]) is nn.Linear
 
@@ -209,3 +209,43 @@ def test_public_api_exports():
     for name in ["decompose", "prune", "compact", "count_macs", "macs_by_layer", "orthogonality_loss",
                  "sparsity_loss", "singular_values", "SVDConv", "SVDLinear", "SVDLayer"]:  # fmt: skip
         assert hasattr(svdtrain, name)
+
+
+def test_rank_truncates_to_the_best_approximation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 16), nn.Conv2d(6, 10, 3))
+    weights = [model[0].weight.detach().clone(), model[1].weight.detach().reshape(10, -1).clone()]
+    decompose(model, rank=4)
+    for layer, weight in zip(model, weights):
+        assert layer.rank == 4
+        U, s, Vh = torch.linalg.svd(weight.double(), full_matrices=False)
+        best = (U[:, :4] * s[:4]) @ Vh[:4]
+        torch.testing.assert_close(layer.weight_matrix().double(), best, atol=1e-5, rtol=1e-5)
+
+
+def test_fractional_rank_is_per_layer():
+    model = decompose(nn.Sequential(nn.Linear(40, 20), nn.Linear(20, 10)), rank=0.5)
+    assert [layer.rank for layer in model] == [10, 5]
+
+
+def test_randomized_svd_finds_the_top_singular_values():
+    torch.manual_seed(0)
+    low_rank = torch.randn(300, 8) @ torch.randn(8, 500) + 1e-4 * torch.randn(300, 500)
+    linear = nn.Linear(500, 300)
+    linear.weight.data = low_rank
+    model = decompose(nn.Sequential(linear), init="svd_lowrank", rank=8)
+    exact = torch.linalg.svdvals(low_rank.double())[:8]
+    torch.testing.assert_close(model[0].s.detach().double().sort(descending=True).values, exact, rtol=1e-4, atol=0)
+    residual = torch.linalg.matrix_norm(model[0].weight_matrix() - low_rank) / torch.linalg.matrix_norm(low_rank)
+    assert residual < 1e-3
+
+
+@pytest.mark.parametrize("init, rank, message", [
+    ("svd_lowrank", None, "give rank="), ("svd", 0, "rank must be"), ("svd", 1.5, "fractional rank"),
+    ("svd", "4", "rank must be"), ("svd", True, "rank must be"),
+])  # fmt: skip
+def test_bad_rank_is_refused_before_any_change(init, rank, message):
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ValueError, match=message):
+        decompose(model, init=init, rank=rank)
+    assert type(model[0]) is nn.Linear

@@ -16,7 +16,7 @@ from torch import nn
 
 from svdtrain.layers.base import SVDLayer
 from svdtrain.layers.registry import UnsupportedLayer, register
-from svdtrain.linalg import check_init, check_scheme, kernel_to_matrix, matrix_to_kernel, random_factors, svd_factors
+from svdtrain.linalg import check_scheme, initial_factors, kernel_to_matrix, matrix_to_kernel
 
 _CONV = {1: (nn.Conv1d, F.conv1d), 2: (nn.Conv2d, F.conv2d)}
 
@@ -74,10 +74,12 @@ class SVDConv(SVDLayer):
         self.padding_mode = padding_mode
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv1d | nn.Conv2d, *, scheme: str = "channel", init: str = "svd") -> SVDConv:
-        """SVD form of ``conv``. A Conv1d always uses the channel scheme."""
+    def from_conv(
+        cls, conv: nn.Conv1d | nn.Conv2d, *, scheme: str = "channel", init: str = "svd", rank: int | float | None = None
+    ) -> SVDConv:
+        """SVD form of ``conv`` (``rank``: keep only that many, see ``initial_factors``).
+        A Conv1d always uses the channel scheme."""
         check_scheme(scheme)
-        check_init(init)
         if type(conv) not in (nn.Conv1d, nn.Conv2d):
             raise UnsupportedLayer(f"{type(conv).__name__} is a subclass of a conv with its own forward")
         if conv.groups != 1:
@@ -86,11 +88,7 @@ class SVDConv(SVDLayer):
             raise UnsupportedLayer(f"padding={conv.padding!r} with padding_mode={conv.padding_mode!r}")
         if conv.weight.dim() == 3:
             scheme = "channel"
-        matrix = kernel_to_matrix(conv.weight, scheme)
-        if init == "svd":
-            U, s, Vh = svd_factors(matrix)
-        else:
-            U, s, Vh = random_factors(*matrix.shape, dtype=matrix.dtype, device=matrix.device)
+        U, s, Vh = initial_factors(kernel_to_matrix(conv.weight, scheme), init, rank)
         return cls(
             U, s, Vh, conv.bias,
             kernel_shape=tuple(conv.weight.shape), stride=conv.stride, padding=conv.padding,

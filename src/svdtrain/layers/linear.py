@@ -10,7 +10,7 @@ from torch import nn
 
 from svdtrain.layers.base import SVDLayer
 from svdtrain.layers.registry import UnsupportedLayer, register
-from svdtrain.linalg import check_init, random_factors, svd_factors
+from svdtrain.linalg import initial_factors
 
 
 class SVDLinear(SVDLayer):
@@ -21,16 +21,14 @@ class SVDLinear(SVDLayer):
         self.out_features, self.in_features = U.shape[0], Vh.shape[1]
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, init: str = "svd", scheme: str = "channel") -> SVDLinear:
-        """SVD form of ``linear`` (``scheme`` is ignored: a matrix has one reshape)."""
-        check_init(init)
+    def from_linear(
+        cls, linear: nn.Linear, *, init: str = "svd", scheme: str = "channel", rank: int | float | None = None
+    ) -> SVDLinear:
+        """SVD form of ``linear`` (``scheme`` is ignored: a matrix has one reshape; ``rank``:
+        keep only that many, see ``initial_factors``)."""
         if type(linear) is not nn.Linear:
             raise UnsupportedLayer(f"{type(linear).__name__} is a subclass of Linear with its own forward")
-        weight = linear.weight
-        if init == "svd":
-            U, s, Vh = svd_factors(weight)
-        else:
-            U, s, Vh = random_factors(*weight.shape, dtype=weight.dtype, device=weight.device)
+        U, s, Vh = initial_factors(linear.weight, init, rank)
         return cls(U, s, Vh, linear.bias)
 
     def _tokens(self, input_shape: torch.Size) -> int:

@@ -14,7 +14,7 @@ class UnsupportedLayer(Exception):
     """Raised by a handler for a layer it cannot decompose; the message says why."""
 
 
-Handler = Callable[..., nn.Module]  # handler(module, *, scheme, init) -> SVDLayer
+Handler = Callable[..., nn.Module]  # handler(module, *, scheme, init, rank) -> SVDLayer
 HANDLERS: dict[type[nn.Module], Handler] = {}
 
 

@@ -1,6 +1,14 @@
 """Pure tensor math: reshapes, factor initialization, penalties, rank rules. No modules."""
 
-from svdtrain.linalg.factors import INITS, check_init, random_factors, svd_factors
+from svdtrain.linalg.factors import (
+    INITS,
+    check_init,
+    initial_factors,
+    lowrank_svd_factors,
+    random_factors,
+    resolve_rank,
+    svd_factors,
+)
 from svdtrain.linalg.penalties import (
     SPARSITY_KINDS,
     check_sparsity_kind,
@@ -27,10 +35,13 @@ __all__ = [
     "check_threshold",
     "energy_rank",
     "importance_order",
+    "initial_factors",
     "kernel_to_matrix",
+    "lowrank_svd_factors",
     "matrix_to_kernel",
     "orthogonality_penalty",
     "random_factors",
+    "resolve_rank",
     "sparsity_penalty",
     "svd_factors",
     "threshold_rank",

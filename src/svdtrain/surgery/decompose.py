@@ -9,7 +9,7 @@ from typing import Callable
 from torch import nn
 
 from svdtrain.layers import UnsupportedLayer, handler_for
-from svdtrain.linalg import check_init, check_scheme
+from svdtrain.linalg import check_init, check_scheme, resolve_rank
 from svdtrain.surgery.walk import replace_modules, svd_layers
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ def decompose(
     scheme: str = "channel",
     init: str = "svd",
     filter_fn: FilterFn | None = None,
+    rank: int | float | None = None,
 ) -> nn.Module:
     """Replace, in place, every supported layer of ``model`` by its SVD form; returns ``model``.
 
@@ -29,8 +30,11 @@ def decompose(
         model: any module holding nn.Linear / nn.Conv1d / nn.Conv2d layers.
         scheme: ``"channel"`` (out x in*k*k) or ``"spatial"`` (in*kh x out*kw) for 2-d convs.
         init: ``"svd"`` keeps the function exactly (exact SVD of the weights); ``"random"``
-            is the paper's from-scratch initialization.
+            is the paper's from-scratch initialization; ``"svd_lowrank"`` computes only the
+            top ``rank`` triplets by randomized SVD (fast for large layers; needs ``rank``).
         filter_fn: ``filter_fn(module, qualified_name) -> bool`` picks the layers; default all.
+        rank: keep only this many singular values per layer from the start (an int, or a
+            fraction of each layer's full rank): truncated SVD in one call. Default: all.
 
     Layers that cannot be decomposed (grouped convs, Linear subclasses such as
     MultiheadAttention's out_proj, ...) stay dense and are listed in one warning.
@@ -45,6 +49,9 @@ def decompose(
     """
     check_scheme(scheme)
     check_init(init)
+    if init == "svd_lowrank" and rank is None:
+        raise ValueError("init 'svd_lowrank' computes only the top singular values: give rank=")
+    resolve_rank(rank, 1)  # a bad rank fails here, before any layer changes
     existing = svd_layers(model)
     if existing:
         raise ValueError(f"model is already decomposed (it holds SVD layer {existing[0][0]!r}); decompose once")
@@ -62,7 +69,7 @@ def decompose(
             skipped.append(f"{name} (no SVD form for {type(module).__name__})")
             continue
         try:
-            replacements[id(module)] = handler(module, scheme=scheme, init=init)
+            replacements[id(module)] = handler(module, scheme=scheme, init=init, rank=rank)
         except UnsupportedLayer as why:
             skipped.append(f"{name} ({why})")
     if not replacements:

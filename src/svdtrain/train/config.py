@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.linalg import check_energy, check_init, check_scheme, check_sparsity_kind, check_threshold
+from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind, check_threshold
 from svdtrain.models import MODELS
 
 CONFIG_VERSION = 1
@@ -79,7 +79,7 @@ class RunConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
-        check_init(self.init)
+        _choice("init", self.init, ("svd", "random"))
         check_scheme(self.scheme)
         check_sparsity_kind(self.sparsity_kind)
         check_energy(self.energy)
