@@ -1,12 +1,18 @@
 """Realized inference speedup of compact models against their dense originals.
 
-For each model, scheme and MACs reduction, builds a compact model (random weights, greedy
-ranks to the budget) and times dense and compact alternately (A B A B ...) in each runtime;
-reports the ratio of median latencies and speedup / MACs reduction (1.0 = all of the
-MACs saving shows up as time).
+For each model, scheme and MACs reduction, builds compact models (random weights, greedy
+ranks to the budget) in up to three export variants and times them with the dense model
+alternately (A B C D A B C D ...) in each runtime; reports the ratio of median latencies
+and speedup / MACs reduction (1.0 = all of the MACs saving shows up as time):
+  compact   any rank, each layer's form (pair or dense) chosen by MACs (the first export)
+  rounded   ranks in multiples of --multiple (ranks_for_macs(multiple=...))
+  measured  rounded, and each layer kept dense where its pair measures slower here in
+            torch eager at this batch size (compact(choose="measured"))
+In eager mode every model, dense included, has its BatchNorm folded into the preceding
+conv (torch.fx fuse); ONNX Runtime folds Conv+BatchNorm itself.
 
     python benchmarks/inference_speed.py                      # CIFAR ResNet-20/56, eager + ONNX Runtime
-    python benchmarks/inference_speed.py --models imagenet_resnet50 --batches 1,8
+    python benchmarks/inference_speed.py --models imagenet_resnet50 --batches 1,8 --reductions 2,3
     python benchmarks/inference_speed.py --runtimes eager,compile,onnxruntime
     python benchmarks/inference_speed.py --quick
 """
@@ -23,27 +29,32 @@ import warnings
 from datetime import date
 
 import torch
+from torch.fx.experimental.optimization import fuse
 
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
 
 
+VARIANTS = ("compact", "rounded", "measured")
+
+
 def _input_size(model_name: str) -> int:
     return 224 if model_name.startswith("imagenet") else 32
 
 
-def compact_at(dense: torch.nn.Module, example: torch.Tensor, scheme: str, reduction: float) -> torch.nn.Module:
+def pruned_at(dense: torch.nn.Module, probe: torch.Tensor, scheme: str, reduction: float, multiple: int):
     model = svdtrain.decompose(copy.deepcopy(dense), scheme=scheme, init="svd")
-    budget = int(svdtrain.count_macs(dense, example) / reduction)
-    svdtrain.prune(model, rank=svdtrain.ranks_for_macs(model, example, budget))
-    return svdtrain.compact(model, example).eval()
+    budget = int(svdtrain.count_macs(dense, probe) / reduction)
+    svdtrain.prune(model, rank=svdtrain.ranks_for_macs(model, probe, budget, multiple=multiple))
+    return model.eval()
 
 
 def runner(model: torch.nn.Module, runtime: str, example: torch.Tensor, threads: int):
     """A zero-argument callable running one forward pass in ``runtime``."""
     if runtime == "eager":
-        return lambda: model(example)
+        folded = fuse(model)  # BatchNorm folded into the conv before it, as ONNX Runtime does
+        return lambda: folded(example)
     if runtime == "compile":
         compiled = torch.compile(model)
         return lambda: compiled(example)
@@ -60,15 +71,15 @@ def runner(model: torch.nn.Module, runtime: str, example: torch.Tensor, threads:
     return lambda: session.run(None, feed)
 
 
-def interleaved_medians(first, second, rounds: int, warmup: int) -> tuple[float, float]:
-    times: tuple[list[float], list[float]] = ([], [])
+def interleaved_medians(fns: list, rounds: int, warmup: int) -> list[float]:
+    times: list[list[float]] = [[] for _ in fns]
     for index in range(warmup + rounds):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
+        for fn, bucket in zip(fns, times):
             start = time.perf_counter()
             fn()
             if index >= warmup:
                 bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -80,6 +91,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default="eager,onnxruntime")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--multiple", type=int, default=8, help="rank multiple of the rounded variants")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -87,6 +100,7 @@ def main() -> None:
         args.models, args.schemes, args.reductions, args.batches, args.rounds = "resnet20", "channel", "2", "1", 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    variants = args.variants.split(",")
     rows = []
     with torch.no_grad():
         for model_name in args.models.split(","):
@@ -96,23 +110,31 @@ def main() -> None:
             dense_macs = svdtrain.count_macs(dense, probe)
             for scheme in args.schemes.split(","):
                 for reduction in (float(r) for r in args.reductions.split(",")):
-                    small = compact_at(dense, probe, scheme, reduction)
-                    realized = dense_macs / svdtrain.count_macs(small, probe)
+                    pruned = {1: pruned_at(dense, probe, scheme, reduction, 1)}
+                    if any(v != "compact" for v in variants):
+                        pruned[args.multiple] = pruned_at(dense, probe, scheme, reduction, args.multiple)
                     for batch in (int(b) for b in args.batches.split(",")):
                         example = torch.randn(batch, 3, size, size)
+                        models = {"dense": dense}
+                        for variant in variants:
+                            source = pruned[1 if variant == "compact" else args.multiple]
+                            choose = "measured" if variant == "measured" else "macs"
+                            models[variant] = svdtrain.compact(source, example, choose=choose).eval()
                         for runtime in args.runtimes.split(","):
-                            a = runner(dense, runtime, example, args.threads)
-                            b = runner(small, runtime, example, args.threads)
-                            dense_s, compact_s = interleaved_medians(a, b, args.rounds, warmup=2)
-                            speedup = dense_s / compact_s
-                            rows.append({"model": model_name, "scheme": scheme, "macs_reduction": realized,
-                                         "batch": batch, "runtime": runtime, "dense_ms": 1e3 * dense_s,
-                                         "compact_ms": 1e3 * compact_s, "speedup": speedup,
-                                         "speedup_per_macs_reduction": speedup / realized})  # fmt: skip
-                            r = rows[-1]
-                            print(f"{model_name:<18} {scheme:<8} MACs/{realized:4.2f} batch {batch:<3} {runtime:<12} "
-                                  f"dense {r['dense_ms']:8.2f} ms  compact {r['compact_ms']:8.2f} ms  "
-                                  f"speedup {speedup:4.2f}  ratio {r['speedup_per_macs_reduction']:4.2f}", flush=True)  # fmt: skip
+                            runners = [runner(m, runtime, example, args.threads) for m in models.values()]
+                            medians = dict(zip(models, interleaved_medians(runners, args.rounds, warmup=2)))
+                            for variant in variants:
+                                realized = dense_macs / svdtrain.count_macs(models[variant], probe)
+                                speedup = medians["dense"] / medians[variant]
+                                rows.append({"model": model_name, "scheme": scheme, "target": reduction,
+                                             "variant": variant, "macs_reduction": realized, "batch": batch,
+                                             "runtime": runtime, "dense_ms": 1e3 * medians["dense"],
+                                             "compact_ms": 1e3 * medians[variant], "speedup": speedup,
+                                             "speedup_per_macs_reduction": speedup / realized})  # fmt: skip
+                                print(f"{model_name:<18} {scheme:<8} {variant:<9} MACs/{realized:4.2f} batch {batch:<3} "
+                                      f"{runtime:<12} dense {1e3 * medians['dense']:8.2f} ms  "
+                                      f"compact {1e3 * medians[variant]:8.2f} ms  speedup {speedup:4.2f}  "
+                                      f"ratio {speedup / realized:4.2f}", flush=True)  # fmt: skip
     if args.json:
         atomic_write_json(args.json, {
             "benchmark": "inference_speed", "date": date.today().isoformat(),

@@ -182,3 +182,13 @@ def test_sweep_rejects_a_macs_target_before_touching_the_folder(tmp_path, capsys
                  "--sparsity-weights", "0.01", "--energies", "0.01"])
     assert code == 2 and "set --target-reduction 0" in capsys.readouterr().err
     assert (tmp_path / "sweep.json").read_text() == "{}"
+
+
+def test_resume_accepts_a_run_saved_before_newer_config_fields(tmp_path, capsys):
+    assert main(["start", "--out", str(tmp_path), *TINY]) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["distill_weight"], saved["rank_multiple"]  # as written by an older svdtrain
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert _run(tmp_path, "--resume", "--svd-epochs", "3") == 2  # a real change is still refused
+    assert "changed: svd_epochs" in capsys.readouterr().err
+    assert _run(tmp_path, "--resume") == 0

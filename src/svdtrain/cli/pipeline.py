@@ -8,6 +8,7 @@ import json
 from svdtrain.cli.options import add_config_options, config_from, prepare_run_folder
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
+from svdtrain.train.config import RunConfig, merge
 from svdtrain.train.experiment import STAGES, Experiment
 
 STAGE_HELP = {
@@ -43,7 +44,9 @@ def run_all(args: argparse.Namespace) -> int:
     config = config_from(args)
     prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.resume and (args.out / "config.json").exists():
-        saved = json.loads((args.out / "config.json").read_text())
+        # Fields added since the run started read as their defaults, so older runs still resume.
+        saved_path = args.out / "config.json"
+        saved = RunConfig(**merge({}, json.loads(saved_path.read_text()), str(saved_path))).to_dict()
         if saved != config.to_dict():
             current = config.to_dict()
             changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))

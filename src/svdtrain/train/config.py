@@ -69,7 +69,7 @@ class RunConfig:
     # fine-tune (orthogonality only)
     finetune_epochs: int = 164
     finetune_lr: float = 0.0  # 0: the same lr as the other stages
-    # knowledge distillation from the start stage's model (the dense baseline) in svd-train and fine-tune
+    # fine-tune with knowledge distillation from the start stage's model (the dense baseline)
     distill_weight: float = 0.0  # 0: off; else loss = (1 - w) * CE + w * T^2 * KL(teacher || student)
     distill_temperature: float = 4.0
     # bookkeeping

@@ -131,8 +131,10 @@ class Experiment:
 
     @cached_property
     def distillation(self) -> Distillation | None:
-        """The start stage's model (the baseline every result is measured against) as teacher,
-        merged back into dense layers so its forward pass costs what the dense model's does."""
+        """For fine-tuning: the start stage's model (the baseline every result is measured
+        against) as teacher, merged back into dense layers so its forward pass costs what the
+        dense model's does. Not used in SVD training, where the full-rank student still equals
+        its teacher at the start and the sparsity term is what should move it."""
         c = self.config
         if not c.distill_weight:
             return None
@@ -157,7 +159,7 @@ class Experiment:
 
     def train(
         self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
-        distill: bool = False,
+        distillation: Distillation | None = None,
     ) -> list[dict]:
         """Train ``model`` in place for ``epochs`` (at ``lr``, default the config's); returns the history."""
         optimizer = self._optimizer(model, lr or self.config.lr)
@@ -177,8 +179,7 @@ class Experiment:
             start = time.perf_counter()
             self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
             batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
-            metrics = train_epoch(model, batches, optimizer, regularization, self.device,
-                                  self.distillation if distill else None)
+            metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             test_accuracy = self.accuracy(model)
@@ -234,7 +235,7 @@ class Experiment:
         model, _ = self.load_stage("start")
         before = {k: v.tolist() for k, v in singular_values(model).items()}
         regularization = Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind)
-        history = self.train("svd_train", model, c.svd_epochs, regularization, distill=True)
+        history = self.train("svd_train", model, c.svd_epochs, regularization)
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
@@ -271,7 +272,7 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("prune")
         history = self.train("finetune", model, c.finetune_epochs, Regularization(ortho_weight=c.ortho_weight),
-                             lr=c.finetune_lr or c.lr, distill=True)  # fmt: skip
+                             lr=c.finetune_lr or c.lr, distillation=self.distillation)  # fmt: skip
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("finetune", model, history=history, accuracy=accuracy, seconds=time.perf_counter() - started)
 
