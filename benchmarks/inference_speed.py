@@ -8,6 +8,8 @@ and speedup / MACs reduction (1.0 = all of the MACs saving shows up as time):
   rounded   ranks in multiples of --multiple (ranks_for_macs(multiple=...))
   measured  rounded, and each layer kept dense where its pair measures slower here in
             torch eager at this batch size (compact(choose="measured"))
+  speed     ranks chosen for a measured speedup equal to the MACs target instead of a
+            MACs budget (ranks_for_speedup at this batch size), compact(choose="measured")
 In eager mode every model, dense included, has its BatchNorm folded into the preceding
 conv (torch.fx fuse); ONNX Runtime folds Conv+BatchNorm itself.
 
@@ -36,7 +38,7 @@ from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
 
 
-VARIANTS = ("compact", "rounded", "measured")
+VARIANTS = ("compact", "rounded", "measured", "speed")
 
 
 def _input_size(model_name: str) -> int:
@@ -117,13 +119,22 @@ def main() -> None:
                         example = torch.randn(batch, 3, size, size)
                         models = {"dense": dense}
                         for variant in variants:
-                            source = pruned[1 if variant == "compact" else args.multiple]
-                            choose = "measured" if variant == "measured" else "macs"
+                            if variant == "speed":
+                                source = svdtrain.decompose(copy.deepcopy(dense), scheme=scheme, init="svd")
+                                try:
+                                    ranks = svdtrain.ranks_for_speedup(source, example, reduction, multiple=args.multiple)
+                                except ValueError as error:
+                                    print(f"{model_name} {scheme} speed {reduction:g}x batch {batch}: {error}")
+                                    continue
+                                svdtrain.prune(source, rank=ranks)
+                            else:
+                                source = pruned[1 if variant == "compact" else args.multiple]
+                            choose = "macs" if variant in ("compact", "rounded") else "measured"
                             models[variant] = svdtrain.compact(source, example, choose=choose).eval()
                         for runtime in args.runtimes.split(","):
                             runners = [runner(m, runtime, example, args.threads) for m in models.values()]
                             medians = dict(zip(models, interleaved_medians(runners, args.rounds, warmup=2)))
-                            for variant in variants:
+                            for variant in (v for v in variants if v in models):
                                 realized = dense_macs / svdtrain.count_macs(models[variant], probe)
                                 speedup = medians["dense"] / medians[variant]
                                 rows.append({"model": model_name, "scheme": scheme, "target": reduction,

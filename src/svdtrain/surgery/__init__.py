@@ -3,6 +3,7 @@
 from svdtrain.surgery.budget import energy_for_macs, ranks_for_macs
 from svdtrain.surgery.compact import compact
 from svdtrain.surgery.decompose import decompose
+from svdtrain.surgery.latency import ranks_for_speedup
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
 from svdtrain.surgery.macs import count_macs, count_params, macs_by_layer
 from svdtrain.surgery.prune import prune
@@ -18,6 +19,7 @@ __all__ = [
     "orthogonality_loss",
     "prune",
     "ranks_for_macs",
+    "ranks_for_speedup",
     "singular_values",
     "sparsity_loss",
     "svd_layers",

@@ -1,0 +1,73 @@
+"""Per layer: does the low-rank pair's MACs saving show up as time? The diagnosis behind
+benchmarks/inference_speed.py.
+
+Prunes a model (random weights, greedy ranks to a MACs budget) and, for every SVD layer,
+times its dense form against its pair on the layer's real input at the given batch size,
+interleaved, in torch eager (2 threads by default). A layer whose time ratio trails its
+MACs ratio is where a compact model loses speed.
+
+    python benchmarks/layer_forms.py --model resnet20 --scheme channel --reduction 2 --batch 64
+    python benchmarks/layer_forms.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+import torch
+
+import svdtrain
+from svdtrain.io import atomic_write_json
+from svdtrain.models import build_model
+from svdtrain.surgery.macs import record_input_shapes
+from svdtrain.surgery.timing import median_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--scheme", default="channel")
+    parser.add_argument("--reduction", type=float, default=2.0)
+    parser.add_argument("--multiple", type=int, default=1, help="rank multiple for ranks_for_macs")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.rounds = 2, 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dense = build_model(args.model, 10).eval()
+    size = 224 if args.model.startswith("imagenet") else 32
+    probe = torch.randn(1, 3, size, size)
+    model = svdtrain.decompose(dense, scheme=args.scheme, init="svd")
+    budget = int(svdtrain.count_macs(model, probe) / args.reduction)
+    svdtrain.prune(model, rank=svdtrain.ranks_for_macs(model, probe, budget, multiple=args.multiple))
+    shapes = record_input_shapes(model, torch.randn(args.batch, 3, size, size))
+    rows = []
+    print(f"{'layer':<22} {'input':>18} {'rank':>9} {'form':>6} {'MACs ratio':>10} {'time ratio':>10} "
+          f"{'dense ms':>9} {'pair ms':>8}")  # fmt: skip
+    with torch.no_grad():
+        for name, layer in svdtrain.svd_layers(model):
+            shape = shapes[name]
+            dense_macs, pair_macs = layer.dense_macs(shape), layer.factored_macs(shape)
+            inputs = torch.randn(shape)
+            dense_s, pair_s = median_seconds([layer.to_dense().eval(), layer.to_factored().eval()], inputs, args.rounds)
+            row = {"layer": name, "input_shape": list(shape), "rank": layer.rank, "full_rank": layer.full_rank,
+                   "compact_form": "pair" if pair_macs < dense_macs else "dense",
+                   "macs_ratio": dense_macs / pair_macs, "time_ratio": dense_s / pair_s,
+                   "dense_ms": 1e3 * dense_s, "pair_ms": 1e3 * pair_s}  # fmt: skip
+            rows.append(row)
+            print(f"{name:<22} {str(tuple(shape)):>18} {layer.rank:>4}/{layer.full_rank:<4} {row['compact_form']:>6} "
+                  f"{row['macs_ratio']:>10.2f} {row['time_ratio']:>10.2f} {row['dense_ms']:>9.3f} "
+                  f"{row['pair_ms']:>8.3f}")  # fmt: skip
+    if args.json:
+        atomic_write_json(args.json, {"benchmark": "layer_forms", "date": date.today().isoformat(),
+                                      "config": vars(args), "rows": rows})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""ranks_for_speedup: ranks chosen by measured time, checked on a synthetic clock."""
+
+import pytest
+import torch
+from torch import nn
+
+import svdtrain
+from svdtrain.surgery import latency, timing
+from svdtrain.surgery.latency import rank_grid
+
+
+def _module_macs(module: nn.Module) -> float:
+    return float(sum(p.numel() for n, p in module.named_parameters() if n.endswith("weight")))
+
+
+@pytest.fixture
+def synthetic_clock(monkeypatch):
+    """Time = weights touched (+ a fixed 50 for everything else); a pair pays a 30-unit launch cost."""
+
+    def fake(modules, inputs, rounds=5, warmup=2):
+        out = []
+        for m in modules:
+            if isinstance(m, nn.Sequential) and len(m) == 2 and all(isinstance(x, nn.Linear) for x in m):
+                out.append(_module_macs(m) + 30)
+            elif isinstance(m, nn.Linear):
+                out.append(_module_macs(m))
+            else:  # the whole model (at full rank: its dense layers) plus 50 for everything else
+                out.append(50 + sum(_module_macs(x) for x in m.modules() if isinstance(x, nn.Linear)))
+        return out
+
+    monkeypatch.setattr(latency, "median_seconds", fake)
+    monkeypatch.setattr(timing, "median_seconds", fake)
+
+
+def _model():
+    torch.manual_seed(0)
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)))
+    model[0].s.data = 0.8 ** torch.arange(64.0)  # decays: cheap to cut
+    model[2].s.data = torch.ones(64)  # flat: every value matters
+    return model
+
+
+def test_rank_grid():
+    assert rank_grid(64, 8, 8) == [56, 48, 40, 32, 24, 16, 8]
+    assert rank_grid(30, 8, 8) == [24, 16, 8]
+    assert rank_grid(5, 1, 8) == [4, 3, 2, 1]
+    grid = rank_grid(2048, 8, 6)
+    assert len(grid) == 6 and grid[0] == 2040 and grid[-1] == 8 and all(r % 8 == 0 for r in grid)
+
+
+def test_meets_the_speedup_on_the_clock_and_cuts_the_decaying_layer_first(synthetic_clock):
+    model = _model()
+    x = torch.randn(1, 64)
+    total = 50 + 2 * 64 * 64
+    ranks = svdtrain.ranks_for_speedup(model, x, 1.5)
+    assert ranks["0"] < 64 and ranks["2"] == 64  # the flat spectrum is left alone while possible
+    cost = 50 + sum(64 * 64 if r == 64 else min(64 * 64, 2 * 64 * r + 30) for r in ranks.values())
+    assert cost <= total / 1.5
+    assert all(r == 64 or r % 8 == 0 for r in ranks.values())
+
+
+def test_out_of_reach_and_bad_arguments_are_refused(synthetic_clock):
+    model, x = _model(), torch.randn(1, 64)
+    with pytest.raises(ValueError, match="out of reach"):
+        svdtrain.ranks_for_speedup(model, x, 20.0)
+    with pytest.raises(ValueError, match="speedup must be > 1"):
+        svdtrain.ranks_for_speedup(model, x, 1.0)
+    with pytest.raises(ValueError, match="multiple must be"):
+        svdtrain.ranks_for_speedup(model, x, 1.5, multiple=0)
+
+
+def test_noisy_times_are_made_monotone():
+    assert latency._non_decreasing({64: 10.0, 48: 11.0, 32: 6.0, 16: 7.0}) == {64: 10.0, 48: 10.0, 32: 6.0, 16: 6.0}
+
+
+def test_real_clock_returns_valid_ranks():
+    model = svdtrain.decompose(nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3)))
+    x = torch.randn(2, 16, 16, 16)
+    try:
+        ranks = svdtrain.ranks_for_speedup(model, x, 1.05, rounds=2)
+    except ValueError as error:  # a machine where no pair is faster: the refusal must say so
+        assert "out of reach" in str(error)
+        return
+    assert set(ranks) == {"0", "2"}
+    assert all(1 <= ranks[name] <= layer.rank for name, layer in svdtrain.svd_layers(model))
