@@ -192,3 +192,30 @@ def test_resume_accepts_a_run_saved_before_newer_config_fields(tmp_path, capsys)
     assert _run(tmp_path, "--resume", "--svd-epochs", "3") == 2  # a real change is still refused
     assert "changed: svd_epochs" in capsys.readouterr().err
     assert _run(tmp_path, "--resume") == 0
+
+
+def test_target_speedup_prunes_and_exports_by_measured_time(tmp_path, monkeypatch):
+    import svdtrain
+    from svdtrain.surgery import latency, timing
+
+    def clock(modules, inputs, rounds=5, warmup=2):  # deterministic: MACs plus a launch cost per op
+        ops = lambda m: sum(isinstance(x, (torch.nn.Conv2d, torch.nn.Linear)) for x in m.modules())  # noqa: E731
+        return [svdtrain.count_macs(m, inputs) + 20_000 * ops(m) for m in modules]
+
+    monkeypatch.setattr(latency, "median_seconds", clock)
+    monkeypatch.setattr(timing, "median_seconds", clock)
+    out = tmp_path / "speed"
+    assert _run(out, "--target-speedup", "1.5", "--speed-batch-size", "4", "--rank-multiple", "4") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert any(layer["rank"] < layer["full_rank"] for layer in report["layers"])
+    assert all(layer["rank"] == layer["full_rank"] or layer["rank"] % 4 == 0 for layer in report["layers"])
+    assert report["compact"]["macs"] < report["baseline"]["macs"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target-speedup", "0.5"], "target_speedup must be > 1"),
+    (["--target-speedup", "2", "--target-reduction", "2"], "not both"),
+])  # fmt: skip
+def test_bad_speed_target_is_one_line(tmp_path, capsys, extra, message):
+    assert _run(tmp_path / "out", *extra) == 2
+    assert message in capsys.readouterr().err

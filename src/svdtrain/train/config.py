@@ -58,7 +58,9 @@ class RunConfig:
     ortho_weight: float = 1.0
     sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
     sparsity_weight: float = 1e-3
-    # prune: the first rule set wins: target_reduction, then threshold, then energy
+    # prune: the first rule set wins: target_speedup, target_reduction, threshold, energy
+    target_speedup: float = 0.0  # > 1: ranks for this measured speedup over the dense model (CPU, eager)
+    speed_batch_size: int = 1  # the batch size target_speedup is timed (and the export chosen) for
     target_reduction: float = 0.0  # > 1: cut MACs by this factor, ranks chosen by rank_allocation
     rank_allocation: str = "greedy"  # greedy: least relative energy lost per MAC saved | energy: one threshold
     rank_multiple: int = 1  # greedy: pruned ranks are multiples of this (8 or 16 suit conv kernels)
@@ -87,10 +89,10 @@ class RunConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("rank_allocation", self.rank_allocation, ALLOCATIONS)
-        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple"):
+        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple", "speed_batch_size"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
-                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr",
+                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr", "target_speedup",
                      "bn_recalibration_batches"):  # fmt: skip
             _non_negative(name, getattr(self, name))
         if self.model not in MODELS:
@@ -102,6 +104,10 @@ class RunConfig:
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
         _positive("distill_temperature", self.distill_temperature)
+        if self.target_speedup and self.target_speedup <= 1:
+            raise ValueError(f"target_speedup must be > 1 (or 0 for none), got {self.target_speedup}")
+        if self.target_speedup and self.target_reduction:
+            raise ValueError("set target_speedup or target_reduction, not both")
         if self.target_reduction and self.target_reduction <= 1:
             raise ValueError(f"target_reduction must be > 1 (or 0 to use energy), got {self.target_reduction}")
         if any(m < 0 for m in self.lr_milestones):

@@ -8,6 +8,7 @@ interrupted stage to the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import random
@@ -25,7 +26,7 @@ from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
 from svdtrain.surgery import (
-    compact, count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
+    compact, count_macs, ranks_for_speedup, count_params, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
 )  # fmt: skip
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
@@ -97,6 +98,12 @@ class Experiment:
         test_batches = TensorBatches(test, c.eval_batch_size, limit=c.test_limit or None, **common)
         example = next(iter(test_batches))[0][:1]
         return Data(train_batches, test_batches, len(train.classes), example)
+
+    @property
+    def speed_example(self) -> torch.Tensor:
+        """A CPU batch of ``speed_batch_size`` inputs, the shape speed targets are timed at."""
+        example = self.data.example.cpu()
+        return example.expand(self.config.speed_batch_size, *example.shape[1:]).contiguous()
 
     def dense_model(self) -> nn.Module:
         return build_model(self.config.model, self.data.num_classes).to(self.device)
@@ -245,7 +252,11 @@ class Experiment:
         c = self.config
         started = time.perf_counter()
         model, _ = self.load_stage("svd_train")
-        if c.target_reduction:
+        if c.target_speedup:
+            timing_model = copy.deepcopy(model).cpu().eval()  # timed where it will be deployed: this CPU
+            ranks = prune(model, rank=ranks_for_speedup(timing_model, self.speed_example, c.target_speedup,
+                                                        multiple=max(c.rank_multiple, 1)))  # fmt: skip
+        elif c.target_reduction:
             budget = int(load_checkpoint(self.stage_path("start"))["baseline"]["macs"] / c.target_reduction)
             if c.rank_allocation == "greedy":
                 ranks = prune(model, rank=ranks_for_macs(model, self.data.example, budget, multiple=c.rank_multiple))
@@ -280,8 +291,11 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("finetune")
         c = self.config
+        # With a speed target each layer's form is chosen by measured time, at the timed batch size.
+        timing = dict(choose="measured", timing_input=self.speed_example) if c.target_speedup else {}
         info = export_compact(model, self.out / "export", self.data.example, model_name=c.model,
-                              num_classes=self.data.num_classes, scheme=c.scheme, onnx=c.export_onnx)  # fmt: skip
+                              num_classes=self.data.num_classes, scheme=c.scheme, onnx=c.export_onnx,
+                              **timing)  # fmt: skip
         compact_model = torch.jit.load(str(self.out / "export" / "model.torchscript.pt")).to(self.device)
         small = load_compact(self.out / "export").to(self.device)  # count the exported structure itself
         info.update(

@@ -52,16 +52,17 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float |
 
 def export_compact(
     model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
-    scheme: str, onnx: bool = True,
+    scheme: str, onnx: bool = True, choose: str = "macs", timing_input: torch.Tensor | None = None,
 ) -> dict:  # fmt: skip
     """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.pt2, model.onnx}; returns
-    the file names and the max output difference of each reloaded export."""
+    the file names and the max output difference of each reloaded export. ``choose`` and
+    ``timing_input`` (default ``example``) pick each layer's form as in ``compact``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example = example.cpu()
     names = [name for name, _ in svd_layers(model)]
-    small = compact(model, example).eval()
+    small = compact(model, example if timing_input is None else timing_input.cpu(), choose=choose).eval()
     modules = dict(small.named_modules())
     spec = {
         "format": SPEC_FORMAT, "version": SPEC_VERSION, "model": model_name, "num_classes": num_classes,
