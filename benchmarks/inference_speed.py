@@ -113,8 +113,11 @@ def main() -> None:
             for scheme in args.schemes.split(","):
                 for reduction in (float(r) for r in args.reductions.split(",")):
                     pruned = {1: pruned_at(dense, probe, scheme, reduction, 1)}
-                    if any(v != "compact" for v in variants):
-                        pruned[args.multiple] = pruned_at(dense, probe, scheme, reduction, args.multiple)
+                    if any(v in ("rounded", "measured") for v in variants):
+                        try:
+                            pruned[args.multiple] = pruned_at(dense, probe, scheme, reduction, args.multiple)
+                        except ValueError as error:  # e.g. rank 8 of a 16-channel layer is already too much
+                            print(f"{model_name} {scheme} rounded {reduction:g}x: {error}")
                     for batch in (int(b) for b in args.batches.split(",")):
                         example = torch.randn(batch, 3, size, size)
                         models = {"dense": dense}
@@ -127,8 +130,10 @@ def main() -> None:
                                     print(f"{model_name} {scheme} speed {reduction:g}x batch {batch}: {error}")
                                     continue
                                 svdtrain.prune(source, rank=ranks)
-                            else:
+                            elif variant == "compact" or args.multiple in pruned:
                                 source = pruned[1 if variant == "compact" else args.multiple]
+                            else:
+                                continue
                             choose = "macs" if variant in ("compact", "rounded") else "measured"
                             models[variant] = svdtrain.compact(source, example, choose=choose).eval()
                         for runtime in args.runtimes.split(","):

@@ -6,10 +6,14 @@ Variants, timed A B C A B C ... in one process so machine noise hits all alike:
             its cheaper path per call (at full rank: rebuild W once, one conv)
   svd_pair  the same, but forced through the two thin convs every step (what naive
             implementations do), to show why the per-layer choice matters
-Reports median seconds per step and the ratio of medians to dense. Peak memory: each
-variant runs a few steps in a fresh process of its own; its peak resident memory (ru_maxrss)
-minus the resident memory just before the first step is the memory training adds
-(activations, gradients, optimizer state).
+Reports median seconds per step and the ratio of medians to dense. Memory, two ways:
+  tensors   exact bytes a step needs at its peak (the end of the forward pass): parameters,
+            their gradients and Adam's two moments (4 x parameter bytes), plus every tensor
+            autograd saves for the backward pass (counted once per storage), regularizers
+            included
+  RSS       each variant runs a few steps in a fresh process of its own; its peak resident
+            memory (ru_maxrss) minus the resident memory just before the first step; includes
+            allocator caching and oneDNN workspaces, so it is noisier
 
     python benchmarks/train_step_overhead.py        # ResNet-20 and -56 at batch 128, ResNet-50 at 224px batch 8
     python benchmarks/train_step_overhead.py --models resnet20:128 --rounds 20
@@ -53,12 +57,31 @@ def make_step(model, regularize: bool, batch: torch.Tensor, targets: torch.Tenso
     return step
 
 
+def tensor_bytes(model_name: str, variant: str, batch_size: int) -> int:
+    """4 x parameter bytes + bytes saved for backward by one forward (and the regularizers)."""
+    model, batch, targets = build_parts(model_name, variant, batch_size)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = F.cross_entropy(model(batch), targets)
+        if variant != "dense":
+            loss = loss + svdtrain.orthogonality_loss(model) + 1e-3 * svdtrain.sparsity_loss(model, "hoyer")
+    return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + sum(saved.values())
+
+
 def force_pair_path(model) -> None:
     for _, layer in svdtrain.svd_layers(model):
         layer.forward = layer.forward_factored
 
 
-def build(model_name: str, variant: str, batch_size: int):
+def build_parts(model_name: str, variant: str, batch_size: int):
     torch.manual_seed(0)
     model = build_model(model_name, 10)
     if variant != "dense":
@@ -66,7 +89,11 @@ def build(model_name: str, variant: str, batch_size: int):
     if variant == "svd_pair":
         force_pair_path(model)
     size = 224 if model_name.startswith("imagenet") else 32
-    batch, targets = torch.randn(batch_size, 3, size, size), torch.randint(0, 10, (batch_size,))
+    return model, torch.randn(batch_size, 3, size, size), torch.randint(0, 10, (batch_size,))
+
+
+def build(model_name: str, variant: str, batch_size: int):
+    model, batch, targets = build_parts(model_name, variant, batch_size)
     return make_step(model, variant != "dense", batch, targets)
 
 
@@ -124,19 +151,22 @@ def main() -> None:
     variants = args.variants.split(",")
     rows = []
     print(f"{'model':<18} {'batch':>5} {'variant':<9} {'median s/step':>14} {'time ratio':>10} "
-          f"{'added MiB':>10} {'memory ratio':>12}")  # fmt: skip
+          f"{'tensors MiB':>11} {'ratio':>6} {'RSS MiB':>8} {'ratio':>6}")  # fmt: skip
     for spec in args.models.split(","):
         name, batch = spec.split(":")
         medians = time_steps(name, int(batch), variants, args.rounds, args.warmup)
         memory = {variant: memory_of(name, variant, int(batch), args.memory_steps) for variant in variants}
+        tensors = {variant: tensor_bytes(name, variant, int(batch)) for variant in variants}
         for variant in variants:
             row = {"model": name, "batch_size": int(batch), "variant": variant,
                    "median_seconds": medians[variant], "time_ratio": medians[variant] / medians["dense"],
                    "added_bytes": memory[variant]["added"], "peak_bytes": memory[variant]["peak"],
-                   "memory_ratio": memory[variant]["added"] / memory["dense"]["added"]}  # fmt: skip
+                   "memory_ratio": memory[variant]["added"] / memory["dense"]["added"],
+                   "tensor_bytes": tensors[variant], "tensor_ratio": tensors[variant] / tensors["dense"]}  # fmt: skip
             rows.append(row)
             print(f"{name:<18} {batch:>5} {variant:<9} {row['median_seconds']:>14.4f} {row['time_ratio']:>10.3f} "
-                  f"{row['added_bytes'] / 2**20:>10.1f} {row['memory_ratio']:>12.3f}", flush=True)  # fmt: skip
+                  f"{row['tensor_bytes'] / 2**20:>11.1f} {row['tensor_ratio']:>6.3f} "
+                  f"{row['added_bytes'] / 2**20:>8.1f} {row['memory_ratio']:>6.3f}", flush=True)  # fmt: skip
     if args.json:
         atomic_write_json(args.json, {
             "benchmark": "train_step_overhead", "date": date.today().isoformat(),
