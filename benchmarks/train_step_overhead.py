@@ -6,7 +6,11 @@ Variants, timed A B C A B C ... in one process so machine noise hits all alike:
             its cheaper path per call (at full rank: rebuild W once, one conv)
   svd_pair  the same, but forced through the two thin convs every step (what naive
             implementations do), to show why the per-layer choice matters
-Reports median seconds per step and the ratio of medians to dense. Memory, two ways:
+  svd_lazy4 svd, with both regularizers computed on one step in 4, weighted by 4 (lazy
+            regularization, RunConfig.regularize_every)
+Each round runs --block consecutive steps of each variant (so a lazy variant's expensive
+step is inside every timed block); reports median seconds per step and the ratio of
+medians to dense. Memory, two ways:
   tensors   exact bytes a step needs at its peak (the end of the forward pass): parameters,
             their gradients and Adam's two moments (4 x parameter bytes), plus every tensor
             autograd saves for the backward pass (counted once per storage), regularizers
@@ -39,17 +43,23 @@ import torch.nn.functional as F
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
+from svdtrain.train import Regularization
 
-VARIANTS = ("dense", "svd", "svd_pair")
+VARIANTS = ("dense", "svd", "svd_pair", "svd_lazy4")
 
 
-def make_step(model, regularize: bool, batch: torch.Tensor, targets: torch.Tensor):
+def regularization_of(variant: str) -> Regularization:
+    if variant == "dense":
+        return Regularization()
+    return Regularization(1.0, 1e-3, "hoyer", every=4 if variant == "svd_lazy4" else 1)
+
+
+def make_step(model, regularization: Regularization, batch: torch.Tensor, targets: torch.Tensor):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    counter = iter(range(10**9))
 
     def step() -> None:
-        loss = F.cross_entropy(model(batch), targets)
-        if regularize:
-            loss = loss + svdtrain.orthogonality_loss(model) + 1e-3 * svdtrain.sparsity_loss(model, "hoyer")
+        loss = F.cross_entropy(model(batch), targets) + regularization.loss(model, next(counter))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -70,9 +80,7 @@ def tensor_bytes(model_name: str, variant: str, batch_size: int) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = F.cross_entropy(model(batch), targets)
-        if variant != "dense":
-            loss = loss + svdtrain.orthogonality_loss(model) + 1e-3 * svdtrain.sparsity_loss(model, "hoyer")
+        loss = F.cross_entropy(model(batch), targets) + regularization_of(variant).loss(model, 0)  # noqa: F841
     return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + sum(saved.values())
 
 
@@ -94,7 +102,7 @@ def build_parts(model_name: str, variant: str, batch_size: int):
 
 def build(model_name: str, variant: str, batch_size: int):
     model, batch, targets = build_parts(model_name, variant, batch_size)
-    return make_step(model, variant != "dense", batch, targets)
+    return make_step(model, regularization_of(variant), batch, targets)
 
 
 def _resident_bytes() -> int:
@@ -118,15 +126,18 @@ def memory_of(model_name: str, variant: str, batch_size: int, steps: int) -> dic
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def time_steps(model_name: str, batch_size: int, variants: list[str], rounds: int, warmup: int) -> dict[str, float]:
+def time_steps(
+    model_name: str, batch_size: int, variants: list[str], rounds: int, warmup: int, block: int
+) -> dict[str, float]:
     steps = {variant: build(model_name, variant, batch_size) for variant in variants}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_index in range(warmup + rounds):
         for name, step in steps.items():
             start = time.perf_counter()
-            step()
+            for _ in range(block):
+                step()
             if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append((time.perf_counter() - start) / block)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -135,8 +146,9 @@ def main() -> None:
     parser.add_argument("--models", default="resnet20:128,resnet56:128,imagenet_resnet50:8",
                         help="model:batch pairs")  # fmt: skip
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--block", type=int, default=4, help="consecutive steps per variant per round")
     parser.add_argument("--memory-steps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
     parser.add_argument("--json", help="write the results here")
@@ -146,7 +158,7 @@ def main() -> None:
         name, batch, variant, steps = args.memory_child.split(":")
         return measure_memory(name, variant, int(batch), int(steps))
     if args.quick:
-        args.models, args.rounds, args.warmup, args.memory_steps = "resnet20:4", 2, 1, 1
+        args.models, args.rounds, args.warmup, args.memory_steps, args.block = "resnet20:4", 2, 1, 1, 4
 
     variants = args.variants.split(",")
     rows = []
@@ -154,7 +166,7 @@ def main() -> None:
           f"{'tensors MiB':>11} {'ratio':>6} {'RSS MiB':>8} {'ratio':>6}")  # fmt: skip
     for spec in args.models.split(","):
         name, batch = spec.split(":")
-        medians = time_steps(name, int(batch), variants, args.rounds, args.warmup)
+        medians = time_steps(name, int(batch), variants, args.rounds, args.warmup, args.block)
         memory = {variant: memory_of(name, variant, int(batch), args.memory_steps) for variant in variants}
         tensors = {variant: tensor_bytes(name, variant, int(batch)) for variant in variants}
         for variant in variants:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -20,3 +21,23 @@ def test_batchnorm_recalibration_stops_after_max_batches():
     data = [(torch.full((8, 1), float(i)), None) for i in range(10)]
     recalibrate_batchnorm(model, data, max_batches=2)
     assert model[0].running_mean.item() == 0.5
+
+
+def test_lazy_regularization_keeps_the_average_pull():
+    import svdtrain
+    from svdtrain.train import Regularization
+
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(6, 5)), init="random")
+    eager = Regularization(1.0, 0.1, "hoyer")
+    lazy = Regularization(1.0, 0.1, "hoyer", every=3)
+    per_step = [float(lazy.loss(model, step)) for step in range(6)]
+    assert per_step[1:3] == [0.0, 0.0] and per_step[4:6] == [0.0, 0.0]
+    assert sum(per_step) == pytest.approx(6 * float(eager.loss(model)), rel=1e-6)
+
+
+@pytest.mark.parametrize("every", [0, -2, 1.5, True])
+def test_bad_lazy_interval_is_refused(every):
+    from svdtrain.train import Regularization
+
+    with pytest.raises(ValueError, match="every"):
+        Regularization(1.0, every=every)

@@ -58,6 +58,7 @@ class RunConfig:
     ortho_weight: float = 1.0
     sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
     sparsity_weight: float = 1e-3
+    regularize_every: int = 1  # > 1: lazy regularization, both terms on one step in N, weighted by N
     # prune: the first rule set wins: target_speedup, target_reduction, threshold, energy
     target_speedup: float = 0.0  # > 1: ranks for this measured speedup over the dense model (CPU, eager)
     speed_batch_size: int = 1  # the batch size target_speedup is timed (and the export chosen) for
@@ -89,7 +90,7 @@ class RunConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("rank_allocation", self.rank_allocation, ALLOCATIONS)
-        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple", "speed_batch_size"):
+        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple", "speed_batch_size", "regularize_every"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
                      "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr", "target_speedup",

@@ -229,7 +229,8 @@ class Experiment:
         else:
             model = decompose(dense, scheme=c.scheme, init="random")
             if c.start_epochs:
-                history = self.train("start", model, c.start_epochs, Regularization(ortho_weight=c.ortho_weight))
+                regularization = Regularization(ortho_weight=c.ortho_weight, every=c.regularize_every)
+                history = self.train("start", model, c.start_epochs, regularization)
             baseline_accuracy = self.accuracy(model)
         baseline = {"accuracy": baseline_accuracy, "macs": dense_macs, "params": dense_params}
         self.log(f"start: baseline test accuracy {baseline_accuracy:.4f}, {dense_macs:,} MACs")
@@ -241,7 +242,7 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("start")
         before = {k: v.tolist() for k, v in singular_values(model).items()}
-        regularization = Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind)
+        regularization = Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind, c.regularize_every)
         history = self.train("svd_train", model, c.svd_epochs, regularization)
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
@@ -282,7 +283,8 @@ class Experiment:
         c = self.config
         started = time.perf_counter()
         model, _ = self.load_stage("prune")
-        history = self.train("finetune", model, c.finetune_epochs, Regularization(ortho_weight=c.ortho_weight),
+        history = self.train("finetune", model, c.finetune_epochs,
+                             Regularization(ortho_weight=c.ortho_weight, every=c.regularize_every),
                              lr=c.finetune_lr or c.lr, distillation=self.distillation)  # fmt: skip
         accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("finetune", model, history=history, accuracy=accuracy, seconds=time.perf_counter() - started)

@@ -18,25 +18,36 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Regularization:
-    """Weights of the paper's two terms; 0 turns a term off (its cost too)."""
+    """Weights of the paper's two terms; 0 turns a term off (its cost too).
+
+    ``every`` > 1 is lazy regularization (as in StyleGAN2): the terms are computed on one
+    step in ``every``, weighted by ``every``, so their average pull is unchanged. Their cost
+    does not shrink with the batch (the orthogonality term multiplies r x r Gram matrices),
+    so at small batches on large layers it can rival the network's own forward pass.
+    """
 
     ortho_weight: float = 0.0  # lambda_o: singular-vector orthogonality
     sparsity_weight: float = 0.0  # lambda_s: singular-value sparsity
     sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
+    every: int = 1
 
     def __post_init__(self) -> None:
         for name in ("ortho_weight", "sparsity_weight"):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"regularize every must be an integer >= 1, got {self.every!r}")
         check_sparsity_kind(self.sparsity_kind)
 
-    def loss(self, model: nn.Module) -> torch.Tensor | float:
+    def loss(self, model: nn.Module, step: int = 0) -> torch.Tensor | float:
         total: torch.Tensor | float = 0.0
+        if step % self.every:
+            return total
         if self.ortho_weight:
-            total = total + self.ortho_weight * orthogonality_loss(model)
+            total = total + self.every * self.ortho_weight * orthogonality_loss(model)
         if self.sparsity_weight:
-            total = total + self.sparsity_weight * sparsity_loss(model, self.sparsity_kind)
+            total = total + self.every * self.sparsity_weight * sparsity_loss(model, self.sparsity_kind)
         return total
 
 
@@ -54,12 +65,12 @@ def train_epoch(
     reported loss stays the plain cross-entropy so runs with and without compare."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    for inputs, targets in batches:
+    for step, (inputs, targets) in enumerate(batches):
         inputs, targets = inputs.to(device), targets.to(device)
         logits = model(inputs)
         task_loss = F.cross_entropy(logits, targets)
         fit_loss = distillation.loss(inputs, logits, task_loss) if distillation else task_loss
-        loss = fit_loss + regularization.loss(model)
+        loss = fit_loss + regularization.loss(model, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -74,7 +85,7 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "c
     """Top-1 accuracy as a fraction in [0, 1]."""
     model.eval()
     correct, seen = 0, 0
-    for inputs, targets in batches:
+    for step, (inputs, targets) in enumerate(batches):
         logits = model(inputs.to(device))
         correct += (logits.argmax(1) == targets.to(device)).sum().item()
         seen += len(targets)
