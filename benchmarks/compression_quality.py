@@ -39,6 +39,7 @@ import svdtrain
 from svdtrain.data import TensorBatches, load_image_folder
 from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
+from svdtrain.models.cifar_resnet import CifarResNet
 from svdtrain.train import Regularization, evaluate, recalibrate_batchnorm, train_epoch
 from svdtrain.train.checkpoint import load_matching, read_state_dict
 from svdtrain.train.experiment import _digits_arrays
@@ -113,14 +114,10 @@ def _prunable_ignored(model: nn.Module) -> list[nn.Module]:
     ResNets, every conv writing to the residual stream (option-A shortcuts zero-pad channels,
     which no dependency graph can shrink). Prunes each block's inner channels."""
     ignored = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if setup_is_resnet(model):
+    if isinstance(model, CifarResNet):
         ignored.append(model.conv1)
         ignored += [block.conv2 for stage in (model.layer1, model.layer2, model.layer3) for block in stage]
     return ignored
-
-
-def setup_is_resnet(model: nn.Module) -> bool:
-    return all(hasattr(model, name) for name in ("layer1", "layer2", "layer3", "conv1"))
 
 
 def filter_pruned(dense: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
