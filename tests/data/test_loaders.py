@@ -96,3 +96,17 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(ValueError, match="no train/<class>/<image>"):
         load_image_folder(tmp_path / "empty")
+
+
+def test_image_folder_of_mixed_sizes_needs_and_takes_an_image_size(tmp_path):
+    _image_tree(tmp_path / "tree", size=(6, 6))
+    Image.fromarray(np.full((12, 8, 3), 200, dtype=np.uint8)).save(tmp_path / "tree" / "train" / "cat" / "big.png")
+    with pytest.raises(ValueError, match="--image-size"):
+        load_image_folder(tmp_path / "tree")
+    train, test = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache", image_size=4)
+    assert train.images.shape == (7, 4, 4, 3) and test.images.shape == (4, 4, 4, 3)
+    assert any(name.endswith(".4px.npz") for name in map(str, (tmp_path / "cache").iterdir()))
+    big = [img for img in train.images if (img == 200).all()]
+    assert len(big) == 1  # the uniform 12x8 image, resized and centre-cropped, stays uniform
+    with pytest.raises(ValueError, match="image_size"):
+        load_image_folder(tmp_path / "tree", image_size=0)

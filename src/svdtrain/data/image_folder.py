@@ -17,14 +17,19 @@ from svdtrain.data.arrays import ImageArrays, load_split_cache, save_split_cache
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def _decode(data: bytes | Path) -> np.ndarray:
+def _decode(data: bytes | Path, size: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3); with ``size``, the shorter side resized to ``size`` and the
+    centre ``size`` x ``size`` cropped (the usual ImageNet evaluation transform)."""
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
     except ImportError as missing:
         raise ImportError("image-folder data needs Pillow: pip install 'svdtrain[pipeline]'") from missing
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     with Image.open(source) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        image = image.convert("RGB")
+        if size:
+            image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
 
 
 def _entries_from_tar(path: Path):
@@ -46,10 +51,10 @@ def _entries_from_dir(root: Path):
                 yield split, file.parent.name, str(file), file
 
 
-def _assemble(entries) -> tuple[ImageArrays, ImageArrays]:
+def _assemble(entries, size: int | None = None) -> tuple[ImageArrays, ImageArrays]:
     found: dict[str, list[tuple[str, str, np.ndarray]]] = {"train": [], "test": []}
     for split, cls, name, data in entries:
-        found[split].append((cls, name, _decode(data)))
+        found[split].append((cls, name, _decode(data, size)))
     for split, items in found.items():
         if not items:
             raise ValueError(f"image folder has no {split}/<class>/<image> files")
@@ -59,7 +64,8 @@ def _assemble(entries) -> tuple[ImageArrays, ImageArrays]:
         raise ValueError(f"test classes not in train: {', '.join(unknown)}")
     shapes = {img.shape for items in found.values() for _, _, img in items}
     if len(shapes) != 1:
-        raise ValueError(f"images differ in size ({len(shapes)} sizes, e.g. {sorted(shapes)[:2]}); resize them first")
+        raise ValueError(f"images differ in size ({len(shapes)} sizes, e.g. {sorted(shapes)[:2]}); "
+                         "give an image size (--image-size N) to resize and centre-crop them")
     index = {cls: i for i, cls in enumerate(classes)}
 
     def split_arrays(items) -> ImageArrays:
@@ -81,24 +87,30 @@ def _cache_key(source: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_image_folder(source: str | Path, cache_dir: str | Path | None = None) -> tuple[ImageArrays, ImageArrays]:
+def load_image_folder(
+    source: str | Path, cache_dir: str | Path | None = None, image_size: int | None = None
+) -> tuple[ImageArrays, ImageArrays]:
     """Train and test splits of an image-folder tree or tarball (.tar, .tar.gz, .tgz).
 
-    With ``cache_dir``, the decoded arrays are stored there (keyed by the source's path,
-    size and mtime) and read back on later calls.
+    Images must share one size unless ``image_size`` is given: then each is resized (shorter
+    side) and centre-cropped to ``image_size`` squared. With ``cache_dir``, the decoded arrays
+    are stored there (keyed by the source's path, size, mtime and ``image_size``) and read
+    back on later calls.
     """
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"data not found: {source} (expected a folder with train/ and test/ or a tarball)")
     cache = None
     if cache_dir is not None:
         key = _cache_key(source)
-        cache = Path(cache_dir) / f"{source.name}.{key}.npz"
+        cache = Path(cache_dir) / (f"{source.name}.{key}.npz" if not image_size else f"{source.name}.{key}.{image_size}px.npz")
         if cache.exists():
             return load_split_cache(cache)
     entries = _entries_from_dir(source) if source.is_dir() else _entries_from_tar(source)
     try:
-        train, test = _assemble(entries)
+        train, test = _assemble(entries, image_size)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ValueError(f"{source} could not be read ({type(error).__name__}: {error})") from None
     if cache is not None:

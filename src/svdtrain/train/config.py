@@ -33,6 +33,7 @@ class RunConfig:
     data: str = ""  # path to the data; empty for digits
     download: bool = False  # cifar10: fetch (checksum-verified) when not found under `data`
     cache_dir: str = "~/.cache/svdtrain"  # decoded image arrays
+    image_size: int = 0  # image_folder: resize + centre-crop every image to N x N (0: images already share a size)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip
@@ -93,7 +94,8 @@ class RunConfig:
         for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple", "speed_batch_size", "regularize_every"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
-                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr", "target_speedup",
+                     "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr",
+                     "target_speedup", "image_size",
                      "bn_recalibration_batches"):  # fmt: skip
             _non_negative(name, getattr(self, name))
         if self.model not in MODELS:

@@ -89,7 +89,7 @@ class Experiment:
         if c.dataset == "cifar10":
             train, test = load_cifar10(c.data, download=c.download)
         elif c.dataset == "image_folder":
-            train, test = load_image_folder(c.data, Path(c.cache_dir).expanduser())
+            train, test = load_image_folder(c.data, Path(c.cache_dir).expanduser(), c.image_size or None)
         else:
             train, test = _digits_arrays(c.seed)
         common = dict(mean=c.mean, std=c.std, device=self.device, seed=c.seed)
