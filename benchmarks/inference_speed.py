@@ -68,6 +68,9 @@ def runner(model: torch.nn.Module, runtime: str, example: torch.Tensor, threads:
         torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["input"], output_names=["output"])
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # Idle sessions must not spin their threads: interleaved A B A B timing would charge one
+    # model's spinning to the next one's run.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     feed = {"input": example.numpy()}
     return lambda: session.run(None, feed)
