@@ -42,3 +42,13 @@ def test_normalization_uses_0_255_scale():
     x, _ = next(iter(batches))
     expected = (torch.from_numpy(_arrays(2).images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
     torch.testing.assert_close(x, expected)
+
+
+def test_limit_takes_a_fixed_subset_that_spans_class_sorted_data():
+    labels = np.repeat(np.arange(10), 100)  # stored class by class, as image folders are
+    arrays = ImageArrays(np.zeros((1000, 2, 2, 3), dtype=np.uint8), labels, [str(i) for i in range(10)])
+    batches = TensorBatches(arrays, 50, mean=[0, 0, 0], std=[1, 1, 1], limit=200)
+    again = TensorBatches(arrays, 50, mean=[0, 0, 0], std=[1, 1, 1], limit=200)
+    assert len(batches.labels) == 200 and torch.equal(batches.labels, again.labels)
+    assert len(set(batches.labels.tolist())) == 10  # the first 200 would hold two classes
+    assert len(TensorBatches(arrays, 50, mean=[0, 0, 0], std=[1, 1, 1], limit=5000).labels) == 1000

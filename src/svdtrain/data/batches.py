@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from svdtrain.data.arrays import ImageArrays
@@ -41,9 +42,14 @@ class TensorBatches:
         seed: int = 0,
         limit: int | None = None,
     ) -> None:
-        images = torch.from_numpy(arrays.images[:limit])  # (N, H, W, C) uint8
+        keep = slice(None)
+        if limit is not None and limit < len(arrays.labels):
+            # A fixed random subset, not the first N: image folders are stored class by class,
+            # so the first N images could hold one or two classes.
+            keep = np.sort(np.random.default_rng(1234).permutation(len(arrays.labels))[:limit])
+        images = torch.from_numpy(arrays.images[keep])  # (N, H, W, C) uint8
         self.images = images.permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, H, W)
-        self.labels = torch.from_numpy(arrays.labels[:limit]).to(device)
+        self.labels = torch.from_numpy(arrays.labels[keep]).to(device)
         channels = self.images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values for {channels}-channel images")
