@@ -168,6 +168,7 @@ def plot(rows: list[dict], dense: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # one colour per method, up to 20
     for method in dict.fromkeys(r["method"] for r in rows):
         points = sorted((r["macs"], r["accuracy"]) for r in rows if r["method"] == method)
         style = "-o" if method.startswith("svd-") and "-no-" not in method else "--s"
