@@ -128,7 +128,8 @@ def main() -> None:
                             if variant == "speed":
                                 source = svdtrain.decompose(copy.deepcopy(dense), scheme=scheme, init="svd")
                                 try:
-                                    ranks = svdtrain.ranks_for_speedup(source, example, reduction, multiple=args.multiple)
+                                    ranks = svdtrain.ranks_for_speedup(source, example, reduction,
+                                                                       multiple=args.multiple)
                                 except ValueError as error:
                                     print(f"{model_name} {scheme} speed {reduction:g}x batch {batch}: {error}")
                                     continue

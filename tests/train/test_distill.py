@@ -38,7 +38,9 @@ def test_mixing_weight_and_frozen_teacher():
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
 
 
-@pytest.mark.parametrize("kwargs, message", [({"weight": 1.5}, "distill_weight"), ({"temperature": 0.0}, "temperature")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"weight": 1.5}, "distill_weight"), ({"temperature": 0.0}, "temperature")]
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Distillation(nn.Linear(2, 2), **kwargs)

@@ -105,7 +105,8 @@ def load_image_folder(
     cache = None
     if cache_dir is not None:
         key = _cache_key(source)
-        cache = Path(cache_dir) / (f"{source.name}.{key}.npz" if not image_size else f"{source.name}.{key}.{image_size}px.npz")
+        suffix = f".{image_size}px" if image_size else ""
+        cache = Path(cache_dir) / f"{source.name}.{key}{suffix}.npz"
         if cache.exists():
             return load_split_cache(cache)
     entries = _entries_from_dir(source) if source.is_dir() else _entries_from_tar(source)

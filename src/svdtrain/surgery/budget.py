@@ -46,7 +46,7 @@ def energy_for_macs(
     return high
 
 
-def _rank_steps(rank: int, multiple: int) -> list[int]:
+def rank_steps(rank: int, multiple: int) -> list[int]:
     """The ranks a layer may take, largest first: its rank, then multiples of ``multiple`` below it."""
     return [rank, *range((rank - 1) // multiple * multiple, 0, -multiple)] if multiple > 1 else list(range(rank, 0, -1))
 
@@ -80,7 +80,7 @@ def ranks_for_macs(
         ranks[name] = layer.rank
         squares = layer.s.detach().double().pow(2).sort(descending=True).values
         energy = float(squares.sum()) or 1.0
-        steps = _rank_steps(layer.rank, multiple)
+        steps = rank_steps(layer.rank, multiple)
         for high, low in zip(steps, steps[1:]):
             dropped = float(squares[low:high].sum()) / energy
             candidates.append((dropped / (rank_cost[name] * (high - low)), low, name))
@@ -96,7 +96,9 @@ def ranks_for_macs(
         ranks[name] = low
     if current > max_macs:
         floor = "rank 1" if multiple == 1 else f"rank {multiple} (multiple={multiple})"
-        raise ValueError(f"a budget of {max_macs:,} MACs is out of reach: even {floor} per layer costs {round(current):,}")
+        raise ValueError(
+            f"a budget of {max_macs:,} MACs is out of reach: even {floor} per layer costs {round(current):,}"
+        )
     for name, layer in layers:  # still dense: dropping values there bought nothing
         if cost(name, ranks[name]) >= dense_cost[name]:
             ranks[name] = layer.rank

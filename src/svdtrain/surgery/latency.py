@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from svdtrain.layers import SVDLayer
+from svdtrain.surgery.budget import rank_steps
 from svdtrain.surgery.compact import compact
 from svdtrain.surgery.macs import record_input_shapes
 from svdtrain.surgery.timing import median_seconds
@@ -23,7 +24,7 @@ from svdtrain.surgery.walk import require_svd_layers
 
 def rank_grid(rank: int, multiple: int, points: int) -> list[int]:
     """Up to ``points`` ranks below ``rank``, multiples of ``multiple``, spread evenly, descending."""
-    below = list(range((rank - 1) // multiple * multiple, 0, -multiple)) if multiple > 1 else list(range(rank - 1, 0, -1))
+    below = rank_steps(rank, multiple)[1:]
     if len(below) <= points:
         return below
     step = (len(below) - 1) / (points - 1)
@@ -37,7 +38,9 @@ def _pair_at(layer: SVDLayer, rank: int) -> nn.Module:
 
 
 @torch.no_grad()
-def layer_times(layer: SVDLayer, input_shape: torch.Size, ranks: list[int], rounds: int) -> tuple[float, dict[int, float]]:
+def layer_times(
+    layer: SVDLayer, input_shape: torch.Size, ranks: list[int], rounds: int
+) -> tuple[float, dict[int, float]]:
     """Median seconds of the dense form and of the pair at each of ``ranks``, timed interleaved."""
     inputs = torch.randn(input_shape, dtype=layer.U.dtype)
     candidates = [layer.to_dense().eval(), *(_pair_at(layer, r) for r in ranks)]

@@ -26,7 +26,8 @@ from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
 from svdtrain.surgery import (
-    compact, count_macs, ranks_for_speedup, count_params, decompose, energy_for_macs, prune, ranks_for_macs, singular_values, svd_layers,
+    compact, count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs, ranks_for_speedup,
+    singular_values, svd_layers,
 )  # fmt: skip
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
