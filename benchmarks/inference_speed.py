@@ -25,8 +25,6 @@ import argparse
 import copy
 import io
 import platform
-import statistics
-import time
 import warnings
 from datetime import date
 
@@ -36,6 +34,7 @@ from torch.fx.experimental.optimization import fuse
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
+from svdtrain.surgery.timing import interleaved_medians
 
 
 VARIANTS = ("compact", "rounded", "measured", "speed")
@@ -74,17 +73,6 @@ def runner(model: torch.nn.Module, runtime: str, example: torch.Tensor, threads:
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     feed = {"input": example.numpy()}
     return lambda: session.run(None, feed)
-
-
-def interleaved_medians(fns: list, rounds: int, warmup: int) -> list[float]:
-    times: list[list[float]] = [[] for _ in fns]
-    for index in range(warmup + rounds):
-        for fn, bucket in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            if index >= warmup:
-                bucket.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:

@@ -31,10 +31,8 @@ import copy
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from datetime import date
 
 import torch
@@ -43,6 +41,7 @@ import torch.nn.functional as F
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
+from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization
 
 VARIANTS = ("dense", "svd", "svd_pair", "svd_lazy4")
@@ -130,15 +129,12 @@ def time_steps(
     model_name: str, batch_size: int, variants: list[str], rounds: int, warmup: int, block: int
 ) -> dict[str, float]:
     steps = {variant: build(model_name, variant, batch_size) for variant in variants}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_index in range(warmup + rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                step()
-            if round_index >= warmup:
-                times[name].append((time.perf_counter() - start) / block)
-    return {name: statistics.median(t) for name, t in times.items()}
+
+    def run_block(step):  # block steps in a row, so a lazy variant's costly step is in every block
+        return lambda: [step() for _ in range(block)]
+
+    medians = interleaved_medians([run_block(step) for step in steps.values()], rounds, warmup)
+    return {name: median / block for name, median in zip(steps, medians)}
 
 
 def main() -> None:

@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
 
 
-@torch.no_grad()
-def median_seconds(candidates: list[nn.Module], inputs: torch.Tensor, rounds: int = 9, warmup: int = 2) -> list[float]:
-    """Median seconds per forward of each module, timed interleaved (A B A B ...) so noise hits all alike."""
-    times: list[list[float]] = [[] for _ in candidates]
+def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: int = 2) -> list[float]:
+    """Median seconds of each zero-argument call, timed interleaved (A B A B ...) so machine
+    noise hits all alike; the first ``warmup`` rounds are not counted."""
+    times: list[list[float]] = [[] for _ in calls]
     for index in range(warmup + rounds):
-        for module, bucket in zip(candidates, times):
+        for call, bucket in zip(calls, times):
             start = time.perf_counter()
-            module(inputs)
+            call()
             if index >= warmup:
                 bucket.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+@torch.no_grad()
+def median_seconds(candidates: list[nn.Module], inputs: torch.Tensor, rounds: int = 9, warmup: int = 2) -> list[float]:
+    """Median seconds per forward of each module on ``inputs``, timed interleaved."""
+    return interleaved_medians([partial(module, inputs) for module in candidates], rounds, warmup)
 
 
 def faster_form(dense: nn.Module, factored: nn.Module, input_shape: torch.Size, rounds: int = 9) -> nn.Module:
