@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from svdtrain.data.arrays import ImageArrays, load_split_cache, save_split_cache
+from svdtrain.linalg import check_positive_int
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -97,8 +98,8 @@ def load_image_folder(
     are stored there (keyed by the source's path, size, mtime and ``image_size``) and read
     back on later calls.
     """
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+    if image_size is not None:
+        check_positive_int("image_size", image_size)
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"data not found: {source} (expected a folder with train/ and test/ or a tarball)")

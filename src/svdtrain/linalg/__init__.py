@@ -17,6 +17,7 @@ from svdtrain.linalg.penalties import (
 )
 from svdtrain.linalg.rank import (
     check_energy,
+    check_positive_int,
     check_threshold,
     energy_rank,
     importance_order,
@@ -30,6 +31,7 @@ __all__ = [
     "SPARSITY_KINDS",
     "check_energy",
     "check_init",
+    "check_positive_int",
     "check_scheme",
     "check_sparsity_kind",
     "check_threshold",

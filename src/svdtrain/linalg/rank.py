@@ -20,6 +20,13 @@ def _finite(s: torch.Tensor) -> torch.Tensor:
     return s.detach()
 
 
+def check_positive_int(what: str, value: object) -> int:
+    """``value`` if it is an integer >= 1 (bools are not), else a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def check_energy(energy: float) -> float:
     if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not (0.0 <= energy < 1.0):
         raise ValueError(f"energy must be a number in [0, 1), got {energy!r}")

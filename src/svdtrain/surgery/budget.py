@@ -8,6 +8,7 @@ import copy
 import torch
 from torch import nn
 
+from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.macs import count_macs, record_input_shapes
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.walk import require_svd_layers
@@ -67,8 +68,7 @@ def ranks_for_macs(
     Raises:
         ValueError: the budget is not reachable, or no SVD layers, or ``multiple`` < 1.
     """
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"multiple must be an integer >= 1, got {multiple!r}")
+    check_positive_int("multiple", multiple)
     layers = require_svd_layers(model)
     shapes = record_input_shapes(model, example_input)
     current = count_macs(model, example_input)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from svdtrain.layers import SVDLayer
+from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.budget import rank_steps
 from svdtrain.surgery.compact import compact
 from svdtrain.surgery.macs import record_input_shapes
@@ -74,8 +75,7 @@ def ranks_for_speedup(
     if not speedup > 1:
         raise ValueError(f"speedup must be > 1, got {speedup!r}")
     for name, value in (("multiple", multiple), ("points", points), ("rounds", rounds)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_positive_int(name, value)
     layers = require_svd_layers(model)
     shapes = record_input_shapes(model, example_input)
     deployed = compact(model, example_input).eval()

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from svdtrain.linalg import check_energy, check_threshold, energy_rank, threshold_rank
+from svdtrain.linalg import check_energy, check_positive_int, check_threshold, energy_rank, threshold_rank
 from svdtrain.surgery.walk import require_svd_layers
-
-
-def _check_rank(name: str, rank: object) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank for {name!r} must be an integer >= 1, got {rank!r}")
-    return rank
 
 
 def prune(
@@ -55,9 +49,9 @@ def prune(
         elif threshold is not None:
             k = threshold_rank(layer.s, threshold)
         elif isinstance(rank, dict):
-            k = _check_rank(name, rank[name]) if name in rank else layer.rank
+            k = check_positive_int(f"rank for {name!r}", rank[name]) if name in rank else layer.rank
         else:
-            k = _check_rank(name, rank)
+            k = check_positive_int(f"rank for {name!r}", rank)
         layer.keep_(min(k, layer.rank))
         kept[name] = layer.rank
     return kept

@@ -16,6 +16,7 @@ from typing import Any
 
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind, check_threshold
 from svdtrain.models import MODELS
+from svdtrain.train.distill import check_distillation
 
 CONFIG_VERSION = 1
 DATASETS = ("cifar10", "image_folder", "digits")
@@ -104,9 +105,7 @@ class RunConfig:
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if len(self.mean) != len(self.std) or not self.mean or any(s <= 0 for s in self.std):
             raise ValueError(f"mean and std need one value per channel, std > 0; got {self.mean} and {self.std}")
-        if not 0 <= self.distill_weight <= 1:
-            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
-        _positive("distill_temperature", self.distill_temperature)
+        check_distillation(self.distill_weight, self.distill_temperature)
         if self.target_speedup and self.target_speedup <= 1:
             raise ValueError(f"target_speedup must be > 1 (or 0 for none), got {self.target_speedup}")
         if self.target_speedup and self.target_reduction:

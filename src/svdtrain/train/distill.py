@@ -7,6 +7,7 @@ outputs recovers accuracy faster than labels alone in a short fine-tune (Hinton 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,13 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return kl * temperature**2
 
 
+def check_distillation(weight: float, temperature: float) -> None:
+    if not 0 <= weight <= 1:
+        raise ValueError(f"distill_weight must be in [0, 1], got {weight!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"distill_temperature must be > 0, got {temperature!r}")
+
+
 @dataclass
 class Distillation:
     """Mixes the task loss with the teacher's: (1 - weight) * CE + weight * distillation loss."""
@@ -31,10 +39,7 @@ class Distillation:
     temperature: float = 4.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.weight <= 1:
-            raise ValueError(f"distill_weight must be in [0, 1], got {self.weight!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"distill_temperature must be > 0, got {self.temperature!r}")
+        check_distillation(self.weight, self.temperature)
         self.teacher.eval().requires_grad_(False)
 
     def loss(self, inputs: torch.Tensor, logits: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:

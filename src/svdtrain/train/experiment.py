@@ -257,7 +257,7 @@ class Experiment:
         if c.target_speedup:
             timing_model = copy.deepcopy(model).cpu().eval()  # timed where it will be deployed: this CPU
             ranks = prune(model, rank=ranks_for_speedup(timing_model, self.speed_example, c.target_speedup,
-                                                        multiple=max(c.rank_multiple, 1)))  # fmt: skip
+                                                        multiple=c.rank_multiple))  # fmt: skip
         elif c.target_reduction:
             budget = int(load_checkpoint(self.stage_path("start"))["baseline"]["macs"] / c.target_reduction)
             if c.rank_allocation == "greedy":

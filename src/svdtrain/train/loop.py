@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svdtrain.linalg import check_sparsity_kind
+from svdtrain.linalg import check_positive_int, check_sparsity_kind
 from svdtrain.surgery import orthogonality_loss, sparsity_loss
 from svdtrain.train.distill import Distillation
 
@@ -36,8 +36,7 @@ class Regularization:
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"regularize every must be an integer >= 1, got {self.every!r}")
+        check_positive_int("regularize every", self.every)
         check_sparsity_kind(self.sparsity_kind)
 
     def loss(self, model: nn.Module, step: int = 0) -> torch.Tensor | float:
@@ -85,7 +84,7 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "c
     """Top-1 accuracy as a fraction in [0, 1]."""
     model.eval()
     correct, seen = 0, 0
-    for step, (inputs, targets) in enumerate(batches):
+    for inputs, targets in batches:
         logits = model(inputs.to(device))
         correct += (logits.argmax(1) == targets.to(device)).sum().item()
         seen += len(targets)
