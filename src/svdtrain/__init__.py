@@ -3,12 +3,14 @@
 decompose -> train with orthogonality_loss + sparsity_loss -> prune -> compact.
 """
 
-from svdtrain.layers import SVDConv, SVDLayer, SVDLinear, register
+from svdtrain.layers import FactoredWeight, SVDWeight, WeightKind, register
 from svdtrain.surgery import (
+    attention_macs,
     compact,
     count_macs,
     count_params,
     decompose,
+    deployed_forms,
     energy_for_macs,
     macs_by_layer,
     orthogonality_loss,
@@ -17,20 +19,23 @@ from svdtrain.surgery import (
     ranks_for_speedup,
     singular_values,
     sparsity_loss,
-    svd_layers,
+    factored_weights,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SVDConv",
-    "SVDLayer",
-    "SVDLinear",
+    "FactoredWeight",
+    "SVDWeight",
+    "WeightKind",
+    "attention_macs",
     "compact",
     "count_macs",
     "count_params",
     "decompose",
+    "deployed_forms",
     "energy_for_macs",
+    "factored_weights",
     "macs_by_layer",
     "orthogonality_loss",
     "prune",
@@ -39,5 +44,4 @@ __all__ = [
     "register",
     "singular_values",
     "sparsity_loss",
-    "svd_layers",
 ]

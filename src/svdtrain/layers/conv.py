@@ -1,7 +1,7 @@
-"""SVDConv: nn.Conv1d / nn.Conv2d in SVD form, channel-wise or spatial-wise.
+"""nn.Conv1d / nn.Conv2d, factored channel-wise or spatial-wise.
 
-channel (any kernel, 1-d or 2-d): W.reshape(out, in*k) = U diag(s) Vh, deployed as a
-    k conv with r filters (the layer's stride/padding/dilation) then a 1x1 conv to out.
+channel (any kernel, 1-d or 2-d): W.reshape(out, in*k) = U diag(s) Vh, deployed as a k conv
+    with r filters (the layer's stride/padding/dilation) then a 1x1 conv to out.
 spatial (2-d only): M (in*kh, out*kw) = U diag(s) Vh, deployed as a kh x 1 conv with r
     filters (vertical stride/padding/dilation) then a 1 x kw conv (horizontal ones).
 """
@@ -11,14 +11,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from svdtrain.layers.base import SVDLayer
-from svdtrain.layers.registry import UnsupportedLayer, register
-from svdtrain.linalg import check_scheme, initial_factors, kernel_to_matrix, matrix_to_kernel
+from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, register, view_of, plain_type
 
-_CONV = {1: (nn.Conv1d, F.conv1d), 2: (nn.Conv2d, F.conv2d)}
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 
 
 def _out_len(length: int, kernel: int, stride: int, padding: int | str, dilation: int) -> int:
@@ -28,191 +25,104 @@ def _out_len(length: int, kernel: int, stride: int, padding: int | str, dilation
     return (length + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _padded_conv(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, ...],
-    padding: tuple[int, ...] | str,
-    dilation: tuple[int, ...],
-    padding_mode: str,
-) -> torch.Tensor:
-    """F.convNd with nn.ConvNd's padding modes (non-zero modes pad explicitly first)."""
-    conv = _CONV[weight.dim() - 2][1]
-    if padding_mode == "zeros" or padding == "valid":
-        return conv(x, weight, bias, stride, padding, dilation)
-    # Reflect/replicate/circular with numeric padding (``same`` with those is rejected at build).
-    pads = [p for p in reversed(padding) for _ in range(2)]
-    return conv(F.pad(x, pads, mode=padding_mode), weight, bias, stride, 0, dilation)
+def _scheme(conv: nn.Module, view: str) -> str:
+    return "channel" if conv.weight.dim() == 3 else view
 
 
-class SVDConv(SVDLayer):
-    """Conv1d/Conv2d layer in SVD form. See the module docstring for the two schemes."""
+def _out_sizes(conv: nn.Module, input_shape: torch.Size) -> list[int]:
+    dims = len(conv.kernel_size)
+    paddings = (conv.padding,) * dims if isinstance(conv.padding, str) else conv.padding
+    return [
+        _out_len(n, k, s, p, d)
+        for n, k, s, p, d in zip(input_shape[-dims:], conv.kernel_size, conv.stride, paddings, conv.dilation)
+    ]
 
-    def __init__(
-        self,
-        U: torch.Tensor,
-        s: torch.Tensor,
-        Vh: torch.Tensor,
-        bias: torch.Tensor | None,
-        *,
-        kernel_shape: tuple[int, ...],
-        stride: tuple[int, ...],
-        padding: tuple[int, ...] | str,
-        dilation: tuple[int, ...],
-        padding_mode: str = "zeros",
-        scheme: str = "channel",
-    ) -> None:
-        super().__init__(U, s, Vh, bias)
-        self.scheme = check_scheme(scheme)
-        self.out_channels, self.in_channels, *kernel = kernel_shape
-        self.kernel_size = tuple(kernel)
-        self.dims = len(self.kernel_size)
-        if scheme == "spatial" and self.dims != 2:
-            raise ValueError("the spatial scheme needs a 2-d convolution")
-        self.stride, self.padding, self.dilation = tuple(stride), padding, tuple(dilation)
-        self.padding_mode = padding_mode
 
-    @classmethod
-    def from_conv(
-        cls, conv: nn.Conv1d | nn.Conv2d, *, scheme: str = "channel", init: str = "svd", rank: int | float | None = None
-    ) -> SVDConv:
-        """SVD form of ``conv`` (``rank``: keep only that many, see ``initial_factors``).
-        A Conv1d always uses the channel scheme."""
-        check_scheme(scheme)
-        if type(conv) not in (nn.Conv1d, nn.Conv2d):
-            raise UnsupportedLayer(f"{type(conv).__name__} is a subclass of a conv with its own forward")
-        if conv.groups != 1:
-            raise UnsupportedLayer(f"grouped convolution (groups={conv.groups}) has no single matrix to factor")
-        if conv.padding_mode != "zeros" and isinstance(conv.padding, str) and conv.padding != "valid":
-            raise UnsupportedLayer(f"padding={conv.padding!r} with padding_mode={conv.padding_mode!r}")
-        if conv.weight.dim() == 3:
-            scheme = "channel"
-        U, s, Vh = initial_factors(kernel_to_matrix(conv.weight, scheme), init, rank)
-        return cls(
-            U, s, Vh, conv.bias,
-            kernel_shape=tuple(conv.weight.shape), stride=conv.stride, padding=conv.padding,
-            dilation=conv.dilation, padding_mode=conv.padding_mode, scheme=scheme,
-        )  # fmt: skip
+def _part_args(conv: nn.Module, scheme: str) -> tuple[dict, dict]:
+    """Stride/padding/dilation of the first and second thin conv."""
+    dims = len(conv.kernel_size)
+    if scheme == "channel":
+        first = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+        return first, dict(stride=(1,) * dims, padding=(0,) * dims, dilation=(1,) * dims)
+    (sh, sw), (dh, dw) = conv.stride, conv.dilation
+    ph, pw = (conv.padding, conv.padding) if isinstance(conv.padding, str) else conv.padding
+    first = dict(stride=(sh, 1), padding=ph if isinstance(ph, str) else (ph, 0), dilation=(dh, 1))
+    second = dict(stride=(1, sw), padding=pw if isinstance(pw, str) else (0, pw), dilation=(1, dw))
+    return first, second
 
-    # -- shapes and costs ------------------------------------------------------------
-    def _kernel_shape(self) -> tuple[int, ...]:
-        return (self.out_channels, self.in_channels, *self.kernel_size)
 
-    def _part_args(self) -> tuple[dict, dict]:
-        """Stride/padding/dilation of the first and second thin conv."""
-        if self.scheme == "channel":
-            first = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
-            second = dict(stride=(1,) * self.dims, padding=(0,) * self.dims, dilation=(1,) * self.dims)
-            return first, second
-        (sh, sw), (dh, dw) = self.stride, self.dilation
-        if isinstance(self.padding, str):
-            ph = pw = self.padding
+@torch.no_grad()
+def _conv(template: nn.Module, in_c: int, kernel: torch.Tensor, bias: torch.Tensor | None, **args) -> nn.Module:
+    conv = _CONV[kernel.dim() - 2](
+        in_c, kernel.shape[0], tuple(kernel.shape[2:]), bias=bias is not None, padding_mode=template.padding_mode,
+        device=kernel.device, dtype=kernel.dtype, **args,
+    )  # fmt: skip
+    conv.weight.copy_(kernel)
+    if bias is not None:
+        conv.bias.copy_(bias)
+    return conv
+
+
+def conv_pair(conv: nn.Module, scheme: str, factors: Factors) -> nn.Sequential:
+    """Two plain convs computing ``conv`` with the kernel U diag(s) Vh under ``scheme``."""
+    U, s, Vh = factors
+    r, dims = s.shape[0], len(conv.kernel_size)
+    out_c, in_c = conv.out_channels, conv.in_channels
+    if scheme == "channel":
+        first = Vh.reshape(r, in_c, *conv.kernel_size)  # (r, in, *k)
+        second = (U * s).reshape(out_c, r, *(1,) * dims)  # (out, r, 1..)
+    else:
+        kh, kw = conv.kernel_size
+        first = U.T.reshape(r, in_c, kh, 1)  # (r, in, kh, 1)
+        second = (s[:, None] * Vh).reshape(r, out_c, kw).permute(1, 0, 2).unsqueeze(2)  # (out, r, 1, kw)
+    first_args, second_args = _part_args(conv, scheme)
+    return nn.Sequential(_conv(conv, in_c, first, None, **first_args), _conv(conv, r, second, conv.bias, **second_args))
+
+
+@register(nn.Conv1d)
+@register(nn.Conv2d)
+class ConvKind(WeightKind):
+    def weight_names(self, module: nn.Module) -> list[str]:
+        if module.groups != 1:
+            raise UnsupportedLayer(f"grouped convolution (groups={module.groups}) has no single matrix to factor")
+        return ["weight"]
+
+    def view(self, module: nn.Module, name: str, scheme: str) -> str:
+        return _scheme(module, scheme)
+
+    def tokens(self, module: nn.Module, name: str, input_shape: torch.Size) -> int:
+        dims = len(module.kernel_size)
+        batch = input_shape[0] if len(input_shape) == dims + 2 else 1
+        return batch * math.prod(_out_sizes(module, input_shape))
+
+    def pair_macs(self, module: nn.Module, name: str, input_shape: torch.Size | None, rank: int) -> float | None:
+        if module.padding_mode != "zeros" and module.padding == "same":
+            return None  # nn.Conv's own "same" padding of non-zero modes has no split into two parts
+        scheme = view_of(module, name)
+        in_c, out_c, k = module.in_channels, module.out_channels, module.kernel_size
+        if scheme == "channel":
+            per_position = rank * (in_c * math.prod(k) + out_c)
         else:
-            ph, pw = self.padding
-        first = dict(stride=(sh, 1), padding=ph if isinstance(ph, str) else (ph, 0), dilation=(dh, 1))
-        second = dict(stride=(1, sw), padding=pw if isinstance(pw, str) else (0, pw), dilation=(1, dw))
-        return first, second
+            per_position = rank * (in_c * k[0] * self._width_ratio(module, input_shape) + out_c * k[1])
+        positions = 1 if input_shape is None else self.tokens(module, name, input_shape)
+        return positions * per_position
 
-    def _out_sizes(self, input_shape: torch.Size) -> list[int]:
-        spatial = input_shape[-self.dims :]
-        paddings = (self.padding,) * self.dims if isinstance(self.padding, str) else self.padding
-        return [
-            _out_len(n, k, s, p, d)
-            for n, k, s, p, d in zip(spatial, self.kernel_size, self.stride, paddings, self.dilation)
-        ]
-
-    def _batch(self, input_shape: torch.Size) -> int:
-        return input_shape[0] if len(input_shape) == self.dims + 2 else 1
-
-    def dense_macs(self, input_shape: torch.Size) -> int:
-        positions = self._batch(input_shape) * math.prod(self._out_sizes(input_shape))
-        return positions * self.out_channels * self.in_channels * math.prod(self.kernel_size)
-
-    def _factored_macs_per_position(self, width_ratio: float) -> float:
-        """Pair MACs per output position; ``width_ratio`` = first-part width / output width."""
-        if self.scheme == "channel":
-            return self.rank * (self.in_channels * math.prod(self.kernel_size) + self.out_channels)
-        kh, kw = self.kernel_size
-        return self.rank * (self.in_channels * kh * width_ratio + self.out_channels * kw)
-
-    def factored_macs(self, input_shape: torch.Size) -> int:
-        out_sizes = self._out_sizes(input_shape)
-        positions = self._batch(input_shape) * math.prod(out_sizes)
-        ratio = input_shape[-1] / out_sizes[-1] if self.scheme == "spatial" else 1.0
-        return round(positions * self._factored_macs_per_position(ratio))
-
-    def factored_is_cheaper(self, input_shape: torch.Size | None = None) -> bool:
+    @staticmethod
+    def _width_ratio(conv: nn.Module, input_shape: torch.Size | None) -> float:
+        """Spatial scheme: first-part width / output width (the first part runs at full width).
+        Without a shape, an upper bound per output column."""
         if input_shape is not None:
-            return self.factored_macs(input_shape) < self.dense_macs(input_shape)
-        ratio = 1.0  # spatial: bound the first part's width per output column from above
-        if self.scheme == "spatial" and self.padding != "same":
-            pw = 0 if self.padding == "valid" else self.padding[1]
-            ratio = self.stride[1] + max(0, self.dilation[1] * (self.kernel_size[1] - 1) - 2 * pw)
-        dense = self.out_channels * self.in_channels * math.prod(self.kernel_size)
-        return self._factored_macs_per_position(ratio) < dense
+            return input_shape[-1] / _out_sizes(conv, input_shape)[-1]
+        if conv.padding == "same":
+            return 1.0
+        pw = 0 if conv.padding == "valid" else conv.padding[1]
+        return conv.stride[1] + max(0, conv.dilation[1] * (conv.kernel_size[1] - 1) - 2 * pw)
 
-    # -- forward ---------------------------------------------------------------------
-    def _dense_kernel(self) -> torch.Tensor:
-        return matrix_to_kernel(self.weight_matrix(), self.scheme, self._kernel_shape())  # (out, in, *k)
+    def module_macs(self, module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Tensor) -> int:
+        return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
 
-    def _factor_kernels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kernels of the first (r filters) and second (out filters) thin conv."""
-        r = self.rank
-        if self.scheme == "channel":
-            first = self.Vh.reshape(r, self.in_channels, *self.kernel_size)  # (r, in, *k)
-            second = (self.U * self.s).reshape(self.out_channels, r, *(1,) * self.dims)  # (out, r, 1..)
-            return first, second
-        kh, kw = self.kernel_size
-        first = self.U.T.reshape(r, self.in_channels, kh, 1)  # (r, in, kh, 1)
-        scaled = (self.s[:, None] * self.Vh).reshape(r, self.out_channels, kw)  # (r, out, kw)
-        second = scaled.permute(1, 0, 2).unsqueeze(2)  # (out, r, 1, kw)
-        return first, second
+    def deploy(self, module: nn.Module, pairs: dict[str, Factors]) -> nn.Module:
+        return conv_pair(module, view_of(module, "weight"), pairs["weight"]) if "weight" in pairs else module
 
-    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
-        return _padded_conv(
-            x, self._dense_kernel(), self.bias, self.stride, self.padding, self.dilation, self.padding_mode
-        )
-
-    def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
-        first_kernel, second_kernel = self._factor_kernels()
-        first, second = self._part_args()
-        h = _padded_conv(x, first_kernel, None, padding_mode=self.padding_mode, **first)  # (N, r, ...)
-        return _padded_conv(h, second_kernel, self.bias, padding_mode=self.padding_mode, **second)
-
-    # -- conversions -----------------------------------------------------------------
-    def _new_conv(self, in_c: int, out_c: int, kernel: torch.Tensor, bias: torch.Tensor | None, **args) -> nn.Module:
-        conv_cls = _CONV[self.dims][0]
-        conv = conv_cls(
-            in_c, out_c, tuple(kernel.shape[2:]), bias=bias is not None, padding_mode=self.padding_mode, **args
-        )
-        conv = conv.to(device=kernel.device, dtype=kernel.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(kernel)
-            if bias is not None:
-                conv.bias.copy_(bias)
-        return conv
-
-    @torch.no_grad()
-    def to_dense(self) -> nn.Module:
-        args = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
-        return self._new_conv(self.in_channels, self.out_channels, self._dense_kernel(), self.bias, **args)
-
-    @torch.no_grad()
-    def to_factored(self) -> nn.Sequential:
-        first_kernel, second_kernel = self._factor_kernels()
-        first_args, second_args = self._part_args()
-        first = self._new_conv(self.in_channels, self.rank, first_kernel, None, **first_args)
-        second = self._new_conv(self.rank, self.out_channels, second_kernel, self.bias, **second_args)
-        return nn.Sequential(first, second)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, scheme={self.scheme}, "
-            f"rank={self.rank}/{self.full_rank}, bias={self.bias is not None}"
-        )
-
-
-register(nn.Conv1d)(SVDConv.from_conv)
-register(nn.Conv2d)(SVDConv.from_conv)
+    def swappable(self, module: nn.Module) -> bool:
+        return plain_type(module) in (nn.Conv1d, nn.Conv2d)

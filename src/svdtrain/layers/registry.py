@@ -1,39 +1,97 @@
-"""Registry from dense layer type to the function that builds its SVD form.
+"""Registry from module type to the kind of weights it holds: which of them can be factored,
+as which matrix, what each deployed form costs, and how the module is deployed.
 
-Supporting a new layer type is one new file that calls :func:`register`.
+Supporting a new layer type is one new file that subclasses :class:`WeightKind` and calls
+:func:`register` (with the class, or its dotted name for optional libraries, so that
+transformers is never imported for it).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
+
+
+Factors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # U (m, r), s (r,), Vh (r, n)
 
 
 class UnsupportedLayer(Exception):
-    """Raised by a handler for a layer it cannot decompose; the message says why."""
+    """A module (or one of its weights) that cannot be factored; the message says why."""
 
 
-Handler = Callable[..., nn.Module]  # handler(module, *, scheme, init, rank) -> SVDLayer
-HANDLERS: dict[type[nn.Module], Handler] = {}
+class WeightKind:
+    """What svdtrain knows about one module type. Subclasses override what differs."""
+
+    def weight_names(self, module: nn.Module) -> list[str]:
+        """Names of the module's factorizable weights (raise UnsupportedLayer to refuse all)."""
+        raise NotImplementedError
+
+    def view(self, module: nn.Module, name: str, scheme: str) -> str:
+        """The matrix view (``svdtrain.linalg.VIEWS``) the weight ``name`` is factored in."""
+        return "matrix"
+
+    def tokens(self, module: nn.Module, name: str, input_shape: torch.Size) -> int:
+        """How many times per forward the weight's matrix multiplies a vector."""
+        raise NotImplementedError
+
+    def dense_macs(self, module: nn.Module, name: str, input_shape: torch.Size) -> int:
+        """MACs of the weight's dense product per forward on an input of this shape."""
+        shape = getattr(module, name).shape
+        return self.tokens(module, name, input_shape) * shape.numel()
+
+    def pair_macs(self, module: nn.Module, name: str, input_shape: torch.Size | None, rank: int) -> float | None:
+        """MACs of the deployed thin pair at ``rank`` (None: this weight has no pair form and
+        always deploys dense). Without ``input_shape``, per token, bounded from above."""
+        return None
+
+    def module_macs(self, module: nn.Module, inputs: tuple, kwargs: dict, output: object) -> int:
+        """MACs of one call of the module with all its weights dense (its call's positional
+        ``inputs`` and keyword ``kwargs``)."""
+        raise NotImplementedError
+
+    def deploy(self, module: nn.Module, pairs: dict[str, Factors]) -> nn.Module:
+        """The module to deploy: ``module`` itself (its factored weights are then baked into
+        dense tensors by the caller) or a new one built from plain torch layers, with the
+        weights in ``pairs`` {weight name: (U, s, Vh)} as thin pairs. ``module`` is still
+        parametrized here: reading a weight gives its current (low-rank) value. A kind with
+        no pair form never gets any pairs."""
+        return module
+
+    def swappable(self, module: nn.Module) -> bool:
+        """Whether the module may be replaced by another module type when deployed."""
+        return True
 
 
-def register(layer_type: type[nn.Module]) -> Callable[[Handler], Handler]:
-    def add(handler: Handler) -> Handler:
-        HANDLERS[layer_type] = handler
-        return handler
+KINDS: dict[type | str, WeightKind] = {}
+
+
+def register(layer_type: type[nn.Module] | str):
+    """Class decorator: ``@register(nn.Linear) class LinearKind(WeightKind)`` registers an
+    instance. ``layer_type`` may be a dotted class name (``"transformers.pytorch_utils.Conv1D"``)."""
+
+    def add(kind_cls: type[WeightKind]) -> type[WeightKind]:
+        KINDS[layer_type] = kind_cls()
+        return kind_cls
 
     return add
 
 
-def handler_for(module: nn.Module) -> Handler | None:
-    """The handler for ``module``'s exact type, or for a registered base class.
-
-    Subclasses are passed to the base handler, which rejects those whose forward it
-    cannot reproduce (e.g. MultiheadAttention's out_proj, a Linear subclass whose weight
-    is read directly).
-    """
-    for cls in type(module).__mro__:
-        if cls in HANDLERS:
-            return HANDLERS[cls]
+def kind_for(module: nn.Module) -> WeightKind | None:
+    """The kind registered for ``module``'s type or its nearest registered base class."""
+    for cls in plain_type(module).__mro__:
+        kind = KINDS.get(cls) or KINDS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if kind is not None:
+            return kind
     return None
+
+
+def plain_type(module: nn.Module) -> type:
+    """The module's own class, not the subclass parametrize creates for a parametrized module."""
+    cls = type(module)
+    return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
+
+
+def view_of(module: nn.Module, name: str) -> str:
+    """The matrix view a factored weight ``module.<name>`` was factored in."""
+    return module.parametrizations[name][0].view

@@ -23,28 +23,41 @@ from svdtrain.linalg.rank import (
     importance_order,
     threshold_rank,
 )
-from svdtrain.linalg.reshape import SCHEMES, check_scheme, kernel_to_matrix, matrix_to_kernel
+from svdtrain.linalg.reshape import (
+    SCHEMES,
+    VIEWS,
+    check_scheme,
+    check_view,
+    kernel_to_matrix,
+    matrix_to_kernel,
+    matrix_to_weight,
+    weight_to_matrix,
+)
 
 __all__ = [
     "INITS",
     "SCHEMES",
     "SPARSITY_KINDS",
+    "VIEWS",
     "check_energy",
     "check_init",
     "check_positive_int",
     "check_scheme",
     "check_sparsity_kind",
     "check_threshold",
+    "check_view",
     "energy_rank",
     "importance_order",
     "initial_factors",
     "kernel_to_matrix",
     "lowrank_svd_factors",
     "matrix_to_kernel",
+    "matrix_to_weight",
     "orthogonality_penalty",
     "random_factors",
     "resolve_rank",
     "sparsity_penalty",
     "svd_factors",
     "threshold_rank",
+    "weight_to_matrix",
 ]

@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 
 SCHEMES = ("channel", "spatial")
+# How a stored weight maps to the matrix that is factored: as is, transposed (transformers'
+# Conv1D stores (in, out)), or a conv kernel reshaped by one of the SCHEMES.
+VIEWS = ("matrix", "transpose", *SCHEMES)
 
 
 def check_scheme(scheme: str) -> str:
@@ -39,3 +42,29 @@ def matrix_to_kernel(matrix: torch.Tensor, scheme: str, kernel_shape: torch.Size
         return matrix.reshape(kernel_shape)
     out_c, in_c, kh, kw = kernel_shape
     return matrix.reshape(in_c, kh, out_c, kw).permute(2, 0, 1, 3).contiguous()  # (out, in, kh, kw)
+
+
+def check_view(view: str) -> str:
+    if view not in VIEWS:
+        raise ValueError(f"unknown matrix view {view!r}; valid views are {', '.join(VIEWS)}")
+    return view
+
+
+def weight_to_matrix(weight: torch.Tensor, view: str) -> torch.Tensor:
+    """The matrix a weight is factored as under ``view`` (see VIEWS)."""
+    check_view(view)
+    if view == "matrix":
+        return weight
+    if view == "transpose":
+        return weight.T
+    return kernel_to_matrix(weight, view)
+
+
+def matrix_to_weight(matrix: torch.Tensor, view: str, weight_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`weight_to_matrix`: a weight of ``weight_shape`` in the module's own layout."""
+    check_view(view)
+    if view == "matrix":
+        return matrix
+    if view == "transpose":
+        return matrix.T
+    return matrix_to_kernel(matrix, view, weight_shape)

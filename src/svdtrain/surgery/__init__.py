@@ -1,20 +1,23 @@
 """Walking and rewriting models: decompose, regularize, prune, compact, count MACs."""
 
 from svdtrain.surgery.budget import energy_for_macs, ranks_for_macs
-from svdtrain.surgery.compact import compact
+from svdtrain.surgery.compact import compact, deployed_forms
 from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.latency import ranks_for_speedup
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
-from svdtrain.surgery.macs import count_macs, count_params, macs_by_layer
+from svdtrain.surgery.macs import attention_macs, count_macs, count_params, macs_by_layer
 from svdtrain.surgery.prune import prune
-from svdtrain.surgery.walk import svd_layers
+from svdtrain.surgery.walk import factored_weights
 
 __all__ = [
+    "attention_macs",
     "compact",
     "count_macs",
     "count_params",
     "decompose",
+    "deployed_forms",
     "energy_for_macs",
+    "factored_weights",
     "macs_by_layer",
     "orthogonality_loss",
     "prune",
@@ -22,5 +25,4 @@ __all__ = [
     "ranks_for_speedup",
     "singular_values",
     "sparsity_loss",
-    "svd_layers",
 ]

@@ -8,10 +8,13 @@ import copy
 import torch
 from torch import nn
 
+from svdtrain.layers import kind_for
 from svdtrain.linalg import check_positive_int
-from svdtrain.surgery.macs import count_macs, record_input_shapes
+from svdtrain.surgery.macs import count_macs, deployed_macs
+from svdtrain.surgery.plan import can_swap
 from svdtrain.surgery.prune import prune
-from svdtrain.surgery.walk import require_svd_layers
+from svdtrain.surgery.trace import trace_forward
+from svdtrain.surgery.walk import require_factored_weights
 
 
 def _macs_at(model: nn.Module, energy: float, example_input: torch.Tensor | tuple) -> int:
@@ -29,9 +32,9 @@ def energy_for_macs(
     not changed. Pass the result to :func:`prune`.
 
     Raises:
-        ValueError: the budget is not reachable even at rank 1 everywhere, or no SVD layers.
+        ValueError: the budget is not reachable even at rank 1 everywhere, or no factored weights.
     """
-    require_svd_layers(model)
+    require_factored_weights(model)
     if _macs_at(model, 0.0, example_input) <= max_macs:
         return 0.0
     low, high = 0.0, 1.0 - 1e-12
@@ -55,29 +58,34 @@ def rank_steps(rank: int, multiple: int) -> list[int]:
 def ranks_for_macs(
     model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, multiple: int = 1
 ) -> dict[str, int]:
-    """Per-layer ranks that meet ``max_macs`` while dropping the least relative energy per MAC.
+    """Per-weight ranks that meet ``max_macs`` while dropping the least relative energy per MAC.
 
     A global greedy alternative to one energy threshold for all layers: singular values are
-    dropped in increasing order of (s_i^2 / the layer's sum s^2) / (MACs one rank costs in that
-    layer), until the budget is met. Layers left above their dense/pair break-even save
+    dropped in increasing order of (s_i^2 / the weight's sum s^2) / (MACs one rank costs in that
+    weight's pair), until the budget is met. Weights left above their dense/pair break-even, and
+    weights that always deploy dense (an LSTM's W_hh, MultiheadAttention's projections), save
     nothing by dropping, so they keep every value. With ``multiple`` > 1 every pruned rank is
     a multiple of it (values are dropped in blocks), since CPU and GPU conv kernels run channel
     counts in blocks of 8 or 16 and waste the rest. The model is not changed; pass the result
     to ``prune(model, rank=...)``.
 
     Raises:
-        ValueError: the budget is not reachable, or no SVD layers, or ``multiple`` < 1.
+        ValueError: the budget is not reachable, or no factored weights, or ``multiple`` < 1.
     """
     check_positive_int("multiple", multiple)
-    layers = require_svd_layers(model)
-    shapes = record_input_shapes(model, example_input)
-    current = count_macs(model, example_input)
+    layers = require_factored_weights(model)
+    trace = trace_forward(model, example_input)
+    current = sum(deployed_macs(model, trace).values())
     dense_cost, rank_cost, ranks = {}, {}, {}
-    candidates: list[tuple[float, int, str]] = []  # (relative energy per MAC, new rank, layer)
-    for name, layer in layers:
-        shape = shapes[name]
-        dense_cost[name], rank_cost[name] = layer.dense_macs(shape), layer.factored_macs(shape) / layer.rank
+    candidates: list[tuple[float, int, str]] = []  # (relative energy per MAC, new rank, weight)
+    for name, layer in layers.items():
         ranks[name] = layer.rank
+        fqn, module = name[: -len(layer.param)].rstrip("."), layer.module
+        shape, kind = trace.shapes.get(fqn), kind_for(module)
+        per_rank = kind.pair_macs(module, layer.param, shape, 1) if shape is not None else None
+        if per_rank is None or not can_swap(module, fqn, trace.read_outside):
+            continue  # deploys dense whatever its rank: dropping values saves no MACs
+        dense_cost[name], rank_cost[name] = kind.dense_macs(module, layer.param, shape), per_rank
         squares = layer.s.detach().double().pow(2).sort(descending=True).values
         energy = float(squares.sum()) or 1.0
         steps = rank_steps(layer.rank, multiple)
@@ -99,7 +107,7 @@ def ranks_for_macs(
         raise ValueError(
             f"a budget of {max_macs:,} MACs is out of reach: even {floor} per layer costs {round(current):,}"
         )
-    for name, layer in layers:  # still dense: dropping values there bought nothing
-        if cost(name, ranks[name]) >= dense_cost[name]:
+    for name, layer in layers.items():  # still dense: dropping values there bought nothing
+        if name in dense_cost and cost(name, ranks[name]) >= dense_cost[name]:
             ranks[name] = layer.rank
     return ranks

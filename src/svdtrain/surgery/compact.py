@@ -1,4 +1,4 @@
-"""compact: a copy of an SVD model made only of standard torch layers."""
+"""compact: a copy of a factored model made only of standard torch layers."""
 
 from __future__ import annotations
 
@@ -7,51 +7,151 @@ import copy
 import torch
 from torch import nn
 
-from svdtrain.layers import SVDLayer
-from svdtrain.surgery.macs import record_input_shapes
+from svdtrain.layers import FactoredWeight, kind_for, plain_type
+from svdtrain.surgery.plan import can_swap, pair_saving
 from svdtrain.surgery.timing import faster_form
-from svdtrain.surgery.walk import replace_modules, require_svd_layers
-
+from svdtrain.surgery.trace import trace_forward
+from svdtrain.surgery.walk import by_module, replace_modules, require_factored_weights
 
 CHOICES = ("macs", "measured")
+FORMS = ("pair", "dense")
 
 
-def _deployed(layer: SVDLayer, shape: torch.Size | None, choose: str, rounds: int) -> nn.Module:
-    if choose == "measured" and layer.factored_is_cheaper(shape):  # a pair costing more MACs never wins
-        return faster_form(layer.to_dense(), layer.to_factored(), shape, rounds)
-    return layer.to_compact(shape)
+def _factors(handle: FactoredWeight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(t.detach() for t in handle.factors)
+
+
+@torch.no_grad()
+def _bake(module: nn.Module, params: list[str]) -> None:
+    """Replace the parametrized ``params`` by plain parameters holding their current values.
+
+    Not ``parametrize.remove_parametrizations``: that deletes the weight's property from the
+    parametrized class, which a deep copy shares with the model it was copied from, and so
+    would break the original model too.
+    """
+    values = {p: getattr(module, p).detach().clone() for p in params}
+    for param in params:
+        del module.parametrizations[param]
+    cls, original_cls = type(module), type(module).__bases__[0]
+    if not module.parametrizations:
+        del module.parametrizations
+        module.__class__ = original_cls
+    else:  # other parametrizations stay: a fresh class without the baked weights' properties
+        module.__class__ = type(cls.__name__, (original_cls,), {k: v for k, v in cls.__dict__.items() if k not in params})
+    for param, value in values.items():
+        setattr(module, param, nn.Parameter(value))  # setattr: RNNs track their weights on assignment
+    if isinstance(module, nn.RNNBase):
+        module._init_flat_weights()
+
+
+def _chosen_pairs(
+    handles: dict[str, FactoredWeight], fqn: str, shape: torch.Size | None, read_outside: set[str],
+    forms: dict[str, str], choose: str, rounds: int,
+) -> set[str]:  # fmt: skip
+    module = next(iter(handles.values())).module
+    kind = kind_for(module)
+    if not can_swap(module, fqn, read_outside):
+        return set()
+    pairs = set()
+    for param, handle in handles.items():
+        forced = forms.get(handle.name)
+        if forced is not None:
+            if forced == "pair" and kind.pair_macs(module, param, shape, handle.rank) is None:
+                raise ValueError(f"{handle.name!r} has no pair form; it deploys dense")
+            if forced == "pair":
+                pairs.add(param)
+        elif pair_saving(handle, shape) > 0:
+            pairs.add(param)
+    if choose == "measured" and pairs and len(handles) == 1 and shape is not None:
+        (param,) = pairs
+        dense = _deployed(copy.deepcopy(module), set(), handles)
+        pair = _deployed(copy.deepcopy(module), {param}, handles)
+        if faster_form(dense, pair, shape, rounds) is dense:
+            pairs = set()
+    return pairs
+
+
+def deploy_one(module: nn.Module, handle: FactoredWeight, *, pair: bool) -> nn.Module:
+    """``module`` (a private copy holding the one factored weight ``handle``) deployed."""
+    return _deployed(module, {handle.param} if pair else set(), {handle.param: handle})
+
+
+def _deployed(module: nn.Module, pairs: set[str], handles: dict[str, FactoredWeight]) -> nn.Module:
+    """``module`` (a private copy) deployed with ``pairs`` as thin pairs, the rest dense."""
+    copies = {param: FactoredWeight(handle.name, module, param) for param, handle in handles.items()}
+    new = kind_for(module).deploy(module, {p: _factors(copies[p]) for p in pairs})
+    if new is module:
+        _bake(module, list(handles))
+    return new
 
 
 def compact(
-    model: nn.Module, example_input: torch.Tensor | tuple | None = None, *, choose: str = "macs", rounds: int = 9
-) -> nn.Module:
-    """Return a copy of ``model`` in which each SVD layer is a plain torch layer pair or layer.
+    model: nn.Module, example_input: torch.Tensor | tuple | dict | None = None, *, choose: str = "macs",
+    rounds: int = 9, forms: dict[str, str] | None = None,
+) -> nn.Module:  # fmt: skip
+    """Return a copy of ``model`` in which every factored weight is deployed as plain torch layers.
 
-    Each SVD layer becomes two thin layers (rank r) when they cost fewer MACs than one
-    dense layer, else it is merged back into one dense layer, so no layer costs more than
-    the original. With ``example_input`` the costs use the real input shapes; without it,
-    a bound per output position that can only favour the dense layer. ``choose="measured"``
-    (needs ``example_input``, at the batch size you will deploy) also keeps a layer dense
-    when its pair, though cheaper in MACs, measures slower here in torch eager (medians of
-    ``rounds`` interleaved runs). The copy holds no svdtrain classes: it loads, runs,
-    scripts and exports without svdtrain. ``model`` is not changed.
+    A weight becomes a thin pair (rank r) where the pair costs fewer MACs than the dense weight
+    and its module can be swapped; otherwise it is baked back into a dense weight of its own
+    module (which keeps its type). With ``example_input`` costs use the real input shapes, and a
+    module whose weight other code reads directly (seen in that forward pass) stays its own type;
+    without it, a bound per token that can only favour dense. ``choose="measured"`` (needs
+    ``example_input`` at the batch size you will deploy) also keeps a one-weight module dense
+    where its pair, though cheaper in MACs, measures slower here in torch eager (medians of
+    ``rounds`` interleaved runs). ``forms`` ({weight name: "pair" | "dense"}) overrides the
+    choice, e.g. to rebuild a saved structure. ``model`` is not changed.
 
     Raises:
-        ValueError: the model has no SVD layers, an unknown ``choose``, or "measured"
-            without ``example_input``.
+        ValueError: no factored weights, an unknown ``choose`` or form, "measured" without
+            ``example_input``, or a forced pair for a weight with no pair form.
     """
     if choose not in CHOICES:
         raise ValueError(f"unknown choose {choose!r}; valid values are {', '.join(CHOICES)}")
     if choose == "measured" and example_input is None:
         raise ValueError("choose='measured' times each layer on its real input shape: give example_input")
-    if isinstance(model, SVDLayer):
-        shape = record_input_shapes(model, example_input)[""] if example_input is not None else None
-        return _deployed(model, shape, choose, rounds)
-    require_svd_layers(model)
+    forms = dict(forms or {})
+    bad = {n: f for n, f in forms.items() if f not in FORMS}
+    if bad:
+        raise ValueError(f"unknown form {next(iter(bad.values()))!r} for {next(iter(bad))!r}; valid forms: pair, dense")
+    unknown = sorted(set(forms) - set(require_factored_weights(model)))
+    if unknown:
+        raise ValueError(f"forms names unknown factored weight(s): {', '.join(map(repr, unknown))}")
     new = copy.deepcopy(model)
-    shapes = record_input_shapes(new, example_input) if example_input is not None else {}
-    replacements = {
-        id(layer): _deployed(layer, shapes.get(name), choose, rounds) for name, layer in require_svd_layers(new)
-    }
+    trace = trace_forward(new, example_input) if example_input is not None else None
+    replacements: dict[int, nn.Module] = {}
+    for fqn, handles in by_module(require_factored_weights(new)).items():
+        shape = trace.shapes.get(fqn) if trace else None
+        outside = trace.read_outside if trace else set()
+        module = next(iter(handles.values())).module
+        pairs = _chosen_pairs(handles, fqn, shape, outside, forms, choose, rounds)
+        deployed = _deployed(module, pairs, handles)
+        if deployed is not module:
+            replacements[id(module)] = deployed
+    if id(new) in replacements:
+        return replacements[id(new)]
     replace_modules(new, replacements)
     return new
+
+
+def deployed_forms(model: nn.Module, compact_model: nn.Module) -> dict[str, str]:
+    """{weight name: "pair" | "dense"}: how ``compact`` deployed each factored weight of ``model``."""
+    modules = dict(compact_model.named_modules())
+    forms = {}
+    for name, handle in require_factored_weights(model).items():
+        fqn = name[: -len(handle.param)].rstrip(".")
+        deployed = modules.get(fqn)
+        same_type = type(deployed) is plain_type(handle.module)
+        forms[name] = "dense" if same_type or deployed is None else _form_in(deployed, handle)
+    return forms
+
+
+def _form_in(deployed: nn.Module, handle: FactoredWeight) -> str:
+    """A replaced module: Linear/Conv pairs are Sequentials; a StackedRNN pairs a layer's W_ih
+    when that layer reads its input through a projection."""
+    if isinstance(deployed, nn.Sequential):
+        return "pair"
+    param = handle.param
+    if param.startswith("weight_ih_l"):
+        layer = int(param.removeprefix("weight_ih_l"))
+        return "dense" if isinstance(deployed.projections[layer], nn.Identity) else "pair"
+    return "dense"

@@ -1,20 +1,62 @@
-"""decompose: rewrite a model's Linear / Conv layers in SVD form, in place."""
+"""decompose: factor a model's weight matrices as U diag(s) Vh, in place, by parametrization."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable
+from typing import Callable, Iterable
 
 from torch import nn
 
-from svdtrain.layers import UnsupportedLayer, handler_for
+from svdtrain.layers import UnsupportedLayer, factor_weight, kind_for
 from svdtrain.linalg import check_init, check_scheme, resolve_rank
-from svdtrain.surgery.walk import replace_modules, svd_layers
+from svdtrain.surgery.walk import factored_weights
 
 log = logging.getLogger(__name__)
 
 FilterFn = Callable[[nn.Module, str], bool]
+
+
+def _owners(model: nn.Module) -> dict[int, list[str]]:
+    """id(parameter) -> every name it is reachable under (more than one: tied)."""
+    owners: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(name)
+    return owners
+
+
+def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Module, str, str]], dict[str, str]]:
+    """({weight name: (module, param, view)} factorable, {weight name or module: why not})."""
+    owners, seen = _owners(model), set()
+    found: dict[str, tuple[nn.Module, str, str]] = {}
+    refused: dict[str, str] = {}
+    for fqn, module in model.named_modules():
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        prefix = f"{fqn}." if fqn else ""
+        kind = kind_for(module)
+        matrices = [n for n, p in module.named_parameters(recurse=False) if sum(d > 1 for d in p.shape) >= 2]
+        if kind is None:
+            for param in matrices:
+                refused[prefix + param] = f"no svdtrain entry for {type(module).__name__}"
+            continue
+        try:
+            names = kind.weight_names(module)
+        except UnsupportedLayer as why:
+            for param in matrices or [""]:
+                refused[(prefix + param).rstrip(".") or type(module).__name__] = str(why)
+            continue
+        for param in names:
+            tied = [n for n in owners.get(id(getattr(module, param)), []) if n != prefix + param]
+            if tied:
+                refused[prefix + param] = f"tied to {tied[0]}: factoring it would untie them"
+            else:
+                found[prefix + param] = (module, param, kind.view(module, param, scheme))
+        for param in matrices:
+            if param not in names:
+                refused.setdefault(prefix + param, f"not a factorizable weight of {type(module).__name__}")
+    return found, refused
 
 
 def decompose(
@@ -23,60 +65,85 @@ def decompose(
     init: str = "svd",
     filter_fn: FilterFn | None = None,
     rank: int | float | None = None,
+    *,
+    weights: Iterable[str] | None = None,
 ) -> nn.Module:
-    """Replace, in place, every supported layer of ``model`` by its SVD form; returns ``model``.
+    """Factor, in place, every supported weight matrix of ``model`` as U diag(s) Vh; returns ``model``.
+
+    Each weight becomes a ``torch.nn.utils.parametrize`` parametrization of its own module, so
+    modules keep their type, ``.weight``, hooks and forward. Weights are named
+    ``"<module fqn>.<param>"``: ``"fc.weight"``, ``"lstm.weight_hh_l1"``, ``"attn.in_proj_weight"``.
 
     Args:
-        model: any module holding nn.Linear / nn.Conv1d / nn.Conv2d layers.
+        model: any module (or a single layer); Linear, Conv1d/2d, LSTM/GRU/RNN,
+            MultiheadAttention and transformers' Conv1D are supported.
         scheme: ``"channel"`` (out x in*k*k) or ``"spatial"`` (in*kh x out*kw) for 2-d convs.
-        init: ``"svd"`` keeps the function exactly (exact SVD of the weights); ``"random"``
-            is the paper's from-scratch initialization; ``"svd_lowrank"`` computes only the
-            top ``rank`` triplets by randomized SVD (fast for large layers; needs ``rank``).
-        filter_fn: ``filter_fn(module, qualified_name) -> bool`` picks the layers; default all.
-        rank: keep only this many singular values per layer from the start (an int, or a
-            fraction of each layer's full rank): truncated SVD in one call. Default: all.
+        init: ``"svd"`` keeps the function exactly; ``"random"`` is the paper's from-scratch
+            initialization; ``"svd_lowrank"`` computes only the top ``rank`` triplets by
+            randomized SVD (fast for large layers; needs ``rank``).
+        filter_fn: ``filter_fn(module, module_fqn) -> bool`` picks modules; default all.
+        rank: keep only this many singular values per weight from the start (an int, or a
+            fraction of each weight's full rank): truncated SVD in one call. Default: all.
+        weights: factor exactly these weight names; any that cannot be factored is an error.
 
-    Layers that cannot be decomposed (grouped convs, Linear subclasses such as
-    MultiheadAttention's out_proj, ...) stay dense and are listed in one warning.
+    Weights that are not factored (no entry for the module type, a grouped conv, an LSTM with
+    proj_size, a weight tied to another such as GPT-2's lm_head and token embedding) are named
+    in one warning with the reason.
 
     Raises:
-        ValueError: unknown scheme/init, a model already decomposed, or nothing to decompose.
+        ValueError: unknown scheme/init, a model already decomposed, nothing to decompose, or
+            a weight in ``weights`` that does not exist or cannot be factored.
 
     Example:
         >>> net = decompose(nn.Sequential(nn.Linear(8, 4)))
-        >>> type(net[0]).__name__
-        'SVDLinear'
+        >>> isinstance(net[0], nn.Linear), list(svdtrain.factored_weights(net))
+        (True, ['0.weight'])
     """
     check_scheme(scheme)
     check_init(init)
     if init == "svd_lowrank" and rank is None:
         raise ValueError("init 'svd_lowrank' computes only the top singular values: give rank=")
-    resolve_rank(rank, 1)  # a bad rank fails here, before any layer changes
-    existing = svd_layers(model)
+    resolve_rank(rank, 1)  # a bad rank fails here, before any weight changes
+    existing = factored_weights(model)
     if existing:
-        raise ValueError(f"model is already decomposed (it holds SVD layer {existing[0][0]!r}); decompose once")
-    if handler_for(model) is not None:
-        raise ValueError("decompose rewrites the layers inside a model; wrap a bare layer, e.g. nn.Sequential(layer)")
-
-    replacements: dict[int, nn.Module] = {}
-    skipped: list[str] = []
-    for name, module in model.named_modules():
-        handler = handler_for(module)
-        conv_like = isinstance(module, nn.modules.conv._ConvNd)  # Conv3d, ConvTranspose*: listed as skipped
-        if (handler is None and not conv_like) or (filter_fn is not None and not filter_fn(module, name)):
-            continue
-        if handler is None:
-            skipped.append(f"{name} (no SVD form for {type(module).__name__})")
-            continue
-        try:
-            replacements[id(module)] = handler(module, scheme=scheme, init=init, rank=rank)
-        except UnsupportedLayer as why:
-            skipped.append(f"{name} ({why})")
-    if not replacements:
-        detail = f"; left dense: {', '.join(skipped)}" if skipped else ""
-        raise ValueError(f"no layer to decompose: no supported Linear/Conv layer was selected{detail}")
-    replace_modules(model, replacements)
-    if skipped:
-        warnings.warn(f"svdtrain.decompose left {len(skipped)} layer(s) dense: {'; '.join(skipped)}", stacklevel=2)
-    log.info("decomposed %d layers (scheme=%s, init=%s)", len(replacements), scheme, init)
+        raise ValueError(f"model is already decomposed (weight {next(iter(existing))!r} is factored); decompose once")
+    found, refused = _candidates(model, scheme)
+    if weights is not None:
+        wanted = list(dict.fromkeys(weights))
+        for name in wanted:
+            if name in refused:
+                raise ValueError(f"cannot factor {name!r}: {refused[name]}")
+            if name not in found:
+                raise ValueError(f"{name!r} is not a weight matrix of this model")
+        found = {name: found[name] for name in wanted}
+        refused = {}
+    if filter_fn is not None:
+        fqns = {id(m): fqn for fqn, m in model.named_modules()}
+        found = {n: entry for n, entry in found.items() if filter_fn(entry[0], fqns[id(entry[0])])}
+        refused = {n: why for n, why in refused.items() if _selected(model, n, filter_fn, fqns)}
+    if not found:
+        detail = f"; not factored: {_listing(refused)}" if refused else ""
+        raise ValueError(f"no weight to decompose: no supported weight matrix was selected{detail}")
+    for name, (module, param, view) in found.items():
+        factor_weight(module, param, view, init=init, rank=rank)
+    if refused:
+        warnings.warn(f"svdtrain.decompose left {len(refused)} weight(s) dense: {_listing(refused)}", stacklevel=2)
+    log.info("factored %d weights (scheme=%s, init=%s)", len(found), scheme, init)
     return model
+
+
+def _selected(model: nn.Module, name: str, filter_fn: FilterFn, fqns: dict[int, str]) -> bool:
+    fqn = name.rpartition(".")[0]
+    try:
+        module = model.get_submodule(fqn)
+    except AttributeError:
+        module = model.get_submodule(name) if name else model
+    return filter_fn(module, fqns.get(id(module), fqn))
+
+
+def _listing(refused: dict[str, str]) -> str:
+    """'a, b (reason); c (other reason)': names grouped by reason, in model order."""
+    groups: dict[str, list[str]] = {}
+    for name, why in refused.items():
+        groups.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())

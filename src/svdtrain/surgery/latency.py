@@ -14,13 +14,14 @@ import copy
 import torch
 from torch import nn
 
-from svdtrain.layers import SVDLayer
+from svdtrain.layers import FactoredWeight, kind_for
 from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.budget import rank_steps
-from svdtrain.surgery.compact import compact
-from svdtrain.surgery.macs import record_input_shapes
+from svdtrain.surgery.compact import compact, deploy_one
+from svdtrain.surgery.plan import can_swap
 from svdtrain.surgery.timing import median_seconds
-from svdtrain.surgery.walk import require_svd_layers
+from svdtrain.surgery.trace import trace_forward
+from svdtrain.surgery.walk import by_module, require_factored_weights
 
 
 def rank_grid(rank: int, multiple: int, points: int) -> list[int]:
@@ -32,19 +33,22 @@ def rank_grid(rank: int, multiple: int, points: int) -> list[int]:
     return sorted({below[round(i * step)] for i in range(points)}, reverse=True)
 
 
-def _pair_at(layer: SVDLayer, rank: int) -> nn.Module:
-    trial = copy.deepcopy(layer)
-    trial.keep_(rank)
-    return trial.to_factored().eval()
+def _form_at(layer: FactoredWeight, rank: int | None) -> nn.Module:
+    """The layer's module deployed dense (``rank`` None) or as a pair at ``rank``, on a copy."""
+    module = copy.deepcopy(layer.module)
+    trial = FactoredWeight(layer.name, module, layer.param)
+    if rank is not None:
+        trial.keep_(rank)
+    return deploy_one(module, trial, pair=rank is not None).eval()
 
 
 @torch.no_grad()
 def layer_times(
-    layer: SVDLayer, input_shape: torch.Size, ranks: list[int], rounds: int
+    layer: FactoredWeight, input_shape: torch.Size, ranks: list[int], rounds: int
 ) -> tuple[float, dict[int, float]]:
     """Median seconds of the dense form and of the pair at each of ``ranks``, timed interleaved."""
     inputs = torch.randn(input_shape, dtype=layer.U.dtype)
-    candidates = [layer.to_dense().eval(), *(_pair_at(layer, r) for r in ranks)]
+    candidates = [_form_at(layer, None), *(_form_at(layer, r) for r in ranks)]
     dense_s, *pair_s = median_seconds(candidates, inputs, rounds)
     return dense_s, dict(zip(ranks, pair_s))
 
@@ -58,9 +62,10 @@ def ranks_for_speedup(
     points: int = 8,
     rounds: int = 5,
 ) -> dict[str, int]:
-    """Per-layer ranks whose compact model should run ``speedup`` times faster than ``model``'s.
+    """Per-weight ranks whose compact model should run ``speedup`` times faster than ``model``'s.
 
-    ``example_input`` sets the batch size the timings are for. Each layer is timed dense and
+    ``example_input`` sets the batch size the timings are for. Each module holding one
+    factored weight with a pair form (Linear, Conv, Conv1D) is timed dense and
     as a pair at up to ``points`` ranks (multiples of ``multiple``); a layer's time at a rank is
     the faster of the two, as ``compact(choose="measured")`` deploys it. Ops outside the SVD
     layers (norms, activations, pooling) are measured once and count as fixed. Greedy: each
@@ -69,15 +74,23 @@ def ranks_for_speedup(
     and compact with ``choose="measured"``.
 
     Raises:
-        ValueError: ``speedup`` <= 1, a bad ``multiple``/``points``, no SVD layers, or a
+        ValueError: ``speedup`` <= 1, a bad ``multiple``/``points``, no factored weights, or a
             speedup out of reach even at the smallest ranks.
     """
     if not speedup > 1:
         raise ValueError(f"speedup must be > 1, got {speedup!r}")
     for name, value in (("multiple", multiple), ("points", points), ("rounds", rounds)):
         check_positive_int(name, value)
-    layers = require_svd_layers(model)
-    shapes = record_input_shapes(model, example_input)
+    weights = require_factored_weights(model)
+    trace = trace_forward(model, example_input)
+    layers = []  # the weights that can be timed alone: one per swappable module with a pair form
+    for fqn, handles in by_module(weights).items():
+        (param, layer), *more = handles.items()
+        shape = trace.shapes.get(fqn)
+        if not more and shape is not None and can_swap(layer.module, fqn, trace.read_outside) \
+                and kind_for(layer.module).pair_macs(layer.module, param, shape, 1) is not None:
+            layers.append((fqn, layer))
+    shapes = trace.shapes
     deployed = compact(model, example_input).eval()
     with torch.no_grad():
         (total,) = median_seconds([deployed], example_input, rounds)
@@ -85,16 +98,19 @@ def ranks_for_speedup(
     times: dict[str, dict[int, float]] = {}  # layer -> rank -> seconds of its faster form
     energy: dict[str, torch.Tensor] = {}  # layer -> cumulative share of sum(s^2) kept, by rank
     ranks: dict[str, int] = {}
-    for name, layer in layers:
+    for fqn, layer in layers:
+        name = layer.name
         grid = rank_grid(layer.rank, multiple, points)
         probe = grid + ([layer.rank] if layer.rank < layer.full_rank else [])
-        dense_s, pair_s = layer_times(layer, shapes[name], probe, rounds)
+        dense_s, pair_s = layer_times(layer, shapes[fqn], probe, rounds)
         measured = {r: min(dense_s, pair_s[r]) for r in grid}
         measured[layer.rank] = min(dense_s, pair_s[layer.rank]) if layer.rank < layer.full_rank else dense_s
         times[name] = _non_decreasing(measured)
         squares = layer.s.detach().double().pow(2).sort(descending=True).values
         energy[name] = torch.cat([squares.new_zeros(1), squares.cumsum(0)]) / (float(squares.sum()) or 1.0)
         ranks[name] = layer.rank
+    if not ranks:
+        raise ValueError("no factored weight can be timed alone (one per Linear/Conv/Conv1D module with a pair form)")
 
     # Layers timed alone can add up to more than the whole model (call overhead, cold caches);
     # then nothing else is left to count and the target applies to their sum, as a ratio.

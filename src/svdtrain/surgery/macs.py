@@ -1,87 +1,59 @@
-"""Multiply-accumulate counting by forward hooks.
+"""Multiply-accumulate counting from one traced forward pass.
 
-Counted: Conv1d/2d/3d, ConvTranspose, Linear and SVD layers (at the cost of the form
-``compact`` would deploy). Everything else (norms, activations, pooling, attention's
-matmuls) costs 0 here, as in most MAC tables for CNNs.
+Counted: every module with a registry entry (Linear, Conv1d/2d, transformers' Conv1D,
+LSTM/GRU/RNN per time step times the tokens, MultiheadAttention's projections), Conv3d and
+ConvTranspose; a module holding factored weights at the cost of the form ``compact`` would
+deploy. Weightless products (attention scores and values) are reported apart, by
+:func:`attention_macs`. Everything else (norms, activations, pooling) costs 0 here, as in
+most MAC tables.
 """
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
-from typing import Callable, Iterator
-
 import torch
 from torch import nn
 
-from svdtrain.layers import SVDLayer
+from svdtrain.surgery.plan import pair_saving, paired
+from svdtrain.surgery.trace import Trace, trace_forward
+from svdtrain.surgery.walk import by_module, factored_weights
+
+Inputs = torch.Tensor | tuple | dict
 
 
-def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int | None:
-    if isinstance(module, SVDLayer):
-        return module.inference_macs(inputs[0].shape)
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return inputs[0].numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features
-    return None
-
-
-@contextmanager
-def _hooks(model: nn.Module, on_call: Callable[[str, nn.Module, tuple, object], None]) -> Iterator[None]:
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: on_call(name, mod, inp, out))
-        for name, m in model.named_modules()
-    ]
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in was_training:
-            m.train(mode)
-
-
-def _run(model: nn.Module, example_input: torch.Tensor | tuple) -> None:
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    with torch.no_grad():
-        model(*args)
-
-
-def macs_by_layer(model: nn.Module, example_input: torch.Tensor | tuple) -> dict[str, int]:
-    """MACs of one forward pass on ``example_input`` (whole batch), per counted layer."""
+def deployed_macs(model: nn.Module, trace: Trace) -> dict[str, int]:
+    """MACs per module from ``trace``, each factored weight at its deployed form's cost."""
+    groups = by_module(factored_weights(model))
     counts: dict[str, int] = {}
-
-    def on_call(name: str, module: nn.Module, inputs: tuple, output: object) -> None:
-        macs = _layer_macs(module, inputs, output)
-        if macs is not None:
-            counts[name] = counts.get(name, 0) + macs
-
-    with _hooks(model, on_call):
-        _run(model, example_input)
+    for fqn, calls in trace.calls.items():
+        handles = groups.get(fqn, {})
+        total = 0
+        for shape, dense in calls:
+            pairs = paired(handles, fqn, shape, trace.read_outside) if handles else set()
+            total += dense - round(sum(pair_saving(handles[p], shape) for p in pairs))
+        counts[fqn] = total
     return counts
 
 
-def count_macs(model: nn.Module, example_input: torch.Tensor | tuple) -> int:
-    """Total MACs of one forward pass on ``example_input``. FLOPs are about 2x this."""
+def macs_by_layer(model: nn.Module, example_input: Inputs) -> dict[str, int]:
+    """MACs of one forward pass on ``example_input`` (whole batch), per counted module."""
+    return deployed_macs(model, trace_forward(model, example_input))
+
+
+def count_macs(model: nn.Module, example_input: Inputs) -> int:
+    """Total MACs of the counted modules in one forward pass. FLOPs are about 2x this."""
     return sum(macs_by_layer(model, example_input).values())
 
 
-def record_input_shapes(model: nn.Module, example_input: torch.Tensor | tuple) -> dict[str, torch.Size]:
-    """Input shape seen by each SVD layer on one forward pass (for exact cost decisions)."""
-    shapes: dict[str, torch.Size] = {}
+def attention_macs(model: nn.Module, example_input: Inputs) -> dict[str, int]:
+    """MACs of weightless products (attention's Q K^T and A V) per module that runs them:
+    MultiheadAttention, F.scaled_dot_product_attention and matmuls of two activations.
+    Not part of :func:`count_macs`, which counts weights."""
+    return trace_forward(model, example_input).products
 
-    def on_call(name: str, module: nn.Module, inputs: tuple, output: object) -> None:
-        if isinstance(module, SVDLayer):
-            shapes.setdefault(name, inputs[0].shape)
 
-    with _hooks(model, on_call):
-        _run(model, example_input)
-    return shapes
+def record_input_shapes(model: nn.Module, example_input: Inputs) -> dict[str, torch.Size]:
+    """First input shape seen by each registered module (keyed by module fqn)."""
+    return trace_forward(model, example_input).shapes
 
 
 def count_params(model: nn.Module) -> int:

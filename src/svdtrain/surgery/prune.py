@@ -1,11 +1,11 @@
-"""prune: shrink each SVD layer to the singular values that matter, in place."""
+"""prune: shrink each factored weight to the singular values that matter, in place."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from svdtrain.linalg import check_energy, check_positive_int, check_threshold, energy_rank, threshold_rank
-from svdtrain.surgery.walk import require_svd_layers
+from svdtrain.surgery.walk import require_factored_weights
 
 
 def prune(
@@ -15,24 +15,24 @@ def prune(
     *,
     rank: int | dict[str, int] | None = None,
 ) -> dict[str, int]:
-    """Physically drop each SVD layer's smallest singular values; returns the rank kept per layer.
+    """Physically drop each factored weight's smallest singular values; returns the rank kept per layer.
 
     Give exactly one rule:
         energy: keep the fewest largest |s| holding >= (1 - energy) of sum(s^2); 0 keeps all.
         threshold: drop |s| < threshold.
-        rank: keep this many (an int for every layer, or {qualified name: rank}; layers not
-            named are left as they are). A rank above a layer's current rank keeps it whole.
+        rank: keep this many (an int for every layer, or {weight name: rank}; weights not
+            named are left as they are). A rank above a weight's current rank keeps it whole.
     At least rank 1 is always kept. Parameters are replaced by smaller ones: rebuild the
     optimizer afterwards.
 
     Raises:
         ValueError: no rule or several, energy outside [0, 1), threshold < 0, a bad rank,
-            an unknown layer name, or a model without SVD layers.
+            an unknown layer name, or a model without factored weights.
     """
     given = [n for n, v in (("energy", energy), ("threshold", threshold), ("rank", rank)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of energy=, threshold=, rank= (got {', '.join(given) or 'none'})")
-    layers = require_svd_layers(model)
+    layers = require_factored_weights(model).items()
     if energy is not None:
         check_energy(energy)
     if threshold is not None:
@@ -40,7 +40,7 @@ def prune(
     if isinstance(rank, dict):
         unknown = sorted(set(rank) - {name for name, _ in layers})
         if unknown:
-            raise ValueError(f"rank names unknown SVD layer(s): {', '.join(map(repr, unknown))}")
+            raise ValueError(f"rank names unknown factored weight(s): {', '.join(map(repr, unknown))}")
 
     kept: dict[str, int] = {}
     for name, layer in layers:

@@ -1,22 +1,38 @@
-"""Finding SVD layers in a model and swapping modules in place."""
+"""Finding factored weights in a model and swapping modules in place."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from svdtrain.layers import SVDLayer
+from svdtrain.layers import FactoredWeight, is_factored
 
 
-def svd_layers(model: nn.Module) -> list[tuple[str, SVDLayer]]:
-    """(qualified name, layer) of every SVD layer, in module order; shared layers once."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, SVDLayer)]
+def factored_weights(model: nn.Module) -> dict[str, FactoredWeight]:
+    """{"<module fqn>.<param>": handle} for every factored weight, in module order; a module
+    shared by two parents appears once."""
+    found: dict[str, FactoredWeight] = {}
+    for fqn, module in model.named_modules():
+        for param in getattr(module, "parametrizations", {}):
+            if is_factored(module, param):
+                name = f"{fqn}.{param}" if fqn else param
+                found[name] = FactoredWeight(name, module, param)
+    return found
 
 
-def require_svd_layers(model: nn.Module) -> list[tuple[str, SVDLayer]]:
-    layers = svd_layers(model)
-    if not layers:
-        raise ValueError("model has no SVD layers; call svdtrain.decompose(model) first")
-    return layers
+def require_factored_weights(model: nn.Module) -> dict[str, FactoredWeight]:
+    weights = factored_weights(model)
+    if not weights:
+        raise ValueError("model has no factored weights; call svdtrain.decompose(model) first")
+    return weights
+
+
+def by_module(weights: dict[str, FactoredWeight]) -> dict[str, dict[str, FactoredWeight]]:
+    """{module fqn: {param: handle}}."""
+    grouped: dict[str, dict[str, FactoredWeight]] = {}
+    for name, handle in weights.items():
+        fqn = name[: -len(handle.param)].rstrip(".")
+        grouped.setdefault(fqn, {})[handle.param] = handle
+    return grouped
 
 
 def replace_modules(model: nn.Module, replacements: dict[int, nn.Module]) -> None:
