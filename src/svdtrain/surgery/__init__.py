@@ -7,11 +7,13 @@ from svdtrain.surgery.latency import ranks_for_speedup
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
 from svdtrain.surgery.macs import attention_macs, count_macs, count_params, macs_by_layer
 from svdtrain.surgery.prune import prune
+from svdtrain.surgery.spec import compact_spec, rebuild_compact
 from svdtrain.surgery.walk import factored_weights
 
 __all__ = [
     "attention_macs",
     "compact",
+    "compact_spec",
     "count_macs",
     "count_params",
     "decompose",
@@ -23,6 +25,7 @@ __all__ = [
     "prune",
     "ranks_for_macs",
     "ranks_for_speedup",
+    "rebuild_compact",
     "singular_values",
     "sparsity_loss",
 ]
