@@ -1,0 +1,1 @@
+"""Integrations with optional libraries (imported on use, never by ``import svdtrain``)."""

@@ -1,0 +1,81 @@
+"""nn.MultiheadAttention: packed and separate projections, both batch layouts, MACs."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import svdtrain
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, batch_first=True, kdim=None, need_weights=False):
+        super().__init__()
+        self.need_weights = need_weights
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first, kdim=kdim, vdim=kdim)
+
+    def forward(self, x, memory=None):
+        memory = x if memory is None else memory
+        return self.attn(x, memory, memory, need_weights=self.need_weights)[0]
+
+
+def _close(out, ref):
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def _inputs(batch_first, kdim):
+    x = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
+    memory = None if kdim is None else (torch.randn(2, 7, kdim) if batch_first else torch.randn(7, 2, kdim))
+    return x, memory
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kdim", [None, 10])
+def test_svd_init_preserves_outputs_packed_and_separate(batch_first, kdim):
+    model = SelfAttention(batch_first, kdim).eval()
+    x, memory = _inputs(batch_first, kdim)
+    ref = model(x, memory)
+    svdtrain.decompose(model)
+    expected = ["attn.in_proj_weight"] if kdim is None else ["attn.q_proj_weight", "attn.k_proj_weight",
+                                                             "attn.v_proj_weight"]  # fmt: skip
+    assert list(svdtrain.factored_weights(model)) == [*expected, "attn.out_proj.weight"]
+    assert isinstance(model.attn, nn.MultiheadAttention) and model.attn.in_proj_weight is None or kdim is None
+    _close(model(x, memory), ref)
+    model.train()
+    (model(x, memory).sum() + svdtrain.orthogonality_loss(model)).backward()
+    assert all(torch.isfinite(w.s.grad).all() for w in svdtrain.factored_weights(model).values())
+
+
+@pytest.mark.parametrize("kdim", [None, 10])
+def test_compact_keeps_multihead_attention_with_dense_low_rank_weights(kdim):
+    model = svdtrain.decompose(SelfAttention(True, kdim)).eval()
+    svdtrain.prune(model, rank=3)
+    x, memory = _inputs(True, kdim)
+    small = svdtrain.compact(model, (x, memory))
+    assert type(small.attn) is nn.MultiheadAttention  # its forward reads whole weights: no pairs
+    assert set(svdtrain.deployed_forms(model, small).values()) == {"dense"}
+    _close(small(x, memory), model(x, memory))
+    weight = small.attn.in_proj_weight if kdim is None else small.attn.q_proj_weight
+    s = torch.linalg.svdvals(weight.detach().double())
+    assert (s[3:] <= 1e-5 * s[0]).all()  # rank 3 up to float32 round-off
+
+
+@pytest.mark.parametrize("kdim", [None, 10])
+def test_macs_match_flop_counter_and_report_products_apart(kdim):
+    # Train mode: eval takes the fused fast path, which FlopCounterMode does not count; with
+    # need_weights the products run as bmm, which it counts (its CPU SDPA kernel it does not).
+    x, memory = _inputs(True, kdim)
+    flops = {}
+    for need_weights in (False, True):
+        model = SelfAttention(True, kdim, need_weights).train()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x, memory)
+        flops[need_weights] = counter.get_total_flops()
+    projections = svdtrain.count_macs(model, (x, memory))
+    products = svdtrain.attention_macs(model, (x, memory))
+    source = 5 if kdim is None else 7
+    assert products == {"attn": 2 * 2 * 5 * source * 16}
+    assert abs(2 * projections - flops[False]) <= 0.01 * flops[False]
+    assert abs(2 * (projections + products["attn"]) - flops[True]) <= 0.01 * flops[True]
