@@ -1,4 +1,5 @@
-"""SVDLinear: exact function preservation, both forward paths, pruning, conversions, costs."""
+"""Factored Linear weights: exact function preservation, the module kept as it is (type,
+.weight, bias), pruning, the deployed pair and dense forms, costs."""
 
 import numpy as np
 import pytest
@@ -6,9 +7,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn.utils import parametrize
 
-from svdtrain import SVDLinear
-from svdtrain.layers import UnsupportedLayer
+from svdtrain import FactoredWeight, SVDWeight, compact, count_macs, decompose, factored_weights
+from svdtrain.layers import is_factored, kind_for
 
 
 def _close(out, ref):
@@ -26,148 +28,215 @@ def linear_cases(draw):
     return in_f, out_f, bias, tuple(lead), seed
 
 
+def _handle(module) -> FactoredWeight:
+    (handle,) = factored_weights(module).values()
+    return handle
+
+
+def _forms(lin, x):
+    """Outputs of every deployed form of the factored (bare) ``lin``."""
+    pair, dense = compact(lin, forms={"weight": "pair"}), compact(lin, forms={"weight": "dense"})
+    assert type(pair) is nn.Sequential and [type(m) for m in pair] == [nn.Linear, nn.Linear]
+    assert type(dense) is nn.Linear
+    return [lin(x), pair(x), dense(x), compact(lin)(x), compact(lin, x)(x)]
+
+
 @given(linear_cases())
-def test_svd_init_preserves_function_and_both_paths_agree(case):
+def test_svd_init_preserves_function_and_every_form_agrees(case):
     in_f, out_f, bias, lead, seed = case
     torch.manual_seed(seed)
     lin = nn.Linear(in_f, out_f, bias=bias)
     x = torch.randn(*lead, in_f)
     ref = lin(x)
-    layer = SVDLinear.from_linear(lin)
-    assert layer.rank == layer.full_rank == min(in_f, out_f)
-    for out in (layer(x), layer.forward_dense(x), layer.forward_factored(x), layer.to_dense()(x),
-                layer.to_factored()(x), layer.to_compact()(x)):  # fmt: skip
+    assert decompose(lin) is lin
+    handle = _handle(lin)
+    assert handle.name == "weight" and handle.view == "matrix"
+    assert handle.rank == handle.full_rank == min(in_f, out_f)
+    for out in _forms(lin, x):
         _close(out, ref)
 
 
 @given(linear_cases(), st.data())
-def test_paths_agree_after_pruning_to_low_rank(case, data):
+def test_forms_agree_after_pruning_to_low_rank(case, data):
     in_f, out_f, bias, lead, seed = case
     torch.manual_seed(seed)
-    layer = SVDLinear.from_linear(nn.Linear(in_f, out_f, bias=bias))
-    r = data.draw(st.integers(1, layer.rank))
-    layer.keep_(r)
-    assert layer.U.shape == (out_f, r) and layer.s.shape == (r,) and layer.Vh.shape == (r, in_f)
+    lin = decompose(nn.Linear(in_f, out_f, bias=bias))
+    handle = _handle(lin)
+    r = data.draw(st.integers(1, handle.rank))
+    handle.keep_(r)
+    assert handle.U.shape == (out_f, r) and handle.s.shape == (r,) and handle.Vh.shape == (r, in_f)
+    assert lin.weight.shape == (out_f, in_f)
     x = torch.randn(*lead, in_f)
-    ref = layer.forward_dense(x)
-    for out in (layer(x), layer.forward_factored(x), layer.to_dense()(x), layer.to_factored()(x),
-                layer.to_compact()(x)):  # fmt: skip
+    ref = x @ ((handle.U * handle.s) @ handle.Vh).T + (lin.bias if bias else 0)
+    for out in _forms(lin, x):
         _close(out, ref)
 
 
 def test_singular_values_match_numpy_descending_nonnegative():
     lin = nn.Linear(7, 4)
-    layer = SVDLinear.from_linear(lin)
-    expected = np.linalg.svd(lin.weight.detach().double().numpy(), compute_uv=False)
-    np.testing.assert_allclose(layer.s.detach().double().numpy(), expected, rtol=1e-5, atol=1e-6)
-    s = layer.s.detach()
+    weight = lin.weight.detach().clone()
+    decompose(lin)
+    handle = _handle(lin)
+    expected = np.linalg.svd(weight.double().numpy(), compute_uv=False)
+    np.testing.assert_allclose(handle.s.detach().double().numpy(), expected, rtol=1e-5, atol=1e-6)
+    s = handle.s.detach()
     assert torch.all(s >= 0) and torch.all(s[:-1] >= s[1:])
-    torch.testing.assert_close(layer.weight_matrix(), lin.weight, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(handle.matrix(), weight, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lin.weight, weight, atol=1e-5, rtol=1e-5)
 
 
 def test_keep_selects_largest_magnitudes_and_their_vectors():
-    U = torch.eye(4)
-    Vh = torch.eye(4)
-    s = torch.tensor([0.5, -4.0, 1.0, 3.0])
-    layer = SVDLinear(U, s, Vh)
-    layer.keep_(2)
-    assert layer.s.tolist() == [-4.0, 3.0]
-    assert torch.equal(layer.U, torch.eye(4)[:, [1, 3]])
-    assert torch.equal(layer.Vh, torch.eye(4)[[1, 3], :])
+    lin = decompose(nn.Linear(4, 4, bias=False))
+    handle = _handle(lin)
+    with torch.no_grad():
+        handle.U.copy_(torch.eye(4))
+        handle.Vh.copy_(torch.eye(4))
+        handle.s.copy_(torch.tensor([0.5, -4.0, 1.0, 3.0]))
+    handle.keep_(2)
+    assert handle.s.tolist() == [-4.0, 3.0]
+    assert torch.equal(handle.U, torch.eye(4)[:, [1, 3]])
+    assert torch.equal(handle.Vh, torch.eye(4)[[1, 3], :])
     expected = torch.diag(torch.tensor([0.0, -4.0, 0.0, 3.0]))
-    assert torch.equal(layer.weight_matrix(), expected)
+    assert torch.equal(handle.matrix(), expected)
+    assert torch.equal(lin.weight, expected)  # the module's weight follows its factors
 
 
 def test_keep_replaces_parameters_and_keeps_requires_grad():
-    layer = SVDLinear.from_linear(nn.Linear(6, 5))
-    layer.s.requires_grad_(False)
-    old_U = layer.U
-    layer.keep_(2)
-    assert layer.U is not old_U and isinstance(layer.U, nn.Parameter)
-    assert layer.U.requires_grad and not layer.s.requires_grad and layer.Vh.requires_grad
-    assert sum(p.numel() for p in layer.parameters()) == 5 * 2 + 2 + 2 * 6 + 5
-    assert layer.full_rank == 5 and layer.rank == 2
-    assert "rank=2/5" in repr(layer)
+    lin = decompose(nn.Linear(6, 5))
+    handle = _handle(lin)
+    handle.s.requires_grad_(False)
+    old_U = handle.U
+    handle.keep_(2)
+    assert handle.U is not old_U and isinstance(handle.U, nn.Parameter)
+    assert handle.U.requires_grad and not handle.s.requires_grad and handle.Vh.requires_grad
+    assert sum(p.numel() for p in lin.parameters()) == 5 * 2 + 2 + 2 * 6 + 5
+    assert handle.full_rank == 5 and handle.rank == 2
+    assert "rank=2/5" in repr(handle)
+    assert _handle(lin).rank == 2  # a fresh handle reads the same module
 
 
 @pytest.mark.parametrize("bad", [0, -1, 6])
 def test_keep_rejects_out_of_range_rank(bad):
-    layer = SVDLinear.from_linear(nn.Linear(6, 5))
-    with pytest.raises(ValueError, match=r"rank must be in \[1, 5\]"):
-        layer.keep_(bad)
+    lin = decompose(nn.Linear(6, 5))
+    with pytest.raises(ValueError, match=r"rank for 'weight' must be in \[1, 5\]"):
+        _handle(lin).keep_(bad)
+    assert _handle(lin).rank == 5
 
 
-def test_constructor_rejects_shapes_that_do_not_chain():
-    with pytest.raises(ValueError, match="factor shapes do not chain"):
-        SVDLinear(torch.randn(4, 3), torch.randn(2), torch.randn(3, 5))
-    with pytest.raises(ValueError, match="factor shapes do not chain"):
-        SVDLinear(torch.randn(4, 3), torch.randn(3, 1), torch.randn(3, 5))
+def test_module_keeps_its_type_weight_bias_and_hooks():
+    lin = nn.Linear(5, 3)
+    bias = lin.bias
+    calls = []
+    lin.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    decompose(lin)
+    assert isinstance(lin, nn.Linear) and is_factored(lin, "weight")
+    assert lin.bias is bias  # the same Parameter object: optimizers holding it stay valid
+    assert isinstance(lin.weight, torch.Tensor) and lin.weight.shape == (3, 5)
+    assert (lin.in_features, lin.out_features) == (5, 3)
+    lin(torch.randn(2, 5))
+    assert calls == [(2, 3)]
+    assert [n for n, _ in lin.named_parameters()] == [
+        "bias", "parametrizations.weight.original0", "parametrizations.weight.original1",
+        "parametrizations.weight.original2",
+    ]  # fmt: skip
 
 
-def test_linear_subclass_is_unsupported():
+def test_assigning_a_weight_refactors_it():
+    lin = decompose(nn.Linear(6, 4))
+    _handle(lin).keep_(1)
+    new = torch.randn(4, 6)
+    lin.weight = new  # right_inverse: factored again, at full rank (decompose's rank=None)
+    assert _handle(lin).rank == 4
+    torch.testing.assert_close(lin.weight, new, atol=1e-5, rtol=1e-5)
+
+
+def test_linear_subclass_is_factored_but_never_swapped():
     mha = nn.MultiheadAttention(8, 2)
-    with pytest.raises(UnsupportedLayer, match="subclass of Linear"):
-        SVDLinear.from_linear(mha.out_proj)
+    out_proj = mha.out_proj  # NonDynamicallyQuantizableLinear: MultiheadAttention reads its weight
+    x = torch.randn(3, 8)
+    ref = out_proj(x)
+    decompose(out_proj)
+    _close(out_proj(x), ref)
+    assert not kind_for(out_proj).swappable(out_proj)
+    _handle(out_proj).keep_(1)
+    deployed = compact(out_proj, x)
+    assert type(deployed) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    _close(deployed(x), out_proj(x))
 
 
 def test_unknown_init_raises():
+    lin = nn.Linear(3, 3)
     with pytest.raises(ValueError, match=r"unknown init 'zeros'.*svd, svd_lowrank, random"):
-        SVDLinear.from_linear(nn.Linear(3, 3), init="zeros")
+        decompose(lin, init="zeros")
+    assert not parametrize.is_parametrized(lin)
 
 
 def test_random_init_shapes_and_trainable():
     lin = nn.Linear(10, 4)
-    layer = SVDLinear.from_linear(lin, init="random")
-    assert layer.U.shape == (4, 4) and layer.s.shape == (4,) and layer.Vh.shape == (4, 10)
-    assert torch.equal(layer.bias, lin.bias) and layer.bias is not lin.bias
-    out = layer(torch.randn(3, 10)).pow(2).sum()
+    bias = lin.bias.detach().clone()
+    decompose(lin, init="random")
+    handle = _handle(lin)
+    assert handle.U.shape == (4, 4) and handle.s.shape == (4,) and handle.Vh.shape == (4, 10)
+    assert torch.equal(lin.bias, bias)  # the bias is not factored
+    out = lin(torch.randn(3, 10)).pow(2).sum()
     out.backward()
-    for p in (layer.U, layer.s, layer.Vh, layer.bias):
-        assert p.grad is not None and torch.isfinite(p.grad).all()
+    for p in (handle.U, handle.s, handle.Vh, lin.bias):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
-def test_parameters_are_copies_not_views_of_dense_weights():
-    lin = nn.Linear(4, 3)
-    layer = SVDLinear.from_linear(lin)
+def test_deployed_forms_are_copies_not_views_of_the_factored_model():
+    lin = decompose(nn.Linear(4, 3))
+    _handle(lin).keep_(1)
+    pair, dense = compact(lin, forms={"weight": "pair"}), compact(lin, forms={"weight": "dense"})
     with torch.no_grad():
         lin.bias.add_(1.0)
-    assert not torch.equal(layer.bias, lin.bias)
+        _handle(lin).s.mul_(2.0)
+    assert not torch.equal(pair[1].bias, lin.bias) and not torch.equal(dense.bias, lin.bias)
+    assert not torch.allclose(dense.weight, lin.weight)
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3, 4])
 def test_costs_and_compact_choice(rank):
-    layer = SVDLinear.from_linear(nn.Linear(8, 6))
-    layer.keep_(rank)
-    shape = torch.Size([5, 7, 8])  # 35 tokens
-    assert layer.dense_macs(shape) == 35 * 6 * 8
-    assert layer.factored_macs(shape) == 35 * rank * (6 + 8)
-    assert layer.inference_macs(shape) == min(35 * 6 * 8, 35 * rank * 14)
-    compact = layer.to_compact()
+    lin = decompose(nn.Linear(8, 6))
+    _handle(lin).keep_(rank)
+    kind, shape = kind_for(lin), torch.Size([5, 7, 8])  # 35 tokens
+    assert kind.dense_macs(lin, "weight", shape) == 35 * 6 * 8
+    assert kind.pair_macs(lin, "weight", shape, rank) == 35 * rank * (6 + 8)
+    assert count_macs(lin, torch.randn(shape)) == min(35 * 6 * 8, 35 * rank * 14)
+    deployed = compact(lin)
     if rank * 14 < 48:  # rank 1, 2, 3 are cheaper as a pair
-        assert isinstance(compact, nn.Sequential) and [m.weight.shape for m in compact] == [(rank, 8), (6, rank)]
-        assert compact[0].bias is None and compact[1].bias is not None
+        assert isinstance(deployed, nn.Sequential) and [m.weight.shape for m in deployed] == [(rank, 8), (6, rank)]
+        assert deployed[0].bias is None and deployed[1].bias is not None
     else:
-        assert type(compact) is nn.Linear and compact.weight.shape == (6, 8)
+        assert type(deployed) is nn.Linear and deployed.weight.shape == (6, 8)
 
 
-def test_forward_picks_factored_path_when_cheaper(monkeypatch):
-    layer = SVDLinear.from_linear(nn.Linear(64, 64))
-    x = torch.randn(1024, 64)  # dense 1024*64*64 + rebuild 64^3 < factored 1024*64*128
-    calls = []
-    monkeypatch.setattr(layer, "forward_factored", lambda x: calls.append("factored") or x)
-    monkeypatch.setattr(layer, "forward_dense", lambda x: calls.append("dense") or x)
-    layer(x)  # full rank, many tokens: rebuilding the weight once is cheaper
-    layer(x[:8])  # full rank, few tokens: 8*64*128 < 8*64*64 + 64^3
-    layer.keep_(2)
-    layer(x)  # rank 2: the thin path is cheaper
-    assert calls == ["dense", "factored", "factored"]
+def test_weight_is_rebuilt_from_the_factors_on_each_read_with_gradients():
+    lin = decompose(nn.Linear(4, 4))
+    handle = _handle(lin)
+    with torch.no_grad():
+        handle.s.zero_()
+    assert torch.equal(lin.weight, torch.zeros(4, 4))
+    lin.weight.sum().backward()
+    assert handle.U.grad is not None and handle.Vh.grad is not None and handle.s.grad.abs().sum() > 0
+    with parametrize.cached():  # torch's cache: one rebuild per forward for weights read many times
+        assert lin.weight is lin.weight
+
+
+def test_svd_weight_parametrization_round_trips():
+    param = SVDWeight("matrix", (3, 5))
+    weight = torch.randn(3, 5)
+    U, s, Vh = param.right_inverse(weight)
+    torch.testing.assert_close(param(U, s, Vh), weight, atol=1e-5, rtol=1e-5)
+    assert "view=matrix" in repr(param)
 
 
 def test_double_precision_layer_round_trips_tightly():
     lin = nn.Linear(9, 5).double()
-    layer = SVDLinear.from_linear(lin)
-    assert layer.U.dtype == torch.float64
     x = torch.randn(4, 9, dtype=torch.float64)
-    torch.testing.assert_close(layer(x), lin(x), rtol=1e-12, atol=1e-12)
-    assert layer.to_dense().weight.dtype == torch.float64
-    assert layer.to_factored()[0].weight.dtype == torch.float64
+    ref = lin(x)
+    decompose(lin)
+    assert _handle(lin).U.dtype == torch.float64
+    torch.testing.assert_close(lin(x), ref, rtol=1e-12, atol=1e-12)
+    assert compact(lin, forms={"weight": "dense"}).weight.dtype == torch.float64
+    assert compact(lin, forms={"weight": "pair"})[0].weight.dtype == torch.float64

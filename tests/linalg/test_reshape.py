@@ -1,4 +1,5 @@
-"""kernel_to_matrix / matrix_to_kernel: index layout of both schemes, round trips, errors."""
+"""kernel_to_matrix / matrix_to_kernel: index layout of both schemes, round trips, errors;
+weight_to_matrix / matrix_to_weight: every matrix view (matrix, transpose, the schemes)."""
 
 import itertools
 
@@ -8,7 +9,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from svdtrain.linalg import SCHEMES, check_scheme, kernel_to_matrix, matrix_to_kernel
+from svdtrain.linalg import (
+    SCHEMES,
+    VIEWS,
+    check_scheme,
+    check_view,
+    kernel_to_matrix,
+    matrix_to_kernel,
+    matrix_to_weight,
+    weight_to_matrix,
+)
 
 dims = st.integers(1, 4)
 
@@ -69,3 +79,60 @@ def test_unknown_scheme_names_valid_ones(fn):
             matrix_to_kernel(torch.randn(2, 18), "diagonal", (2, 2, 3, 3))
         else:
             check_scheme("diagonal")
+
+
+# -- weight_to_matrix / matrix_to_weight: the views a factored weight is seen through ----------
+
+
+@given(m=dims, n=dims)
+def test_matrix_view_is_the_weight_itself(m, n):
+    w = torch.randn(m, n)
+    assert weight_to_matrix(w, "matrix") is w
+    assert matrix_to_weight(w, "matrix", w.shape) is w
+
+
+@given(m=dims, n=dims)
+def test_transpose_view_factors_an_in_by_out_weight_as_out_by_in(m, n):
+    w = torch.randn(m, n)  # transformers' Conv1D stores (in, out)
+    matrix = weight_to_matrix(w, "transpose")
+    assert matrix.shape == (n, m)
+    for i, j in itertools.product(range(m), range(n)):
+        assert matrix[j, i] == w[i, j]
+    back = matrix_to_weight(matrix, "transpose", w.shape)
+    assert back.shape == w.shape and torch.equal(back, w)
+
+
+@given(out_c=dims, in_c=dims, kh=dims, kw=dims, view=st.sampled_from(SCHEMES))
+def test_scheme_views_are_the_kernel_reshapes(out_c, in_c, kh, kw, view):
+    w = torch.randn(out_c, in_c, kh, kw)
+    matrix = weight_to_matrix(w, view)
+    assert torch.equal(matrix, kernel_to_matrix(w, view))
+    assert torch.equal(matrix_to_weight(matrix, view, w.shape), w)
+
+
+@given(view=st.sampled_from(VIEWS), data=st.data())
+def test_every_view_round_trips_and_keeps_gradients(view, data):
+    shape = (3, 2, 2, 3) if view in SCHEMES else (4, 5)
+    w = torch.randn(shape, requires_grad=True)
+    back = matrix_to_weight(weight_to_matrix(w, view), view, shape)
+    assert torch.equal(back, w)
+    scale = torch.randn(shape)
+    (back * scale).sum().backward()
+    assert torch.equal(w.grad, scale)  # a pure re-indexing: the gradient passes through unchanged
+
+
+def test_views_list_every_scheme():
+    assert VIEWS == ("matrix", "transpose", "channel", "spatial")
+    assert all(check_view(view) == view for view in VIEWS)
+
+
+@pytest.mark.parametrize("fn", ["to_matrix", "to_weight", "check"])
+def test_unknown_view_names_valid_ones(fn):
+    message = r"unknown matrix view 'rows'; valid views are matrix, transpose, channel, spatial"
+    with pytest.raises(ValueError, match=message):
+        if fn == "to_matrix":
+            weight_to_matrix(torch.randn(2, 3), "rows")
+        elif fn == "to_weight":
+            matrix_to_weight(torch.randn(2, 3), "rows", (2, 3))
+        else:
+            check_view("rows")
