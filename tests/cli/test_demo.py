@@ -31,7 +31,7 @@ def test_demo_report_schema(tmp_path):
         assert 0.0 <= report[key]["accuracy"] <= 1.0
         assert report[key]["macs"] > 0 and report[key]["params"] > 0
     assert report["layers"] and all(1 <= layer["rank"] <= layer["full_rank"] for layer in report["layers"])
-    assert {layer["name"] for layer in report["layers"]} >= {"classifier"}
+    assert {layer["name"] for layer in report["layers"]} >= {"classifier.weight", "features.0.weight"}
     assert set(report["stages"]) == {"dense", "svd_train", "prune", "finetune"}
     assert report["config"]["width"] == 8
 

@@ -42,6 +42,40 @@ def test_report_schema_and_files(finished):
         assert report["export"][check] < 1e-4, check
 
 
+def test_spec_is_compact_spec_plus_the_model_name(finished, tmp_path):
+    import shutil
+
+    from svdtrain.train.export import load_compact
+
+    spec = json.loads((finished / "export" / "spec.json").read_text())
+    assert (spec["format"], spec["version"], spec["model"], spec["num_classes"]) == ("svdtrain-compact", 2,
+                                                                                     "digits_cnn", 10)
+    report = json.loads((finished / "report.json").read_text())
+    assert {l["name"]: l["rank"] for l in report["layers"]} == {n: w["rank"] for n, w in spec["weights"].items()}
+    assert all(w["form"] in ("pair", "dense") and w["view"] in ("channel", "matrix") for w in spec["weights"].values())
+    small = load_compact(finished / "export")
+    assert not any(name.endswith("original0") for name in small.state_dict())  # plain torch layers only
+
+    old = tmp_path / "old"
+    shutil.copytree(finished / "export", old)
+    (old / "spec.json").write_text(json.dumps({"format": "svdtrain-compact", "version": 1, "model": "digits_cnn",
+                                               "num_classes": 10, "layers": {}}))  # fmt: skip
+    with pytest.raises(ValueError, match=r"spec.json: not a svdtrain-compact v2 spec"):
+        load_compact(old)
+    (old / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "model"}))
+    with pytest.raises(ValueError, match="names no model zoo architecture"):
+        load_compact(old)
+
+
+def test_stage_file_from_before_weight_names_is_a_clear_error(tmp_path, capsys):
+    assert main(["start", "--out", str(tmp_path), *TINY]) == 0
+    record = torch.load(tmp_path / "start.pt", weights_only=True)
+    record["ranks"] = {name.removesuffix(".weight"): rank for name, rank in record["ranks"].items()}
+    torch.save(record, tmp_path / "start.pt")
+    assert main(["svd-train", "--out", str(tmp_path)]) == 2
+    assert "a checkpoint from an older svdtrain" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("file", "load"),
     [("model.torchscript.pt", "torch.jit.load(sys.argv[1])"), ("model.pt2", "torch.export.load(sys.argv[1]).module()")],
@@ -157,9 +191,10 @@ def test_weight_decay_spares_the_svd_factors(tmp_path):
     experiment = Experiment(config, tmp_path)
     model = svdtrain.decompose(experiment.dense_model())
     groups = experiment._optimizer(model, lr=0.1).param_groups
-    factors = {id(p) for _, layer in svdtrain.svd_layers(model) for p in (layer.U, layer.s, layer.Vh)}
+    factors = {id(p) for handle in svdtrain.factored_weights(model).values() for p in handle.factors}
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
-    assert decayed and not decayed & factors
+    spared = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decayed and not decayed & factors and spared == factors
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 

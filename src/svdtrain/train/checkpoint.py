@@ -1,8 +1,10 @@
 """Checkpoints: reading users' dense weights, and saving/restoring SVD models as data.
 
-An SVD model is saved as its state dict plus {layer: rank}; loading rebuilds the
-architecture from the config, decomposes it and shrinks each layer before loading the
-weights, so no pickled module is ever needed (timm's pruned-model spec, in spirit).
+An SVD model is saved as its state dict plus {weight name: rank} (names as
+``svdtrain.factored_weights`` gives them, e.g. ``"layer1.0.conv1.weight"``); loading rebuilds
+the architecture from the config, factors those weights and shrinks each to its rank before
+loading the state dict, so no pickled module is ever needed (timm's pruned-model spec, in
+spirit).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from svdtrain.io import atomic_write
-from svdtrain.surgery import decompose, svd_layers
+from svdtrain.surgery import decompose, factored_weights
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -61,12 +63,29 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
 
 
 def ranks_of(model: nn.Module) -> dict[str, int]:
-    return {name: layer.rank for name, layer in svd_layers(model)}
+    """{weight name: rank} of every factored weight."""
+    return {name: handle.rank for name, handle in factored_weights(model).items()}
 
 
 def rebuild_svd_model(dense: nn.Module, scheme: str, ranks: dict[str, int]) -> nn.Module:
-    """Decompose ``dense`` (randomly: weights come next) and shrink layers to ``ranks``."""
-    model = decompose(dense, scheme=scheme, init="random", filter_fn=lambda m, name: name in ranks)
-    for name, layer in svd_layers(model):
-        layer.keep_(ranks[name])
+    """Factor exactly the weights named in ``ranks`` (randomly: the state dict comes next) and
+    shrink each to its rank; ``dense`` is changed in place and returned.
+
+    Raises:
+        ValueError: a name that is not a factorizable weight of ``dense`` (e.g. a checkpoint
+            keyed by module names, as svdtrain wrote before weights became the unit), or a
+            rank out of range.
+    """
+    modules = dict(dense.named_modules())
+    old = [name for name in ranks if name in modules]
+    if old:
+        raise ValueError(f"the saved ranks name module {old[0]!r}, not a weight: a checkpoint from an older "
+                         f"svdtrain (ranks were per module then); re-run its stages with this version")
+    model = decompose(dense, scheme=scheme, init="random", weights=list(ranks))
+    for name, handle in factored_weights(model).items():
+        rank = ranks[name]
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= handle.rank:
+            raise ValueError(f"the rank saved for {name!r} must be an integer in [1, {handle.rank}], got {rank!r}")
+        if rank < handle.rank:
+            handle.keep_(rank)
     return model

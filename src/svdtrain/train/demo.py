@@ -17,7 +17,7 @@ from torch import nn
 from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
-from svdtrain.surgery import compact, count_macs, count_params, decompose, prune, svd_layers
+from svdtrain.surgery import compact, count_macs, count_params, decompose, factored_weights, prune
 from svdtrain.train.loop import Regularization, evaluate, train_epoch
 
 
@@ -68,7 +68,7 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = pri
     fit(dense, config.dense_epochs, Regularization(), "dense")
 
     model = decompose(copy.deepcopy(dense), scheme=config.scheme, init="svd")
-    full_ranks = {name: layer.full_rank for name, layer in svd_layers(model)}
+    full_ranks = {name: handle.full_rank for name, handle in factored_weights(model).items()}
     svd_reg = Regularization(config.ortho_weight, config.sparsity_weight, config.sparsity_kind)
     fit(model, config.svd_epochs, svd_reg, "svd_train")
 

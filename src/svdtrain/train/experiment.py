@@ -26,8 +26,8 @@ from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
 from svdtrain.surgery import (
-    compact, count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs, ranks_for_speedup,
-    singular_values, svd_layers,
+    compact, count_macs, count_params, decompose, energy_for_macs, factored_weights, prune, ranks_for_macs,
+    ranks_for_speedup, singular_values,
 )  # fmt: skip
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
@@ -155,7 +155,7 @@ class Experiment:
         """Weight decay for ordinary parameters only: U, s and Vh have their own regularizers,
         and decaying s would add an L2 pull that fights the chosen sparsity term."""
         c = self.config
-        factors = {id(p) for _, layer in svd_layers(model) for p in (layer.U, layer.s, layer.Vh)}
+        factors = {id(p) for handle in factored_weights(model).values() for p in handle.factors}
         groups = [
             {"params": [p for p in model.parameters() if id(p) not in factors], "weight_decay": c.weight_decay},
             {"params": [p for p in model.parameters() if id(p) in factors], "weight_decay": 0.0},
@@ -277,7 +277,7 @@ class Experiment:
             recalibrate_batchnorm(model, batches, c.bn_recalibration_batches, self.device)
             self.log(f"prune: test {pruned_accuracy:.4f} before BatchNorm recalibration")
         accuracy = self.accuracy(model)
-        self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} layers; test {accuracy:.4f}")
+        self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} weights; test {accuracy:.4f}")
         self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started, **record)
 
     def run_finetune(self) -> None:
@@ -297,8 +297,7 @@ class Experiment:
         # With a speed target each layer's form is chosen by measured time, at the timed batch size.
         timing = dict(choose="measured", timing_input=self.speed_example) if c.target_speedup else {}
         info = export_compact(model, self.out / "export", self.data.example, model_name=c.model,
-                              num_classes=self.data.num_classes, scheme=c.scheme, onnx=c.export_onnx,
-                              **timing)  # fmt: skip
+                              num_classes=self.data.num_classes, onnx=c.export_onnx, **timing)  # fmt: skip
         compact_model = torch.jit.load(str(self.out / "export" / "model.torchscript.pt")).to(self.device)
         small = load_compact(self.out / "export").to(self.device)  # count the exported structure itself
         info.update(

@@ -3,6 +3,8 @@ torch.export, ONNX.
 
 The TorchScript, torch.export (.pt2) and ONNX files load with torch / onnxruntime alone; the
 state dict + ``spec.json`` pair rebuilds the compact model exactly with :func:`load_compact`.
+``spec.json`` is :func:`svdtrain.compact_spec` (each factored weight's view, rank and deployed
+form) plus the model zoo name and class count the dense architecture is built from.
 """
 
 from __future__ import annotations
@@ -17,13 +19,9 @@ from torch import nn
 
 from svdtrain.io import atomic_write, atomic_write_json
 from svdtrain.models import build_model
-from svdtrain.surgery import compact, svd_layers
-from svdtrain.surgery.walk import replace_modules
-from svdtrain.train.checkpoint import rebuild_svd_model
+from svdtrain.surgery import compact, compact_spec, rebuild_compact
 
 EXPORT_FILES = ("weights.pt", "spec.json", "model.torchscript.pt", "model.pt2", "model.onnx")
-SPEC_FORMAT = "svdtrain-compact"
-SPEC_VERSION = 1
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -52,7 +50,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float |
 
 def export_compact(
     model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
-    scheme: str, onnx: bool = True, choose: str = "macs", timing_input: torch.Tensor | None = None,
+    onnx: bool = True, choose: str = "macs", timing_input: torch.Tensor | None = None,
 ) -> dict:  # fmt: skip
     """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.pt2, model.onnx}; returns
     the file names and the max output difference of each reloaded export. ``choose`` and
@@ -61,15 +59,8 @@ def export_compact(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example = example.cpu()
-    names = [name for name, _ in svd_layers(model)]
     small = compact(model, example if timing_input is None else timing_input.cpu(), choose=choose).eval()
-    modules = dict(small.named_modules())
-    spec = {
-        "format": SPEC_FORMAT, "version": SPEC_VERSION, "model": model_name, "num_classes": num_classes,
-        "scheme": scheme,
-        "layers": {name: {"rank": layer.rank, "form": "pair" if isinstance(modules[name], nn.Sequential) else "dense"}
-                   for name, layer in svd_layers(model)},
-    }  # fmt: skip
+    spec = {**compact_spec(model, small), "model": model_name, "num_classes": num_classes}
     atomic_write(out_dir / "weights.pt", lambda f: torch.save(small.state_dict(), f), mode="wb")
     atomic_write_json(out_dir / "spec.json", spec)
     with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; still the widest-read format
@@ -85,7 +76,7 @@ def export_compact(
         reference = small(example)
         result = {
             "files": ["weights.pt", "spec.json", "model.torchscript.pt", "model.pt2"],
-            "layers": len(names),
+            "weights": len(spec["weights"]),
             "torchscript_max_abs_diff": _max_abs_diff(reloaded_script(example), reference),
             "torch_export_max_abs_diff": _max_abs_diff(torch.export.load(out_dir / "model.pt2").module()(example), reference),
             "reload_max_abs_diff": _max_abs_diff(load_compact(out_dir)(example), reference),
@@ -99,22 +90,24 @@ def export_compact(
 
 
 def load_compact(export_dir: str | Path) -> nn.Module:
-    """Rebuild the compact model from ``weights.pt`` + ``spec.json`` (needs svdtrain's model zoo)."""
+    """Rebuild the compact model from ``weights.pt`` + ``spec.json`` (needs svdtrain's model zoo):
+    the spec's model built dense, its compact structure rebuilt (:func:`svdtrain.rebuild_compact`),
+    then the weights loaded."""
     export_dir = Path(export_dir)
+    path = export_dir / "spec.json"
     try:
-        spec = json.loads((export_dir / "spec.json").read_text())
+        spec = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"no spec.json in {export_dir}") from None
-    if spec.get("format") != SPEC_FORMAT or spec.get("version") != SPEC_VERSION:
-        raise ValueError(f"{export_dir / 'spec.json'} is not a {SPEC_FORMAT} v{SPEC_VERSION} spec")
-    layers = spec["layers"]
-    model = rebuild_svd_model(
-        build_model(spec["model"], spec["num_classes"]), spec["scheme"], {n: v["rank"] for n, v in layers.items()}
-    )
-    replace_modules(model, {
-        id(layer): layer.to_factored() if layers[name]["form"] == "pair" else layer.to_dense()
-        for name, layer in svd_layers(model)
-    })  # fmt: skip
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str) or not isinstance(spec.get("num_classes"), int):
+        raise ValueError(f"{path} names no model zoo architecture (its 'model' and 'num_classes'); "
+                         "rebuild it with svdtrain.rebuild_compact on your own dense model")  # fmt: skip
+    try:
+        model = rebuild_compact(build_model(spec["model"], spec["num_classes"]), spec)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     state = torch.load(export_dir / "weights.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()

@@ -25,7 +25,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_spectra(before: dict[str, list[float]], after: dict[str, list[float]], path: Path) -> None:
-    """One panel per layer: sorted |s| (log scale) before and after sparsity training."""
+    """One panel per factored weight: sorted |s| (log scale) before and after sparsity training."""
     plt = _pyplot()
     names = list(before)
     cols = min(6, len(names))
@@ -40,12 +40,13 @@ def plot_spectra(before: dict[str, list[float]], after: dict[str, list[float]], 
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
-    fig.suptitle("singular values per layer (sorted |s|), before and after sparsity training", fontsize=9, y=1.0)
+    fig.suptitle("singular values per factored weight (sorted |s|), before and after sparsity training", fontsize=9, y=1.0)
     fig.tight_layout()
     _save(fig, path)
 
 
 def plot_ranks(layers: list[dict], path: Path) -> None:
+    """Full and kept rank of each factored weight (``layers``: report.json's entries)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers)), 3.2))
     x = range(len(layers))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from svdtrain.io import atomic_write_json
-from svdtrain.surgery import svd_layers
+from svdtrain.surgery import factored_weights
 from svdtrain.train.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ def write_report(experiment: Experiment) -> dict:
     if "accuracy_before_bn_recalibration" in records["prune"]:
         stages["prune"]["accuracy_before_bn_recalibration"] = records["prune"]["accuracy_before_bn_recalibration"]
     stages["export"] = {"accuracy": info["accuracy"], "seconds": round(export["seconds"], 2)}
-    layers = [{"name": name, "full_rank": layer.full_rank, "rank": layer.rank} for name, layer in svd_layers(model)]
+    layers = [{"name": name, "full_rank": handle.full_rank, "rank": handle.rank}
+              for name, handle in factored_weights(model).items()]  # fmt: skip
     baseline = records["start"]["baseline"]
     report = {
         "baseline": baseline,
