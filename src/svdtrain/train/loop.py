@@ -8,6 +8,7 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from svdtrain.linalg import check_positive_int, check_sparsity_kind
 from svdtrain.surgery import orthogonality_loss, sparsity_loss
@@ -61,15 +62,22 @@ def train_epoch(
     """Train one pass over ``batches``; returns mean task loss and training accuracy.
 
     With ``distillation`` the task loss is mixed with the teacher's soft targets; the
-    reported loss stays the plain cross-entropy so runs with and without compare."""
+    reported loss stays the plain cross-entropy so runs with and without compare.
+
+    Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
+    read more than once in one forward (a module called twice, a weight its parent reads too)
+    is rebuilt from U, s, Vh once, and gradients flow through both reads. The cache is dropped
+    before the optimizer step, so do not call this inside a ``cached()`` block of your own:
+    the weights would then go stale after the first step."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     for step, (inputs, targets) in enumerate(batches):
         inputs, targets = inputs.to(device), targets.to(device)
-        logits = model(inputs)
-        task_loss = F.cross_entropy(logits, targets)
-        fit_loss = distillation.loss(inputs, logits, task_loss) if distillation else task_loss
-        loss = fit_loss + regularization.loss(model, step)
+        with parametrize.cached():
+            logits = model(inputs)
+            task_loss = F.cross_entropy(logits, targets)
+            fit_loss = distillation.loss(inputs, logits, task_loss) if distillation else task_loss
+            loss = fit_loss + regularization.loss(model, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -81,13 +89,17 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy as a fraction in [0, 1]."""
+    """Top-1 accuracy as a fraction in [0, 1].
+
+    The weights do not change here, so each factored weight is rebuilt from U, s, Vh once for
+    all batches (``parametrize.cached()``), not once per batch."""
     model.eval()
     correct, seen = 0, 0
-    for inputs, targets in batches:
-        logits = model(inputs.to(device))
-        correct += (logits.argmax(1) == targets.to(device)).sum().item()
-        seen += len(targets)
+    with parametrize.cached():
+        for inputs, targets in batches:
+            logits = model(inputs.to(device))
+            correct += (logits.argmax(1) == targets.to(device)).sum().item()
+            seen += len(targets)
     return correct / max(seen, 1)
 
 
@@ -108,10 +120,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, max_batches: int =
         m.momentum = None
     was_training = model.training
     model.train()
-    for index, (inputs, _) in enumerate(batches):
-        if index >= max_batches:
-            break
-        model(inputs.to(device))
+    with parametrize.cached():  # the weights are fixed here: rebuild each factored one once
+        for index, (inputs, _) in enumerate(batches):
+            if index >= max_batches:
+                break
+            model(inputs.to(device))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
