@@ -17,11 +17,14 @@ log = logging.getLogger(__name__)
 FilterFn = Callable[[nn.Module, str], bool]
 
 
-def _owners(model: nn.Module) -> dict[int, list[str]]:
-    """id(parameter) -> every name it is reachable under (more than one: tied)."""
-    owners: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        owners.setdefault(id(param), []).append(name)
+def _owners(model: nn.Module) -> dict[int, list[tuple[str, int, str]]]:
+    """id(parameter) -> (name, id(module), attribute) for every path it is reachable under.
+    One parameter held by two modules, or under two attributes, is tied; a module shared by
+    two parents holds its weights under several names but only once."""
+    owners: dict[int, list[tuple[str, int, str]]] = {}
+    for fqn, module in model.named_modules(remove_duplicate=False):
+        for attr, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append((f"{fqn}.{attr}" if fqn else attr, id(module), attr))
     return owners
 
 
@@ -48,7 +51,8 @@ def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Modul
                 refused[(prefix + param).rstrip(".") or type(module).__name__] = str(why)
             continue
         for param in names:
-            tied = [n for n in owners.get(id(getattr(module, param)), []) if n != prefix + param]
+            holders = owners.get(id(getattr(module, param)), [])
+            tied = [n for n, holder, attr in holders if (holder, attr) != (id(module), param)]
             if tied:
                 refused[prefix + param] = f"tied to {tied[0]}: factoring it would untie them"
             else:
