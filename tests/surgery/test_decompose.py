@@ -1,13 +1,15 @@
-"""decompose: in-place rewriting, schemes/inits, skipped layers, filter_fn, sharing, errors."""
+"""decompose: in-place parametrization (modules keep type and .weight), schemes/inits, weights
+left dense with one warning, filter_fn, explicit weights=, sharing and tying, training, errors."""
 
 import warnings
 
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 import svdtrain
-from svdtrain import SVDConv, SVDLinear, decompose, svd_layers
+from svdtrain import decompose, factored_weights
 
 
 def _close(out, ref):
@@ -29,33 +31,71 @@ class SmallNet(nn.Module):
         return self.head["fc"](x.flatten(1))
 
 
+NAMES = ["features.0.weight", "features.2.weight", "blocks.0.weight", "head.fc.weight"]
+
+
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
-def test_decompose_replaces_supported_layers_in_place_and_keeps_function(scheme):
+def test_decompose_factors_supported_weights_in_place_and_keeps_function(scheme):
     model = SmallNet()
     x = torch.randn(2, 3, 10, 7)
     ref = model(x)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing is skipped here, so no warning
+        warnings.simplefilter("error")  # nothing is left dense here, so no warning
         out = decompose(model, scheme=scheme)
     assert out is model
-    assert isinstance(model.features[0], SVDConv) and model.features[0].scheme == scheme
-    assert isinstance(model.features[2], SVDConv) and model.features[2].scheme == scheme
-    assert isinstance(model.blocks[0], SVDConv) and model.blocks[0].scheme == "channel"  # Conv1d
-    assert isinstance(model.head["fc"], SVDLinear)
-    assert isinstance(model.features[1], nn.ReLU)
-    assert [name for name, _ in svd_layers(model)] == ["features.0", "features.2", "blocks.0", "head.fc"]
+    weights = factored_weights(model)
+    assert list(weights) == NAMES
+    assert [w.view for w in weights.values()] == [scheme, scheme, "channel", "matrix"]  # Conv1d: channel only
+    assert weights["features.0.weight"].module is model.features[0] and weights["head.fc.weight"].param == "weight"
+    assert not parametrize.is_parametrized(model.features[1])
     _close(model(x), ref)
+
+
+def test_modules_keep_their_type_weight_and_attributes():
+    model = SmallNet()
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    decompose(model)
+    for module, cls in [(model.features[0], nn.Conv2d), (model.features[2], nn.Conv2d),
+                        (model.blocks[0], nn.Conv1d), (model.head["fc"], nn.Linear)]:  # fmt: skip
+        assert isinstance(module, cls) and parametrize.is_parametrized(module, "weight")
+        assert isinstance(module.weight, torch.Tensor) and not isinstance(module.weight, nn.Parameter)
+    assert model.features[2].stride == (2, 2) and model.blocks[0].padding_mode == "circular"
+    for name in NAMES:
+        assert model.get_submodule(name.rpartition(".")[0]).weight.shape == shapes[name]
+    state = model.state_dict()
+    assert "features.0.parametrizations.weight.original1" in state and "features.0.bias" in state
+    assert "features.0.weight" not in state
+
+
+def test_a_parametrized_model_trains():
+    torch.manual_seed(0)
+    model = decompose(SmallNet())
+    x, y = torch.randn(4, 3, 10, 7), torch.randint(0, 10, (4,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    for name, handle in factored_weights(model).items():
+        for p in handle.factors:
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.head["fc"].weight.detach().clone()
+    opt.step()
+    assert not torch.equal(model.head["fc"].weight, before)  # the weight follows its trained factors
 
 
 def test_decompose_twice_raises():
     model = decompose(nn.Sequential(nn.Linear(4, 4)))
-    with pytest.raises(ValueError, match=r"already decomposed.*'0'.*decompose once"):
+    with pytest.raises(ValueError, match=r"already decomposed.*'0\.weight'.*decompose once"):
         decompose(model)
 
 
-def test_decompose_an_svd_layer_itself_raises():
-    layer = SVDLinear.from_linear(nn.Linear(3, 3))
-    with pytest.raises(ValueError, match="already decomposed"):
+@pytest.mark.parametrize("layer", [nn.Linear(3, 4), nn.Conv2d(2, 3, 3), nn.Conv1d(2, 3, 3)])
+def test_bare_layer_decomposes_in_place(layer):
+    x = torch.randn(2, 3) if isinstance(layer, nn.Linear) else torch.randn(1, 2, *(5,) * (layer.weight.dim() - 2))
+    ref = layer(x)
+    cls = type(layer)
+    assert decompose(layer) is layer
+    assert isinstance(layer, cls) and list(factored_weights(layer)) == ["weight"]
+    _close(layer(x), ref)
+    with pytest.raises(ValueError, match=r"already decomposed \(weight 'weight' is factored\)"):
         decompose(layer)
 
 
@@ -77,38 +117,55 @@ def test_unknown_init_raises(bad):
 
 @pytest.mark.parametrize("model", [nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), nn.Sequential(), nn.Identity()])
 def test_nothing_to_decompose_raises(model):
-    with pytest.raises(ValueError, match="no layer to decompose"):
+    with pytest.raises(ValueError, match="no weight to decompose: no supported weight matrix was selected$"):
         decompose(model)
 
 
-@pytest.mark.parametrize("layer", [nn.Linear(3, 4), nn.Conv2d(2, 3, 3), nn.Conv1d(2, 3, 3)])
-def test_bare_layer_raises(layer):
-    with pytest.raises(ValueError, match=r"bare layer.*nn\.Sequential\(layer\)"):
-        decompose(layer)
-
-
-def test_only_unsupported_layers_raises_and_names_them():
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
-    with pytest.raises(ValueError, match=r"no layer to decompose.*left dense: 0 \(grouped convolution"):
+def test_only_unsupported_weights_raises_and_names_them():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Embedding(5, 3))
+    with pytest.raises(ValueError, match=r"no weight to decompose.*not factored: 0\.weight \(grouped convolution"
+                                         r".*; 1\.weight \(no svdtrain entry for Embedding\)"):  # fmt: skip
         decompose(model)
 
 
-def test_grouped_conv_stays_dense_with_warning():
+def test_weights_left_dense_are_listed_in_one_warning_with_the_reason():
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3, groups=3), nn.Conv2d(6, 6, 1, groups=2), nn.Conv3d(2, 2, 1),
+        nn.ConvTranspose2d(6, 2, 3), nn.Conv2d(2, 2, 1),
+    )  # fmt: skip
+    with pytest.warns(UserWarning) as record:
+        decompose(model)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith("svdtrain.decompose left 4 weight(s) dense: ")
+    assert "1.weight (grouped convolution (groups=3) has no single matrix to factor)" in message
+    assert "2.weight (grouped convolution (groups=2) has no single matrix to factor)" in message
+    assert "3.weight, 4.weight" not in message  # Conv3d and ConvTranspose2d: one reason each
+    assert "3.weight (no svdtrain entry for Conv3d)" in message
+    assert "4.weight (no svdtrain entry for ConvTranspose2d)" in message
+    assert list(factored_weights(model)) == ["0.weight", "5.weight"]
+
+
+def test_grouped_conv_stays_dense():
     model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3, groups=3), nn.Conv2d(6, 2, 1))
     x = torch.randn(1, 3, 7, 7)
     ref = model(x)
-    with pytest.warns(UserWarning, match=r"left 1 layer\(s\) dense: 1 \(grouped convolution \(groups=3\)"):
+    with pytest.warns(UserWarning, match=r"left 1 weight\(s\) dense: 1\.weight \(grouped convolution \(groups=3\)"):
         decompose(model)
-    assert isinstance(model[0], SVDConv) and isinstance(model[2], SVDConv)
+    assert list(factored_weights(model)) == ["0.weight", "2.weight"]
     assert type(model[1]) is nn.Conv2d and model[1].groups == 3
     _close(model(x), ref)
 
 
-def test_same_padding_with_reflect_stays_dense_with_warning():
+def test_same_padding_with_reflect_is_factored():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same", padding_mode="reflect"), nn.Conv2d(4, 2, 3))
-    with pytest.warns(UserWarning, match=r"0 \(padding='same' with padding_mode='reflect'\)"):
+    x = torch.randn(1, 3, 6, 6)
+    ref = model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         decompose(model)
-    assert type(model[0]) is nn.Conv2d and isinstance(model[1], SVDConv)
+    assert list(factored_weights(model)) == ["0.weight", "1.weight"]
+    _close(model(x), ref)
 
 
 class Attn(nn.Module):
@@ -121,14 +178,16 @@ class Attn(nn.Module):
         return self.fc(self.attn(x, x, x, need_weights=False)[0])
 
 
-def test_multihead_attention_out_proj_stays_dense_with_warning():
+def test_multihead_attention_projections_are_factored_and_keep_the_module():
     model = Attn().eval()
     x = torch.randn(2, 5, 8)
     ref = model(x)
-    with pytest.warns(UserWarning, match=r"left 1 layer\(s\) dense: attn\.out_proj \(.*subclass of Linear"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         decompose(model)
-    assert type(model.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
-    assert isinstance(model.fc, SVDLinear)
+    assert list(factored_weights(model)) == ["attn.in_proj_weight", "attn.out_proj.weight", "fc.weight"]
+    assert isinstance(model.attn, nn.MultiheadAttention)
+    assert isinstance(model.attn.out_proj, nn.modules.linear.NonDynamicallyQuantizableLinear)
     _close(model(x), ref)
 
 
@@ -142,20 +201,76 @@ def test_filter_fn_is_respected_and_gets_module_and_name():
 
     decompose(model, filter_fn=keep_second)
     assert seen == [("Linear", "0"), ("Linear", "2"), ("Conv1d", "3")]
-    assert type(model[0]) is nn.Linear and isinstance(model[2], SVDLinear) and type(model[3]) is nn.Conv1d
+    assert list(factored_weights(model)) == ["2.weight"]
+    assert type(model[0]) is nn.Linear and type(model[3]) is nn.Conv1d
 
 
 def test_filter_fn_excluding_everything_raises():
-    with pytest.raises(ValueError, match="no layer to decompose"):
+    with pytest.raises(ValueError, match="no weight to decompose"):
         decompose(nn.Sequential(nn.Linear(3, 3)), filter_fn=lambda m, n: False)
 
 
-def test_filter_fn_hides_unsupported_layers_from_the_warning():
+def test_filter_fn_hides_unselected_unsupported_weights_from_the_warning():
     model = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Linear(3, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         decompose(model, filter_fn=lambda m, n: isinstance(m, nn.Linear))
-    assert isinstance(model[1], SVDLinear)
+    assert list(factored_weights(model)) == ["1.weight"]
+
+
+def test_filter_fn_keeps_selected_unsupported_weights_in_the_warning():
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Linear(3, 3), nn.Conv2d(2, 2, 3, groups=2))
+    with pytest.warns(UserWarning, match=r"left 1 weight\(s\) dense: 2\.weight \(grouped"):
+        decompose(model, filter_fn=lambda m, n: n != "0")
+
+
+def test_explicit_weights_factor_exactly_those_and_warn_about_nothing():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Conv2d(2, 2, 3, groups=2), nn.Linear(4, 4), nn.Linear(4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decompose(model, weights=["3.weight", "0.weight", "3.weight"])
+    assert list(factored_weights(model)) == ["0.weight", "3.weight"]
+    assert not parametrize.is_parametrized(model[2])
+
+
+@pytest.mark.parametrize("name, message", [
+    ("fc.weight", r"'fc\.weight' is not a weight matrix of this model"),
+    ("0.bias", r"'0\.bias' is not a weight matrix of this model"),
+    ("1.weight", r"cannot factor '1\.weight': grouped convolution \(groups=2\)"),
+    ("2.weight", r"cannot factor '2\.weight': no svdtrain entry for Embedding"),
+    ("3.weight_hr_l0", r"cannot factor '3\.weight_hr_l0': LSTM with proj_size=2"),
+])  # fmt: skip
+def test_explicit_weights_naming_something_unfactorable_raise_before_any_change(name, message):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Conv2d(2, 2, 3, groups=2), nn.Embedding(5, 4),
+                          nn.LSTM(3, 4, proj_size=2))  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        decompose(model, weights=["0.weight", name])
+    assert not factored_weights(model)
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 6)
+        self.hidden = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 10, bias=False)
+        self.head.weight = self.embed.weight  # GPT-2 style tying
+
+    def forward(self, tokens):
+        return self.head(torch.tanh(self.hidden(self.embed(tokens))))
+
+
+def test_a_tied_weight_stays_dense_with_a_warning_and_is_refused_by_name():
+    model = Tied()
+    tokens = torch.randint(0, 10, (2, 5))
+    ref = model(tokens)
+    with pytest.warns(UserWarning, match=r"head\.weight \(tied to embed\.weight: factoring it would untie them\)"):
+        decompose(model)
+    assert list(factored_weights(model)) == ["hidden.weight"]
+    assert model.head.weight is model.embed.weight
+    _close(model(tokens), ref)
+    with pytest.raises(ValueError, match=r"cannot factor 'head\.weight': tied to embed\.weight"):
+        decompose(Tied(), weights=["head.weight"])
 
 
 class Shared(nn.Module):
@@ -173,10 +288,12 @@ def test_shared_module_stays_shared():
     model = Shared()
     x = torch.randn(3, 4)
     ref = model(x)
-    decompose(model)
-    assert isinstance(model.fc, SVDLinear)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a shared module is not a tied weight
+        decompose(model)
+    assert isinstance(model.fc, nn.Linear) and parametrize.is_parametrized(model.fc, "weight")
     assert model.fc is model.again is model.seq[0]
-    assert len(svd_layers(model)) == 1
+    assert list(factored_weights(model)) == ["fc.weight"]
     assert len(list(model.parameters())) == 4  # U, s, Vh, bias once
     _close(model(x), ref)
 
@@ -185,10 +302,12 @@ def test_shared_module_stays_shared():
 def test_random_init_shapes_and_trainable(scheme):
     model = nn.Sequential(nn.Conv2d(3, 6, (3, 2)), nn.Flatten(), nn.Linear(6 * 3 * 4, 5))
     decompose(model, scheme=scheme, init="random")
-    conv, fc = model[0], model[2]
+    weights = factored_weights(model)
+    conv, fc = weights["0.weight"], weights["2.weight"]
     m, n = (6, 3 * 3 * 2) if scheme == "channel" else (3 * 3, 6 * 2)
     assert conv.U.shape == (m, min(m, n)) and conv.Vh.shape == (min(m, n), n) and conv.s.shape == (min(m, n),)
     assert fc.U.shape == (5, 5) and fc.s.shape == (5,) and fc.Vh.shape == (5, 72)
+    assert model[0].weight.shape == (6, 3, 3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(4, 3, 5, 5), torch.randn(4, 5)
     before = [p.detach().clone() for p in model.parameters()]
@@ -203,12 +322,16 @@ def test_decompose_accepts_double_models_and_keeps_dtype():
     model = nn.Sequential(nn.Linear(5, 4), nn.Conv1d(1, 2, 2)).double()
     decompose(model)
     assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert model[0].weight.dtype == torch.float64
 
 
 def test_public_api_exports():
-    for name in ["decompose", "prune", "compact", "count_macs", "macs_by_layer", "orthogonality_loss",
-                 "sparsity_loss", "singular_values", "SVDConv", "SVDLinear", "SVDLayer"]:  # fmt: skip
-        assert hasattr(svdtrain, name)
+    for name in ["decompose", "prune", "compact", "compact_spec", "rebuild_compact", "count_macs", "macs_by_layer",
+                 "attention_macs", "orthogonality_loss", "sparsity_loss", "singular_values", "factored_weights",
+                 "FactoredWeight", "SVDWeight", "WeightKind", "register"]:  # fmt: skip
+        assert hasattr(svdtrain, name) and name in svdtrain.__all__
+    for gone in ["SVDConv", "SVDLinear", "SVDLayer", "svd_layers"]:
+        assert not hasattr(svdtrain, gone)
 
 
 def test_rank_truncates_to_the_best_approximation():
@@ -216,16 +339,17 @@ def test_rank_truncates_to_the_best_approximation():
     model = nn.Sequential(nn.Linear(24, 16), nn.Conv2d(6, 10, 3))
     weights = [model[0].weight.detach().clone(), model[1].weight.detach().reshape(10, -1).clone()]
     decompose(model, rank=4)
-    for layer, weight in zip(model, weights):
-        assert layer.rank == 4
+    for handle, weight in zip(factored_weights(model).values(), weights):
+        assert handle.rank == 4 and handle.full_rank == min(weight.shape)
         U, s, Vh = torch.linalg.svd(weight.double(), full_matrices=False)
         best = (U[:, :4] * s[:4]) @ Vh[:4]
-        torch.testing.assert_close(layer.weight_matrix().double(), best, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(handle.matrix().double(), best, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model[0].weight.double(), factored_weights(model)["0.weight"].matrix().double())
 
 
-def test_fractional_rank_is_per_layer():
+def test_fractional_rank_is_per_weight():
     model = decompose(nn.Sequential(nn.Linear(40, 20), nn.Linear(20, 10)), rank=0.5)
-    assert [layer.rank for layer in model] == [10, 5]
+    assert [handle.rank for handle in factored_weights(model).values()] == [10, 5]
 
 
 def test_randomized_svd_finds_the_top_singular_values():
@@ -234,9 +358,10 @@ def test_randomized_svd_finds_the_top_singular_values():
     linear = nn.Linear(500, 300)
     linear.weight.data = low_rank
     model = decompose(nn.Sequential(linear), init="svd_lowrank", rank=8)
+    handle = factored_weights(model)["0.weight"]
     exact = torch.linalg.svdvals(low_rank.double())[:8]
-    torch.testing.assert_close(model[0].s.detach().double().sort(descending=True).values, exact, rtol=1e-4, atol=0)
-    residual = torch.linalg.matrix_norm(model[0].weight_matrix() - low_rank) / torch.linalg.matrix_norm(low_rank)
+    torch.testing.assert_close(handle.s.detach().double().sort(descending=True).values, exact, rtol=1e-4, atol=0)
+    residual = torch.linalg.matrix_norm(handle.matrix() - low_rank) / torch.linalg.matrix_norm(low_rank)
     assert residual < 1e-3
 
 
@@ -248,4 +373,4 @@ def test_bad_rank_is_refused_before_any_change(init, rank, message):
     model = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(ValueError, match=message):
         decompose(model, init=init, rank=rank)
-    assert type(model[0]) is nn.Linear
+    assert type(model[0]) is nn.Linear and not parametrize.is_parametrized(model[0])
