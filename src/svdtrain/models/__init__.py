@@ -8,7 +8,9 @@ from torch import nn
 
 from svdtrain.models.cifar_resnet import DEPTHS, CifarResNet, cifar_resnet
 from svdtrain.models.digits_cnn import DigitsCNN
+from svdtrain.models.gpt import GPT
 from svdtrain.models.imagenet_resnet import ImageNetResNet, resnet18, resnet50
+from svdtrain.models.lstm_lm import LSTMLanguageModel
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     **{f"resnet{depth}": (lambda n, d=depth: cifar_resnet(d, n)) for depth in DEPTHS},
@@ -25,4 +27,7 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     return MODELS[name](num_classes)
 
 
-__all__ = ["DEPTHS", "MODELS", "CifarResNet", "DigitsCNN", "ImageNetResNet", "build_model", "cifar_resnet", "resnet18", "resnet50"]
+__all__ = [
+    "DEPTHS", "GPT", "MODELS", "CifarResNet", "DigitsCNN", "ImageNetResNet", "LSTMLanguageModel", "build_model",
+    "cifar_resnet", "resnet18", "resnet50",
+]  # fmt: skip

@@ -1,0 +1,203 @@
+"""Sequence models in SVD form: training-step overhead and realized inference speed.
+
+Models (random weights: timing does not depend on what they learned):
+  lstm        character-level LSTM LM: vocab 65, embedding 256, 2 x LSTM(512), T = 64
+  lstm_paper  the paper's word-level LSTM LM: vocab 33,278 (WikiText-2), 2 x LSTM(1500), T = 35
+  gpt         nanoGPT-sized GPT: vocab 65, 4 layers, 4 heads, width 128, T = 64
+
+train: dense against the full-rank SVD form (SVD init, orthogonality + Hoyer terms, Adam),
+  and with lazy regularization (the two terms on one step in 4, weighted by 4); steps timed
+  interleaved, ratio of medians; exact tensor memory as in train_step_overhead.py
+  (4 x parameter bytes + every tensor autograd saves, once per storage).
+speed: the compact model at about 2x and 3x fewer MACs (greedy ranks, multiples of 8)
+  against dense, in torch eager and ONNX Runtime, at batch 1 and 16 sequences; speedup over
+  the MACs reduction as in BENCHMARKS.md section 5.
+
+    python benchmarks/sequence_models.py train --models lstm:32,gpt:32
+    python benchmarks/sequence_models.py speed --models lstm,lstm_paper,gpt
+    python benchmarks/sequence_models.py train --quick        # seconds, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import warnings
+from datetime import date
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+import svdtrain
+from svdtrain.io import atomic_write_json
+from svdtrain.models import GPT, LSTMLanguageModel
+from svdtrain.surgery.timing import interleaved_medians
+from svdtrain.train import Regularization
+
+MODELS = {
+    "lstm": (partial(LSTMLanguageModel, 65, embedding=256, hidden=512, dropout=0.0), 65, 64),
+    "lstm_paper": (partial(LSTMLanguageModel, 33278, embedding=1500, hidden=1500, dropout=0.0), 33278, 35),
+    "gpt": (partial(GPT, 65), 65, 64),
+    "tiny_lstm": (partial(LSTMLanguageModel, 11, embedding=8, hidden=16, dropout=0.0), 11, 6),
+    "tiny_gpt": (partial(GPT, 11, context=6, layers=1, heads=2, width=8), 11, 6),
+}
+VARIANTS = {"dense": None, "svd": Regularization(1.0, 1e-3, "hoyer"), "svd_lazy4": Regularization(1.0, 1e-3, "hoyer", every=4)}
+
+
+def build(name: str, factored: bool):
+    make, vocab, length = MODELS[name]
+    torch.manual_seed(0)
+    model = make()
+    if factored:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # embeddings and the tied GPT head stay dense
+            svdtrain.decompose(model)
+    return model, vocab, length
+
+
+def make_step(name: str, variant: str, batch: int):
+    model, vocab, length = build(name, variant != "dense")
+    ids = torch.randint(0, vocab, (batch, length + 1))
+    regularization = VARIANTS[variant] or Regularization()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    counter = iter(range(10**9))
+
+    def loss_of() -> torch.Tensor:
+        logits = model(ids[:, :-1])  # (B, T, vocab)
+        task = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        return task + regularization.loss(model, next(counter))
+
+    def step() -> None:
+        loss = loss_of()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return model, step, loss_of
+
+
+def tensor_bytes(name: str, variant: str, batch: int) -> int:
+    model, _, loss_of = make_step(name, variant, batch)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss_of()
+    return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + sum(saved.values())
+
+
+def train_rows(specs: list[str], rounds: int, block: int) -> list[dict]:
+    rows = []
+    print(f"{'model':<11} {'batch':>5} {'variant':<10} {'s/step':>8} {'time ratio':>10} {'tensors MiB':>11} {'ratio':>6}")
+    for spec in specs:
+        name, batch = spec.split(":")
+        steps = {variant: make_step(name, variant, int(batch))[1] for variant in VARIANTS}
+        medians = interleaved_medians([lambda s=s: [s() for _ in range(block)] for s in steps.values()], rounds, 1)
+        seconds = {variant: m / block for variant, m in zip(steps, medians)}
+        tensors = {variant: tensor_bytes(name, variant, int(batch)) for variant in VARIANTS}
+        for variant in VARIANTS:
+            row = {"model": name, "batch_size": int(batch), "variant": variant, "median_seconds": seconds[variant],
+                   "time_ratio": seconds[variant] / seconds["dense"], "tensor_bytes": tensors[variant],
+                   "tensor_ratio": tensors[variant] / tensors["dense"]}  # fmt: skip
+            rows.append(row)
+            print(f"{name:<11} {batch:>5} {variant:<10} {row['median_seconds']:>8.4f} {row['time_ratio']:>10.3f} "
+                  f"{row['tensor_bytes'] / 2**20:>11.1f} {row['tensor_ratio']:>6.3f}", flush=True)  # fmt: skip
+    return rows
+
+
+def compact_at(name: str, reduction: float, example: torch.Tensor, multiple: int):
+    """The compact model at ``reduction`` x fewer MACs (greedy ranks, multiples of 8), its MACs and params."""
+    model, _, _ = build(name, True)
+    dense_macs = svdtrain.count_macs(model, example)
+    ranks = svdtrain.ranks_for_macs(model, example, int(dense_macs / reduction), multiple=multiple)
+    svdtrain.prune(model, rank=ranks)
+    small = svdtrain.compact(model, example).eval()
+    return small, svdtrain.count_macs(small, example), svdtrain.count_params(small)
+
+
+def onnx_runner(model, example: torch.Tensor):
+    import onnxruntime
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["ids"],
+                          dynamic_axes={"ids": {0: "batch", 1: "time"}})  # fmt: skip
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see inference_speed.py
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"ids": example.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def speed_rows(names: list[str], reductions: list[float], batches: list[int], rounds: int, multiple: int) -> list[dict]:
+    rows = []
+    print(f"{'model':<11} {'batch':>5} {'runtime':<7} {'variant':<8} {'MACs cut':>8} {'params cut':>10} "
+          f"{'ms':>9} {'speedup':>8} {'speedup/cut':>11}")  # fmt: skip
+    for name in names:
+        _, vocab, length = MODELS[name]
+        for batch in batches:
+            example = torch.randint(0, vocab, (batch, length))
+            dense, _, _ = build(name, False)
+            dense.eval()
+            variants = {"dense": (dense, svdtrain.count_macs(dense, example), svdtrain.count_params(dense))}
+            for reduction in reductions:
+                variants[f"{reduction:g}x"] = compact_at(name, reduction, example, multiple)
+            for runtime in ("eager", "onnxrt"):
+                with torch.no_grad():
+                    calls = [partial(m, example) if runtime == "eager" else onnx_runner(m, example)
+                             for m, _, _ in variants.values()]  # fmt: skip
+                    medians = interleaved_medians(calls, rounds, 2)
+                base_macs, base_params = variants["dense"][1], variants["dense"][2]
+                for (variant, (_, macs, params)), median in zip(variants.items(), medians):
+                    row = {"model": name, "batch_size": batch, "length": length, "runtime": runtime,
+                           "variant": variant, "macs": macs, "params": params, "macs_cut": base_macs / macs,
+                           "params_cut": base_params / params, "median_seconds": median,
+                           "speedup": medians[0] / median}  # fmt: skip
+                    row["speedup_over_cut"] = row["speedup"] / row["macs_cut"]
+                    rows.append(row)
+                    print(f"{name:<11} {batch:>5} {runtime:<7} {variant:<8} {row['macs_cut']:>8.2f} "
+                          f"{row['params_cut']:>10.2f} {median * 1e3:>9.2f} {row['speedup']:>8.2f} "
+                          f"{row['speedup_over_cut']:>11.2f}", flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("train", "speed"))
+    parser.add_argument("--models", help="train: model:batch pairs (default lstm:32,gpt:32); speed: model names")
+    parser.add_argument("--reductions", default="2,3", help="speed: MACs reductions")
+    parser.add_argument("--batches", default="1,16", help="speed: batch sizes")
+    parser.add_argument("--multiple", type=int, default=8, help="speed: pruned ranks are multiples of this")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--block", type=int, default=3, help="train: consecutive steps per variant per round")
+    parser.add_argument("--quick", action="store_true", help="tiny models, for the test suite")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    if args.part == "train":
+        models = args.models or ("tiny_lstm:2,tiny_gpt:2" if args.quick else "lstm:32,gpt:32")
+        rows = train_rows(models.split(","), 2 if args.quick else args.rounds, 4 if args.quick else args.block)
+    else:
+        models = args.models or ("tiny_lstm,tiny_gpt" if args.quick else "lstm,lstm_paper,gpt")
+        reductions = [1.2] if args.quick else [float(r) for r in args.reductions.split(",")]
+        batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
+        multiple = 1 if args.quick else args.multiple
+        rows = speed_rows(models.split(","), reductions, batches, 2 if args.quick else args.rounds, multiple)
+    if args.json:
+        atomic_write_json(args.json, {
+            "benchmark": f"sequence_models {args.part}", "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            "rows": rows,
+        })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
