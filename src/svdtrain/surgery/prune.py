@@ -42,7 +42,7 @@ def prune(
         if unknown:
             raise ValueError(f"rank names unknown factored weight(s): {', '.join(map(repr, unknown))}")
 
-    kept: dict[str, int] = {}
+    targets: dict[str, int] = {}  # every rank first: a bad one (or a diverged s) changes nothing
     for name, layer in layers:
         if energy is not None:
             k = energy_rank(layer.s, energy)
@@ -52,6 +52,9 @@ def prune(
             k = check_positive_int(f"rank for {name!r}", rank[name]) if name in rank else layer.rank
         else:
             k = check_positive_int(f"rank for {name!r}", rank)
-        layer.keep_(min(k, layer.rank))
+        targets[name] = min(k, layer.rank)
+    kept: dict[str, int] = {}
+    for name, layer in layers:
+        layer.keep_(targets[name])
         kept[name] = layer.rank
     return kept
