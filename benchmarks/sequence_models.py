@@ -9,12 +9,15 @@ train: dense against the full-rank SVD form (SVD init, orthogonality + Hoyer ter
   and with lazy regularization (the two terms on one step in 4, weighted by 4); steps timed
   interleaved, ratio of medians; exact tensor memory as in train_step_overhead.py
   (4 x parameter bytes + every tensor autograd saves, once per storage).
+recurrent: why W_hh deploys dense: a fused dense LSTM layer against the same layer run step by
+  step in Python with its recurrent matrix factored at rank h/2 and h/4.
 speed: the compact model at about 2x and 3x fewer MACs (greedy ranks, multiples of 8)
   against dense, in torch eager and ONNX Runtime, at batch 1 and 16 sequences; speedup over
   the MACs reduction as in BENCHMARKS.md section 5.
 
     python benchmarks/sequence_models.py train --models lstm:32,gpt:32
     python benchmarks/sequence_models.py speed --models lstm,lstm_paper,gpt
+    python benchmarks/sequence_models.py recurrent
     python benchmarks/sequence_models.py train --quick        # seconds, for the test suite
 """
 
@@ -170,9 +173,51 @@ def speed_rows(names: list[str], reductions: list[float], batches: list[int], ro
     return rows
 
 
+def looped_low_rank_lstm(lstm: torch.nn.LSTM, rank: int):
+    """One LSTM layer with W_hh = U diag(s) Vh at ``rank`` run step by step (the only way to use
+    a factored recurrent matrix without a custom kernel); returns a callable on (B, T, in)."""
+    U, s, Vh = torch.linalg.svd(lstm.weight_hh_l0.detach(), full_matrices=False)
+    U, Vh = (U[:, :rank] * s[:rank]).contiguous(), Vh[:rank].contiguous()  # (4h, r), (r, h)
+    w_ih, bias = lstm.weight_ih_l0.detach(), (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        gates_x = F.linear(x, w_ih, bias)  # (B, T, 4h), all steps at once
+        h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
+        outputs = []
+        for t in range(x.shape[1]):
+            gates = gates_x[:, t] + F.linear(F.linear(h, Vh), U)  # (B, 4h) through rank r
+            i, f, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        return torch.stack(outputs, 1)
+
+    return run
+
+
+def recurrent_rows(hidden: int, length: int, batches: list[int], rounds: int) -> list[dict]:
+    """Fused dense LSTM layer against a step-by-step loop with a factored W_hh at h/2 and h/4."""
+    rows = []
+    print(f"{'hidden':>6} {'batch':>5} {'form':<18} {'ms':>9} {'time vs fused dense':>20}")
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(hidden, hidden, batch_first=True).eval()
+    for batch in batches:
+        x = torch.randn(batch, length, hidden)
+        forms = {"fused dense": lambda: lstm(x)}
+        for divisor in (2, 4):
+            forms[f"loop, W_hh rank h/{divisor}"] = partial(looped_low_rank_lstm(lstm, hidden // divisor), x)
+        with torch.no_grad():
+            medians = interleaved_medians(list(forms.values()), rounds, 2)
+        for form, median in zip(forms, medians):
+            rows.append({"hidden": hidden, "length": length, "batch_size": batch, "form": form,
+                         "median_seconds": median, "time_ratio": median / medians[0]})  # fmt: skip
+            print(f"{hidden:>6} {batch:>5} {form:<18} {median * 1e3:>9.2f} {median / medians[0]:>20.2f}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("train", "speed"))
+    parser.add_argument("part", choices=("train", "speed", "recurrent"))
     parser.add_argument("--models", help="train: model:batch pairs (default lstm:32,gpt:32); speed: model names")
     parser.add_argument("--reductions", default="2,3", help="speed: MACs reductions")
     parser.add_argument("--batches", default="1,16", help="speed: batch sizes")
@@ -185,6 +230,9 @@ def main() -> None:
     if args.part == "train":
         models = args.models or ("tiny_lstm:2,tiny_gpt:2" if args.quick else "lstm:32,gpt:32")
         rows = train_rows(models.split(","), 2 if args.quick else args.rounds, 4 if args.quick else args.block)
+    elif args.part == "recurrent":
+        batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
+        rows = recurrent_rows(16 if args.quick else 512, 6 if args.quick else 64, batches, 2 if args.quick else args.rounds)
     else:
         models = args.models or ("tiny_lstm,tiny_gpt" if args.quick else "lstm,lstm_paper,gpt")
         reductions = [1.2] if args.quick else [float(r) for r in args.reductions.split(",")]
