@@ -1,4 +1,5 @@
-"""orthogonality_loss, sparsity_loss, singular_values on whole models; a training sanity run."""
+"""orthogonality_loss, sparsity_loss, singular_values on whole models (keyed by weight name);
+a training sanity run."""
 
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from svdtrain import SVDLinear, decompose, orthogonality_loss, prune, singular_values, sparsity_loss
+from svdtrain import decompose, factored_weights, orthogonality_loss, prune, singular_values, sparsity_loss
 
 
 def _two_linear_model():
@@ -15,11 +16,15 @@ def _two_linear_model():
     return decompose(model)
 
 
-def _set(layer, U, s, Vh):
+def _h(model, index):
+    return factored_weights(model)[f"{index}.weight"]
+
+
+def _set(handle, U, s, Vh):
     with torch.no_grad():
-        layer.U.copy_(torch.tensor(U))
-        layer.s.copy_(torch.tensor(s))
-        layer.Vh.copy_(torch.tensor(Vh))
+        handle.U.copy_(torch.tensor(U))
+        handle.s.copy_(torch.tensor(s))
+        handle.Vh.copy_(torch.tensor(Vh))
 
 
 def test_orthogonality_loss_zero_after_svd_init_and_positive_after_random_init():
@@ -32,20 +37,20 @@ def test_orthogonality_loss_zero_after_svd_init_and_positive_after_random_init()
 def test_orthogonality_loss_hand_computed_sum_over_layers_and_factors():
     model = _two_linear_model()
     # layer 0: U = [[1, 1], [0, 1]] (square -> A A^T): 3/4; Vh = I: 0
-    _set(model[0], [[1.0, 1.0], [0.0, 1.0]], [1.0, 1.0], [[1.0, 0.0], [0.0, 1.0]])
+    _set(_h(model, 0), [[1.0, 1.0], [0.0, 1.0]], [1.0, 1.0], [[1.0, 0.0], [0.0, 1.0]])
     # layer 1: U (3x2) = [[1, 0], [1, 1], [0, 1]] -> A^T A = [[2, 1], [1, 2]]: 4/4;
     #          Vh (2x2) = 2 I -> A A^T = 4 I: (9 + 9)/4
-    _set(model[1], [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], [1.0, 1.0], [[2.0, 0.0], [0.0, 2.0]])
+    _set(_h(model, 1), [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], [1.0, 1.0], [[2.0, 0.0], [0.0, 2.0]])
     loss = orthogonality_loss(model)
     assert loss.dim() == 0
     assert loss.item() == pytest.approx(3 / 4 + 0 + 1 + 18 / 4, rel=1e-6)
-    assert model[0].orthogonality_penalty().item() == pytest.approx(3 / 4, rel=1e-6)
+    assert _h(model, 0).orthogonality_penalty().item() == pytest.approx(3 / 4, rel=1e-6)
 
 
 def test_orthogonality_loss_gradient_reaches_factors_only():
     model = decompose(nn.Sequential(nn.Linear(4, 3)), init="random")
     orthogonality_loss(model).backward()
-    layer = model[0]
+    layer = _h(model, 0)
     assert torch.isfinite(layer.U.grad).all() and layer.U.grad.abs().sum() > 0
     assert torch.isfinite(layer.Vh.grad).all() and layer.Vh.grad.abs().sum() > 0
     assert layer.s.grad is None
@@ -55,8 +60,8 @@ def test_orthogonality_loss_gradient_reaches_factors_only():
 def test_sparsity_loss_hand_computed_and_summed(kind, per_layer):
     model = _two_linear_model()
     with torch.no_grad():
-        model[0].s.copy_(torch.tensor([3.0, 4.0]))
-        model[1].s.copy_(torch.tensor([-4.0, 3.0]))
+        _h(model, 0).s.copy_(torch.tensor([3.0, 4.0]))
+        _h(model, 1).s.copy_(torch.tensor([-4.0, 3.0]))
     assert sparsity_loss(model, kind).item() == pytest.approx(2 * per_layer, rel=1e-6)
 
 
@@ -69,16 +74,16 @@ def test_sparsity_loss_default_is_hoyer():
 @pytest.mark.parametrize("s0", [[0.0, 0.0], [0.0, 2.0], [1e-30, 3e-30], [1e30, 0.0]])
 def test_sparsity_loss_gradients_finite_with_zero_tiny_huge_and_rank1(kind, s0):
     model = _two_linear_model()
-    prune(model, rank={"1": 1})  # layer 1 has rank 1
+    prune(model, rank={"1.weight": 1})  # weight 1 has rank 1
     with torch.no_grad():
-        model[0].s.copy_(torch.tensor(s0))
+        _h(model, 0).s.copy_(torch.tensor(s0))
     loss = sparsity_loss(model, kind)
     loss.backward()
     assert torch.isfinite(loss)
-    for layer in model:
-        assert torch.isfinite(layer.s.grad).all()
+    for handle in factored_weights(model).values():
+        assert torch.isfinite(handle.s.grad).all()
     if s0 == [0.0, 0.0]:
-        assert torch.equal(model[0].s.grad, torch.zeros(2))
+        assert torch.equal(_h(model, 0).s.grad, torch.zeros(2))
 
 
 @pytest.mark.parametrize("kind", ["hoyer", "hoyer_square"])
@@ -87,8 +92,8 @@ def test_sparsity_loss_scale_invariant_for_hoyer_kinds(kind, scale):
     model = _two_linear_model()
     base = sparsity_loss(model, kind).item()
     with torch.no_grad():
-        for layer in model:
-            layer.s.mul_(scale)
+        for handle in factored_weights(model).values():
+            handle.s.mul_(scale)
     value = sparsity_loss(model, kind).item()
     assert math.isfinite(value)
     assert value == pytest.approx(base, rel=1e-5)
@@ -98,8 +103,8 @@ def test_sparsity_loss_l1_scales_linearly():
     model = _two_linear_model()
     base = sparsity_loss(model, "l1").item()
     with torch.no_grad():
-        for layer in model:
-            layer.s.mul_(-3.0)
+        for handle in factored_weights(model).values():
+            handle.s.mul_(-3.0)
     assert sparsity_loss(model, "l1").item() == pytest.approx(3 * base, rel=1e-6)
 
 
@@ -110,8 +115,8 @@ def test_unknown_sparsity_kind_raises():
 
 
 @pytest.mark.parametrize("fn", [orthogonality_loss, sparsity_loss, singular_values])
-def test_losses_need_svd_layers(fn):
-    with pytest.raises(ValueError, match=r"no SVD layers; call svdtrain\.decompose"):
+def test_losses_need_factored_weights(fn):
+    with pytest.raises(ValueError, match=r"no factored weights; call svdtrain\.decompose"):
         fn(nn.Sequential(nn.Linear(3, 3)))
 
 
@@ -121,15 +126,15 @@ def test_singular_values_match_numpy_and_are_detached_copies(scheme):
     weights = [model[0].weight.detach().double().numpy(), model[2].weight.detach().double().numpy()]
     decompose(model, scheme=scheme)
     values = singular_values(model)
-    assert list(values) == ["0", "2"]
+    assert list(values) == ["0.weight", "2.weight"]
     w = weights[0]
     matrix = w.reshape(4, -1) if scheme == "channel" else w.transpose(1, 2, 0, 3).reshape(3 * 3, 4 * 2)
-    np.testing.assert_allclose(values["0"].double().numpy(), np.linalg.svd(matrix, compute_uv=False), rtol=1e-5)
-    np.testing.assert_allclose(values["2"].double().numpy(), np.linalg.svd(weights[1], compute_uv=False), rtol=1e-5)
+    np.testing.assert_allclose(values["0.weight"].double().numpy(), np.linalg.svd(matrix, compute_uv=False), rtol=1e-5)
+    np.testing.assert_allclose(values["2.weight"].double().numpy(), np.linalg.svd(weights[1], compute_uv=False), rtol=1e-5)
     for s in values.values():
         assert not s.requires_grad and torch.all(s >= 0) and torch.all(s[:-1] >= s[1:])
-    values["2"].zero_()
-    assert model[2].s.abs().sum() > 0  # the model is untouched
+    values["2.weight"].zero_()
+    assert _h(model, 2).s.abs().sum() > 0  # the model is untouched
 
 
 @pytest.mark.parametrize("kind", ["l1", "hoyer", "hoyer_square"])
@@ -146,8 +151,8 @@ def test_training_sanity_with_both_regularizers(kind):
         loss = loss + 1e-3 * sparsity_loss(model, kind)
         loss.backward()
         assert torch.isfinite(loss)
-        for layer in (model[0], model[3]):
-            for p in (layer.U, layer.s, layer.Vh):
+        for handle in (_h(model, 0), _h(model, 3)):
+            for p in handle.factors:
                 assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
         opt.step()
         losses.append(loss.item())
@@ -158,11 +163,16 @@ def test_training_sanity_with_both_regularizers(kind):
     loss = nn.functional.cross_entropy(model(x), y) + orthogonality_loss(model) + sparsity_loss(model, kind)
     loss.backward()
     opt.step()
-    assert torch.isfinite(loss) and model[0].U.shape[1] == 2 and torch.isfinite(model[0].U).all()
+    assert torch.isfinite(loss) and _h(model, 0).U.shape[1] == 2 and torch.isfinite(_h(model, 0).U).all()
+    assert torch.isfinite(model[0].weight).all() and torch.linalg.matrix_rank(model[0].weight.detach().flatten(1)) <= 2
 
 
-def test_svd_linear_parameters_listed_for_optimizer():
+def test_factors_are_listed_for_the_optimizer():
     model = decompose(nn.Sequential(nn.Linear(5, 3)))
     names = [n for n, _ in model.named_parameters()]
-    assert names == ["0.U", "0.s", "0.Vh", "0.bias"]
-    assert isinstance(model[0], SVDLinear)
+    factors = [f"0.parametrizations.weight.original{i}" for i in range(3)]
+    assert names == ["0.bias", *factors]
+    handle = _h(model, 0)
+    params = dict(model.named_parameters())
+    assert [params[n] for n in factors] == [handle.U, handle.s, handle.Vh]
+    assert isinstance(model[0], nn.Linear)
