@@ -164,7 +164,8 @@ def test_training_sanity_with_both_regularizers(kind):
     loss.backward()
     opt.step()
     assert torch.isfinite(loss) and _h(model, 0).U.shape[1] == 2 and torch.isfinite(_h(model, 0).U).all()
-    assert torch.isfinite(model[0].weight).all() and torch.linalg.matrix_rank(model[0].weight.detach().flatten(1)) <= 2
+    assert torch.isfinite(model[0].weight).all()
+    assert torch.linalg.matrix_rank(model[0].weight.detach().flatten(1)) <= 2
 
 
 def test_factors_are_listed_for_the_optimizer():
