@@ -85,11 +85,11 @@ def svd_training(setup: Setup, scheme: str, kind: str, budgets: dict[float, int]
 
 
 def uniform_ranks(model: nn.Module, example: torch.Tensor, budget: int) -> dict[str, int]:
-    """One kept fraction of every layer's rank, the largest that meets ``budget`` (bisection)."""
-    layers = svdtrain.svd_layers(model)
+    """One kept fraction of every factored weight's rank, the largest that meets ``budget`` (bisection)."""
+    weights = svdtrain.factored_weights(model)
 
     def ranks(fraction: float) -> dict[str, int]:
-        return {name: max(1, math.ceil(fraction * layer.rank)) for name, layer in layers}
+        return {name: max(1, math.ceil(fraction * handle.rank)) for name, handle in weights.items()}
 
     low, high = 0.0, 1.0
     for _ in range(30):

@@ -46,7 +46,7 @@ def model_pipeline(model_name: str, size: int) -> dict:
     small, compact_s = timed(lambda: svdtrain.compact(model, example))
     with torch.no_grad():
         error = float((small(example) - model(example)).abs().max())
-    return {"model": model_name, "layers": len(ranks), "decompose_s": decompose_s, "ranks_for_macs_s": ranks_s,
+    return {"model": model_name, "weights": len(ranks), "decompose_s": decompose_s, "ranks_for_macs_s": ranks_s,
             "prune_s": prune_s, "compact_s": compact_s, "compact_max_abs_diff": error}  # fmt: skip
 
 
@@ -65,7 +65,7 @@ def linear_layer(m: int, n: int, decay: float, ranks: list[int]) -> list[dict]:
     linear = nn.Linear(n, m, bias=False)
     linear.weight.data = matrix
     exact, exact_s = timed(lambda: svdtrain.decompose(nn.Sequential(copy.deepcopy(linear)), init="svd"))
-    s_exact = exact[0].s.detach().double()
+    s_exact = svdtrain.factored_weights(exact)["0.weight"].s.detach().double()
     norm = float(s_exact.pow(2).sum().sqrt())
     rows = [{"method": "exact SVD (float64, all values)", "rank": int(min(m, n)), "seconds": exact_s,
              "singular_value_error": float(((s_exact - s_true.double()).abs() / s_true.double()).max()),
@@ -74,8 +74,9 @@ def linear_layer(m: int, n: int, decay: float, ranks: list[int]) -> list[dict]:
         best = float(s_exact[rank:].pow(2).sum().sqrt()) / norm  # Eckart-Young: the floor
         model, seconds = timed(lambda: svdtrain.decompose(nn.Sequential(copy.deepcopy(linear)), init="svd_lowrank",
                                                           rank=rank))  # fmt: skip
-        approx = model[0].weight_matrix().detach()
-        s_kept = model[0].s.detach().double()
+        handle = svdtrain.factored_weights(model)["0.weight"]
+        approx = handle.matrix().detach()
+        s_kept = handle.s.detach().double()
         rows.append({"method": "randomized SVD (svd_lowrank)", "rank": rank, "seconds": seconds,
                      "singular_value_error": float(((s_kept - s_exact[:rank]).abs() / s_exact[:rank]).max()),
                      "approximation_error": float(torch.linalg.matrix_norm(approx - matrix)) / norm,
@@ -96,7 +97,7 @@ def main() -> None:
         args.model, args.shape, args.ranks = "resnet20", "128,256", "16"
     size = 224 if args.model.startswith("imagenet") else 32
     pipeline = model_pipeline(args.model, size)
-    print(f"{pipeline['model']} ({pipeline['layers']} layers): decompose {pipeline['decompose_s']:.2f} s, "
+    print(f"{pipeline['model']} ({pipeline['weights']} factored weights): decompose {pipeline['decompose_s']:.2f} s, "
           f"ranks_for_macs {pipeline['ranks_for_macs_s']:.2f} s, prune {pipeline['prune_s']:.2f} s, "
           f"compact {pipeline['compact_s']:.2f} s (max |diff| {pipeline['compact_max_abs_diff']:.1e})", flush=True)  # fmt: skip
     m, n = (int(v) for v in args.shape.split(","))
