@@ -2,10 +2,13 @@
 
 Variants, timed A B C A B C ... in one process so machine noise hits all alike:
   dense     the plain model: forward, backward, Adam step
-  svd       decomposed (channel, SVD init) + orthogonality + Hoyer terms; each layer picks
-            its cheaper path per call (at full rank: rebuild W once, one conv)
-  svd_pair  the same, but forced through the two thin convs every step (what naive
-            implementations do), to show why the per-layer choice matters
+  svd       decomposed (channel, SVD init) + orthogonality + Hoyer terms: each weight is
+            rebuilt as U diag(s) Vh once per step (its parametrization, under
+            parametrize.cached() as train_epoch runs it), then the module's own conv
+  svd_pair  the same factors and regularizers, but each Conv2d/Linear forward replaced by
+            the two thin ops on them (Vh as a k x k conv to r channels, then U diag(s) as a
+            1x1 conv; Linear alike), gradients to U, s, Vh: what a module-swapping
+            implementation runs every step, to show what rebuilding W saves at full rank
   svd_lazy4 svd, with both regularizers computed on one step in 4, weighted by 4 (lazy
             regularization, RunConfig.regularize_every)
 Each round runs --block consecutive steps of each variant (so a lazy variant's expensive
@@ -37,6 +40,8 @@ from datetime import date
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 
 import svdtrain
 from svdtrain.io import atomic_write_json
@@ -58,7 +63,8 @@ def make_step(model, regularization: Regularization, batch: torch.Tensor, target
     counter = iter(range(10**9))
 
     def step() -> None:
-        loss = F.cross_entropy(model(batch), targets) + regularization.loss(model, next(counter))
+        with parametrize.cached():  # as train_epoch runs a step
+            loss = F.cross_entropy(model(batch), targets) + regularization.loss(model, next(counter))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -78,14 +84,46 @@ def tensor_bytes(model_name: str, variant: str, batch_size: int) -> int:
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), parametrize.cached():
         loss = F.cross_entropy(model(batch), targets) + regularization_of(variant).loss(model, 0)  # noqa: F841
     return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + sum(saved.values())
 
 
-def force_pair_path(model) -> None:
-    for _, layer in svdtrain.svd_layers(model):
-        layer.forward = layer.forward_factored
+def _pair_forward(handle: svdtrain.FactoredWeight):
+    """The module's forward as two thin ops on U, s, Vh (channel view), differentiable in them."""
+    module = handle.module
+    if isinstance(module, nn.Conv2d):
+        if handle.view != "channel" or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            raise ValueError(f"{handle.name}: only channel-view convs with numeric zero padding have a pair here")
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            U, s, Vh = handle.factors
+            r = s.shape[0]
+            first = F.conv2d(x, Vh.reshape(r, module.in_channels, *module.kernel_size), None, module.stride,
+                             module.padding, module.dilation)  # fmt: skip
+            return F.conv2d(first, (U * s).reshape(module.out_channels, r, 1, 1), module.bias)
+
+    elif isinstance(module, nn.Linear):
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            U, s, Vh = handle.factors
+            return F.linear(F.linear(x, Vh), U * s, module.bias)
+
+    else:
+        raise ValueError(f"{handle.name}: no pair forward for {type(module).__name__}")
+    return forward
+
+
+@torch.no_grad()
+def force_pair_path(model: nn.Module, batch: torch.Tensor) -> None:
+    """Run every factored Conv2d/Linear as its two thin ops; checks the output is unchanged."""
+    was_training = model.training
+    model.eval()
+    reference = model(batch)
+    for handle in svdtrain.factored_weights(model).values():
+        handle.module.forward = _pair_forward(handle)
+    torch.testing.assert_close(model(batch), reference, rtol=1e-4, atol=1e-4)
+    model.train(was_training)
 
 
 def build_parts(model_name: str, variant: str, batch_size: int):
@@ -93,10 +131,11 @@ def build_parts(model_name: str, variant: str, batch_size: int):
     model = build_model(model_name, 10)
     if variant != "dense":
         model = svdtrain.decompose(model, scheme="channel", init="svd")
-    if variant == "svd_pair":
-        force_pair_path(model)
     size = 224 if model_name.startswith("imagenet") else 32
-    return model, torch.randn(batch_size, 3, size, size), torch.randint(0, 10, (batch_size,))
+    batch = torch.randn(batch_size, 3, size, size)
+    if variant == "svd_pair":
+        force_pair_path(model, batch)
+    return model, batch, torch.randint(0, 10, (batch_size,))
 
 
 def build(model_name: str, variant: str, batch_size: int):
