@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 import svdtrain
 from svdtrain.surgery import latency, timing
@@ -35,8 +36,10 @@ def synthetic_clock(monkeypatch):
 def _model():
     torch.manual_seed(0)
     model = svdtrain.decompose(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)))
-    model[0].s.data = 0.8 ** torch.arange(64.0)  # decays: cheap to cut
-    model[2].s.data = torch.ones(64)  # flat: every value matters
+    weights = svdtrain.factored_weights(model)
+    with torch.no_grad():
+        weights["0.weight"].s.copy_(0.8 ** torch.arange(64.0))  # decays: cheap to cut
+        weights["2.weight"].s.copy_(torch.ones(64))  # flat: every value matters
     return model
 
 
@@ -53,7 +56,8 @@ def test_meets_the_speedup_on_the_clock_and_cuts_the_decaying_layer_first(synthe
     x = torch.randn(1, 64)
     total = 50 + 2 * 64 * 64
     ranks = svdtrain.ranks_for_speedup(model, x, 1.5)
-    assert ranks["0"] < 64 and ranks["2"] == 64  # the flat spectrum is left alone while possible
+    assert set(ranks) == {"0.weight", "2.weight"}
+    assert ranks["0.weight"] < 64 and ranks["2.weight"] == 64  # the flat spectrum is left alone while possible
     cost = 50 + sum(64 * 64 if r == 64 else min(64 * 64, 2 * 64 * r + 30) for r in ranks.values())
     assert cost <= total / 1.5
     assert all(r == 64 or r % 8 == 0 for r in ranks.values())
@@ -67,6 +71,49 @@ def test_out_of_reach_and_bad_arguments_are_refused(synthetic_clock):
         svdtrain.ranks_for_speedup(model, x, 1.0)
     with pytest.raises(ValueError, match="multiple must be"):
         svdtrain.ranks_for_speedup(model, x, 1.5, multiple=0)
+    with pytest.raises(ValueError, match=r"no factored weights; call svdtrain\.decompose"):
+        svdtrain.ranks_for_speedup(nn.Sequential(nn.Linear(4, 4)), torch.randn(1, 4), 1.5)
+
+
+def test_the_model_is_not_changed(synthetic_clock):
+    model, x = _model(), torch.randn(1, 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    svdtrain.ranks_for_speedup(model, x, 1.5)
+    assert before.keys() == model.state_dict().keys()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(parametrize.is_parametrized(model[i], "weight") for i in (0, 2))
+
+
+def test_timed_forms_are_the_deployed_modules_of_one_weight(synthetic_clock, monkeypatch):
+    seen = []
+
+    def record(modules, inputs, rounds=5, warmup=2):
+        seen.append([type(m) for m in modules])
+        return [1.0] * len(modules)
+
+    monkeypatch.setattr(latency, "median_seconds", record)
+    model, x = _model(), torch.randn(1, 64)
+    with pytest.raises(ValueError, match="out of reach"):  # a clock on which nothing is faster
+        svdtrain.ranks_for_speedup(model, x, 1.5, points=2)
+    whole, first, second = seen
+    assert whole == [nn.Sequential]
+    assert first == second == [nn.Linear, nn.Sequential, nn.Sequential]  # dense, then the pair at 2 ranks
+
+
+def test_only_weights_that_can_be_timed_alone_get_ranks(synthetic_clock):
+    class ReadsItsWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.b(self.a(x).to(self.b.weight.dtype))  # b is read outside its forward: stays dense
+
+    model = svdtrain.decompose(ReadsItsWeight())
+    with torch.no_grad():
+        svdtrain.factored_weights(model)["a.weight"].s.copy_(0.8 ** torch.arange(64.0))
+    ranks = svdtrain.ranks_for_speedup(model, torch.randn(1, 64), 1.2)
+    assert set(ranks) == {"a.weight"} and ranks["a.weight"] < 64
 
 
 def test_noisy_times_are_made_monotone():
@@ -81,5 +128,5 @@ def test_real_clock_returns_valid_ranks():
     except ValueError as error:  # a machine where no pair is faster: the refusal must say so
         assert "out of reach" in str(error)
         return
-    assert set(ranks) == {"0", "2"}
-    assert all(1 <= ranks[name] <= layer.rank for name, layer in svdtrain.svd_layers(model))
+    assert set(ranks) == {"0.weight", "2.weight"}
+    assert all(1 <= ranks[name] <= handle.rank for name, handle in svdtrain.factored_weights(model).items())
