@@ -174,6 +174,54 @@ def test_conv1d_forms_agree_after_pruning(case, data):
         _close(out, ref)
 
 
+# Derandomized hypothesis runs cluster around a few configurations; this grid makes sure every
+# padding kind meets every padding mode and scheme, with strides and dilations that differ per axis.
+GRID_PADDINGS = [1, (2, 0), "valid", "same"]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("padding", GRID_PADDINGS, ids=str)
+def test_conv2d_grid_of_paddings_modes_and_schemes(padding, mode, scheme):
+    stride = (1, 1) if padding == "same" else (2, 3)
+    kwargs = dict(in_channels=3, out_channels=5, kernel_size=(3, 2), stride=stride, padding=padding,
+                  dilation=(2, 1), padding_mode=mode)  # fmt: skip
+    conv, x = nn.Conv2d(**kwargs), torch.randn(2, 3, 9, 8)
+    ref = conv(x)
+    decompose(conv, scheme=scheme)
+    for out in [conv(x), *_deployed_outputs(conv, x).values()]:
+        _close(out, ref)
+    handle = factored_weights(conv)["weight"]
+    handle.keep_(2)
+    low_rank = _plain(kwargs, conv)(x)
+    for out in [conv(x), *_deployed_outputs(conv, x).values()]:
+        _close(out, low_rank)
+    pair = kind_for(conv).pair_macs(conv, "weight", x.shape, 2)
+    if _has_pair(conv):
+        first, second = compact(conv, forms={"weight": "pair"})
+        first_macs, h = _conv_macs(first, x)
+        assert pair == pytest.approx(first_macs + _conv_macs(second, h)[0], rel=1e-9)
+    else:
+        assert pair is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("padding", [2, "valid", "same"])
+def test_conv1d_grid_of_paddings_and_modes(padding, mode):
+    kwargs = dict(in_channels=3, out_channels=4, kernel_size=4, stride=1 if padding == "same" else 2,
+                  padding=padding, dilation=2, padding_mode=mode)  # fmt: skip
+    conv, x = nn.Conv1d(**kwargs), torch.randn(2, 3, 11)
+    ref = conv(x)
+    decompose(conv, scheme="spatial")
+    for out in [conv(x), *_deployed_outputs(conv, x).values()]:
+        _close(out, ref)
+    factored_weights(conv)["weight"].keep_(1)
+    low_rank = _plain(kwargs, conv)(x)
+    for out in [conv(x), *_deployed_outputs(conv, x).values()]:
+        _close(out, low_rank)
+
+
 def _conv_macs(conv, x):
     y = conv(x)
     return y.numel() * conv.in_channels // conv.groups * math.prod(conv.kernel_size), y
