@@ -101,7 +101,8 @@ def load_compact(export_dir: str | Path) -> nn.Module:
         raise FileNotFoundError(f"no spec.json in {export_dir}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str) or not isinstance(spec.get("num_classes"), int):
+    zoo = isinstance(spec, dict) and isinstance(spec.get("model"), str) and isinstance(spec.get("num_classes"), int)
+    if not zoo:
         raise ValueError(f"{path} names no model zoo architecture (its 'model' and 'num_classes'); "
                          "rebuild it with svdtrain.rebuild_compact on your own dense model")  # fmt: skip
     try:

@@ -40,7 +40,8 @@ def plot_spectra(before: dict[str, list[float]], after: dict[str, list[float]], 
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
-    fig.suptitle("singular values per factored weight (sorted |s|), before and after sparsity training", fontsize=9, y=1.0)
+    fig.suptitle("singular values per factored weight (sorted |s|), before and after sparsity training",
+                 fontsize=9, y=1.0)  # fmt: skip
     fig.tight_layout()
     _save(fig, path)
 
