@@ -215,35 +215,41 @@ def recurrent_rows(hidden: int, length: int, batches: list[int], rounds: int) ->
     return rows
 
 
+def run_part(part: str, args: argparse.Namespace) -> list[dict]:
+    quick = args.quick
+    rounds = 2 if quick else args.rounds
+    batches = [2] if quick else [int(b) for b in args.batches.split(",")]
+    if part == "train":
+        models = args.models or ("tiny_lstm:2,tiny_gpt:2" if quick else "lstm:32,gpt:32")
+        return train_rows(models.split(","), rounds, 4 if quick else args.block)
+    if part == "recurrent":
+        return recurrent_rows(16 if quick else 512, 6 if quick else 64, batches, rounds)
+    models = args.models or ("tiny_lstm,tiny_gpt" if quick else "lstm,lstm_paper,gpt")
+    reductions = [1.2] if quick else [float(r) for r in args.reductions.split(",")]
+    return speed_rows(models.split(","), reductions, batches, rounds, 1 if quick else args.multiple)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("train", "speed", "recurrent"))
+    parser.add_argument("part", nargs="?", choices=("train", "speed", "recurrent", "all"), default="all")
     parser.add_argument("--models", help="train: model:batch pairs (default lstm:32,gpt:32); speed: model names")
     parser.add_argument("--reductions", default="2,3", help="speed: MACs reductions")
-    parser.add_argument("--batches", default="1,16", help="speed: batch sizes")
+    parser.add_argument("--batches", default="1,16", help="speed and recurrent: batch sizes")
     parser.add_argument("--multiple", type=int, default=8, help="speed: pruned ranks are multiples of this")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=int, default=3, help="train: consecutive steps per variant per round")
     parser.add_argument("--quick", action="store_true", help="tiny models, for the test suite")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    if args.part == "train":
-        models = args.models or ("tiny_lstm:2,tiny_gpt:2" if args.quick else "lstm:32,gpt:32")
-        rows = train_rows(models.split(","), 2 if args.quick else args.rounds, 4 if args.quick else args.block)
-    elif args.part == "recurrent":
-        batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
-        rows = recurrent_rows(16 if args.quick else 512, 6 if args.quick else 64, batches, 2 if args.quick else args.rounds)
-    else:
-        models = args.models or ("tiny_lstm,tiny_gpt" if args.quick else "lstm,lstm_paper,gpt")
-        reductions = [1.2] if args.quick else [float(r) for r in args.reductions.split(",")]
-        batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
-        multiple = 1 if args.quick else args.multiple
-        rows = speed_rows(models.split(","), reductions, batches, 2 if args.quick else args.rounds, multiple)
+    parts = ["train", "recurrent", "speed"] if args.part == "all" else [args.part]
+    if args.models and len(parts) > 1:
+        parser.error("--models means different things per part: name one part")
+    results = {part: run_part(part, args) for part in parts}
     if args.json:
         atomic_write_json(args.json, {
-            "benchmark": f"sequence_models {args.part}", "date": date.today().isoformat(),
+            "benchmark": "sequence_models", "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-            "rows": rows,
+            **results,
         })  # fmt: skip
 
 
