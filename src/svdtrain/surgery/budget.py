@@ -81,11 +81,12 @@ def ranks_for_macs(
     for name, layer in layers.items():
         ranks[name] = layer.rank
         fqn, module = name[: -len(layer.param)].rstrip("."), layer.module
-        shape, kind = trace.shapes.get(fqn), kind_for(module)
-        per_rank = kind.pair_macs(module, layer.param, shape, 1) if shape is not None else None
-        if per_rank is None or not can_swap(module, fqn, trace.read_outside):
+        shapes, kind = [shape for shape, _ in trace.calls.get(fqn, [])], kind_for(module)  # one per call
+        if not shapes or None in shapes or kind.pair_macs(module, layer.param, shapes[0], 1) is None \
+                or not can_swap(module, fqn, trace.read_outside):
             continue  # deploys dense whatever its rank: dropping values saves no MACs
-        dense_cost[name], rank_cost[name] = kind.dense_macs(module, layer.param, shape), per_rank
+        dense_cost[name] = sum(kind.dense_macs(module, layer.param, shape) for shape in shapes)
+        rank_cost[name] = sum(kind.pair_macs(module, layer.param, shape, 1) for shape in shapes)
         squares = layer.s.detach().double().pow(2).sort(descending=True).values
         energy = float(squares.sum()) or 1.0
         steps = rank_steps(layer.rank, multiple)

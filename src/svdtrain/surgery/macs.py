@@ -26,9 +26,10 @@ def deployed_macs(model: nn.Module, trace: Trace) -> dict[str, int]:
     counts: dict[str, int] = {}
     for fqn, calls in trace.calls.items():
         handles = groups.get(fqn, {})
+        # The form is chosen once, on the first call's shape, as compact chooses it; every call pays it.
+        pairs = paired(handles, fqn, trace.shapes.get(fqn), trace.read_outside) if handles else set()
         total = 0
         for shape, dense in calls:
-            pairs = paired(handles, fqn, shape, trace.read_outside) if handles else set()
             total += dense - round(sum(pair_saving(handles[p], shape) for p in pairs))
         counts[fqn] = total
     return counts
