@@ -201,3 +201,15 @@ def test_budget_rules_need_factored_weights():
     for rule in (svdtrain.ranks_for_macs, svdtrain.energy_for_macs):
         with pytest.raises(ValueError, match=r"no factored weights; call svdtrain\.decompose"):
             rule(nn.Sequential(nn.Linear(3, 3)), torch.randn(1, 3), 5)
+
+
+def test_a_module_called_twice_saves_on_every_call():
+    fc = nn.Linear(32, 32)
+    model = svdtrain.decompose(nn.Sequential(fc, nn.Tanh(), fc))
+    x = torch.randn(1, 32)
+    assert svdtrain.count_macs(model, x) == 2 * 32 * 32
+    ranks = svdtrain.ranks_for_macs(model, x, 2 * 64 * 4)  # rank 4 costs 64 per value and call
+    assert ranks == {"0.weight": 4}
+    assert svdtrain.count_macs(_pruned(model, ranks), x) == 2 * 64 * 4
+    with pytest.raises(ValueError, match="even rank 1 per layer costs 128"):
+        svdtrain.ranks_for_macs(model, x, 127)

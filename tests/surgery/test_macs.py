@@ -124,6 +124,32 @@ def test_macs_by_layer_names_and_shared_layers_counted_per_call():
     assert macs_by_layer(model, torch.randn(5, 4)) == {"0": 2 * 5 * 1 * (4 + 4), "3": 5 * 8}
 
 
+class TwoWidths(nn.Module):
+    """One spatial conv called on a narrow input, then on a wide one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, (1, 5))
+
+    def forward(self, x):  # (N, 8, 3, 5) -> (N, 8, 3, 1)
+        return self.conv(x).sum() + self.conv(torch.cat([x] * 20, dim=-1)).sum()
+
+
+def test_a_module_called_on_two_shapes_is_counted_in_the_form_compact_deploys():
+    # Rank 4, per output position: dense 320; pair 4 * (8 * width / out width + 40): 320 at
+    # width 5 (first call: compact keeps it dense), about 193 at width 100 (a pair would pay).
+    model = decompose(TwoWidths(), scheme="spatial")
+    prune(model, rank=4)
+    x = torch.randn(1, 8, 3, 5)
+    c = compact(model, x)
+    assert type(c.conv) is nn.Conv2d
+    assert count_macs(model, x) == count_macs(c, x) == 3 * 1 * 320 + 3 * 96 * 320
+    prune(model, rank=3)  # cheaper as a pair on both shapes
+    c = compact(model, x)
+    assert type(c.conv) is nn.Sequential
+    assert count_macs(model, x) == count_macs(c, x) and 2 * count_macs(c, x) == _flops(c, x)
+
+
 def test_count_macs_runs_in_eval_and_restores_training_modes():
     model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5), nn.BatchNorm1d(3))
     model.train()
