@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
-import svdtrain
 from svdtrain import (
     compact,
     compact_spec,
@@ -65,7 +64,7 @@ def _only_torch_modules(model):
     for module in model.modules():
         assert not parametrize.is_parametrized(module), type(module)
         assert not type(module).__module__.startswith("svdtrain"), type(module)
-        if type(module) not in (Net, TwoInputs, ReadsItsWeight):
+        if type(module) not in (Net, TwoInputs, ReadsItsWeight, Containers):
             assert type(module).__module__.startswith("torch.nn.modules"), type(module)
     assert not factored_weights(model)
 
@@ -236,6 +235,30 @@ def test_compact_keeps_shared_layers_shared():
     full.append(full[1])
     c = compact(full, x)  # baked dense: still one module
     assert c[1] is c[2] and type(c[1]) is nn.Linear
+
+
+class Containers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.again = self.fc  # one module under three names
+        self.blocks = nn.ModuleList([nn.Linear(6, 6), self.fc])
+        self.heads = nn.ModuleDict({"out": nn.Linear(6, 3)})
+
+    def forward(self, x):
+        return self.heads["out"](self.blocks[1](self.blocks[0](self.again(x))))
+
+
+def test_compact_replaces_modules_in_containers_and_under_every_name():
+    model = decompose(Containers())
+    assert list(factored_weights(model)) == ["fc.weight", "blocks.0.weight", "heads.out.weight"]
+    prune(model, rank=1)
+    x = torch.randn(2, 6)
+    c = compact(model, x)
+    assert c.fc is c.again is c.blocks[1] and type(c.fc) is nn.Sequential
+    assert type(c.blocks[0]) is nn.Sequential and type(c.heads["out"]) is nn.Sequential
+    assert isinstance(c.blocks, nn.ModuleList) and isinstance(c.heads, nn.ModuleDict)
+    _close(c(x), model(x))
 
 
 class TwoInputs(nn.Module):
@@ -450,4 +473,3 @@ def test_a_spec_that_does_not_fit_is_refused(edit, message):
 def test_not_a_spec_is_refused():
     with pytest.raises(ValueError, match="not a svdtrain-compact v2 spec"):
         rebuild_compact(Net(), ["conv1.weight"])
-    assert hasattr(svdtrain, "rebuild_compact")
