@@ -7,6 +7,7 @@ import warnings
 from typing import Callable, Iterable
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from svdtrain.layers import UnsupportedLayer, factor_weight, kind_for
 from svdtrain.linalg import check_init, check_scheme, resolve_rank
@@ -37,6 +38,8 @@ def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Modul
         if id(module) in seen:
             continue
         seen.add(id(module))
+        if parametrize.is_parametrized(module):  # other parametrizations' internals are not the model's layers
+            seen.update(id(m) for m in module.parametrizations.modules())
         prefix = f"{fqn}." if fqn else ""
         kind = kind_for(module)
         matrices = [n for n, p in module.named_parameters(recurse=False) if sum(d > 1 for d in p.shape) >= 2]
@@ -55,6 +58,8 @@ def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Modul
             tied = [n for n, holder, attr in holders if (holder, attr) != (id(module), param)]
             if tied:
                 refused[prefix + param] = f"tied to {tied[0]}: factoring it would untie them"
+            elif parametrize.is_parametrized(module, param):
+                refused[prefix + param] = "already parametrized (weight_norm, spectral_norm, ...)"
             else:
                 found[prefix + param] = (module, param, kind.view(module, param, scheme))
         for param in matrices:
