@@ -273,6 +273,23 @@ def test_a_tied_weight_stays_dense_with_a_warning_and_is_refused_by_name():
         decompose(Tied(), weights=["head.weight"])
 
 
+def test_an_already_parametrized_weight_stays_dense_with_a_warning():
+    model = nn.Sequential(nn.Linear(4, 4), nn.utils.parametrizations.weight_norm(nn.Linear(4, 4)), nn.Linear(4, 4))
+    x = torch.randn(2, 4)
+    ref = model(x)
+    with pytest.warns(UserWarning) as record:
+        decompose(model)
+    (message,) = [str(r.message) for r in record]
+    # the weight-normed weight is named once; weight_norm's own tensors are not layers of the model
+    assert message == "svdtrain.decompose left 1 weight(s) dense: 1.weight (already parametrized (weight_norm, " \
+                      "spectral_norm, ...))"  # fmt: skip
+    assert list(factored_weights(model)) == ["0.weight", "2.weight"]
+    _close(model(x), ref)
+    with pytest.raises(ValueError, match=r"cannot factor '1\.weight': already parametrized"):
+        decompose(nn.Sequential(nn.Linear(4, 4), nn.utils.parametrizations.weight_norm(nn.Linear(4, 4))),
+                  weights=["0.weight", "1.weight"])  # fmt: skip
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()
