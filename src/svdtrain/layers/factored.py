@@ -97,3 +97,5 @@ def factor_weight(module: nn.Module, param: str, view: str, *, init: str, rank: 
     """Register an :class:`SVDWeight` on ``module.<param>``, in place."""
     weight = getattr(module, param)
     parametrize.register_parametrization(module, param, SVDWeight(view, weight.shape, init=init, rank=rank))
+    if init == "random":  # a from-scratch start is for registration only: a weight assigned later is factored as given
+        module.parametrizations[param][0].init = "svd"
