@@ -141,13 +141,24 @@ def test_module_keeps_its_type_weight_bias_and_hooks():
     ]  # fmt: skip
 
 
-def test_assigning_a_weight_refactors_it():
-    lin = decompose(nn.Linear(6, 4))
+@pytest.mark.parametrize("init", ["svd", "random"])
+def test_assigning_a_weight_refactors_it(init):
+    lin = decompose(nn.Linear(6, 4), init=init)
     _handle(lin).keep_(1)
     new = torch.randn(4, 6)
-    lin.weight = new  # right_inverse: factored again, at full rank (decompose's rank=None)
+    lin.weight = new  # right_inverse: factored again (exactly, even after a random start), at decompose's rank
     assert _handle(lin).rank == 4
     torch.testing.assert_close(lin.weight, new, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_handle(lin).s, torch.linalg.svdvals(new))
+
+
+def test_assigning_a_weight_keeps_decompose_rank():
+    lin = decompose(nn.Linear(6, 4), rank=2)
+    new = torch.randn(4, 6)
+    lin.weight = new
+    U, s, Vh = torch.linalg.svd(new)
+    assert _handle(lin).rank == 2
+    torch.testing.assert_close(lin.weight, (U[:, :2] * s[:2]) @ Vh[:2], atol=1e-5, rtol=1e-5)
 
 
 def test_linear_subclass_is_factored_but_never_swapped():
