@@ -473,3 +473,9 @@ def test_a_spec_that_does_not_fit_is_refused(edit, message):
 def test_not_a_spec_is_refused():
     with pytest.raises(ValueError, match="not a svdtrain-compact v2 spec"):
         rebuild_compact(Net(), ["conv1.weight"])
+
+
+def test_a_forced_pair_for_a_module_that_must_keep_its_type_raises():
+    attention = decompose(nn.Sequential(nn.MultiheadAttention(8, 2)))
+    with pytest.raises(ValueError, match=r"'0\.out_proj\.weight' cannot deploy as a pair"):
+        compact(attention, forms={"0.out_proj.weight": "pair"})

@@ -51,6 +51,10 @@ def _chosen_pairs(
     module = next(iter(handles.values())).module
     kind = kind_for(module)
     if not can_swap(module, fqn, read_outside):
+        forced = [h.name for h in handles.values() if forms.get(h.name) == "pair"]
+        if forced:
+            raise ValueError(f"{forced[0]!r} cannot deploy as a pair: its module's type must stay (a subclass, "
+                             "or its weight is read outside its forward)")
         return set()
     pairs = set()
     for param, handle in handles.items():
