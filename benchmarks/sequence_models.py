@@ -32,12 +32,15 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.models import GPT, LSTMLanguageModel
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization
+
+from _tensor_memory import training_tensor_bytes  # noqa: E402  (beside this script)
 
 MODELS = {
     "lstm": (partial(LSTMLanguageModel, 65, embedding=256, hidden=512, dropout=0.0), 65, 64),
@@ -73,7 +76,8 @@ def make_step(name: str, variant: str, batch: int):
         return task + regularization.loss(model, next(counter))
 
     def step() -> None:
-        loss = loss_of()
+        with parametrize.cached():  # as the training loop runs a step: each weight rebuilt once
+            loss = loss_of()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -83,18 +87,7 @@ def make_step(name: str, variant: str, batch: int):
 
 def tensor_bytes(name: str, variant: str, batch: int) -> int:
     model, _, loss_of = make_step(name, variant, batch)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss_of()
-    return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + sum(saved.values())
+    return training_tensor_bytes(model, loss_of)
 
 
 def train_rows(specs: list[str], rounds: int, block: int) -> list[dict]:

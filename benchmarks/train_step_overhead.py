@@ -49,6 +49,8 @@ from svdtrain.models import build_model
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization
 
+from _tensor_memory import training_tensor_bytes  # noqa: E402  (beside this script)
+
 VARIANTS = ("dense", "svd", "svd_pair", "svd_lazy4")
 
 
@@ -75,18 +77,8 @@ def make_step(model, regularization: Regularization, batch: torch.Tensor, target
 def tensor_bytes(model_name: str, variant: str, batch_size: int) -> int:
     """4 x parameter bytes + bytes saved for backward by one forward (and the regularizers)."""
     model, batch, targets = build_parts(model_name, variant, batch_size)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), parametrize.cached():
-        loss = F.cross_entropy(model(batch), targets) + regularization_of(variant).loss(model, 0)  # noqa: F841
-    return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + sum(saved.values())
+    regularization = regularization_of(variant)
+    return training_tensor_bytes(model, lambda: F.cross_entropy(model(batch), targets) + regularization.loss(model, 0))
 
 
 def _pair_forward(handle: svdtrain.FactoredWeight):
