@@ -168,3 +168,33 @@ def test_compact_lstm_exports_to_onnx_with_dynamic_batch_and_length(tmp_path):
     x = torch.randn(5, 4, 12)  # another batch and length than exported with
     (got,) = session.run(None, {"x": x.numpy()})
     _close(torch.from_numpy(got), small(x).detach())
+
+
+def test_compact_after_a_training_forward_copies_the_lstm():
+    # nn.LSTM keeps the weights its last forward read; after a training forward those carry a graph.
+    model = svdtrain.decompose(nn.Sequential(nn.LSTM(12, 24, num_layers=2)))
+    x = _input(False)
+    model[0](x)[0].sum().backward()
+    svdtrain.prune(model, rank=4)
+    small = svdtrain.compact(model, x)
+    _close(small[0](x)[0], model[0](x)[0])
+    assert (small[0].hidden_size, small[0].num_layers, small[0].batch_first) == (24, 2, False)
+
+
+class Packed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(12, 24, num_layers=2, batch_first=True)
+
+    def forward(self, x):
+        packed = nn.utils.rnn.pack_padded_sequence(x, [9, 4, 2], batch_first=True)
+        return nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)[0]
+
+
+def test_an_rnn_fed_packed_sequences_keeps_its_type_in_compact():
+    model = svdtrain.decompose(Packed()).eval()
+    svdtrain.prune(model, rank=3)
+    x = _input(True)
+    small = svdtrain.compact(model, x)
+    assert type(small.rnn) is nn.GRU  # the stacked form takes tensors only
+    _close(small(x), model(x))

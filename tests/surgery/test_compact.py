@@ -456,7 +456,7 @@ def _spec():
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.update(format="other"), r"not a svdtrain-compact v2 spec"),
     (lambda s: s.update(version=1), r"not a svdtrain-compact v2 spec"),
-    (lambda s: s.update(weights={}), r"the spec names no weights"),
+    (lambda s: s.update(weights={}), r"the spec.s .weights. must be a non-empty mapping"),
     (lambda s: s["weights"]["conv1.weight"].update(rank=99), r"'conv1\.weight' must be an integer in \[1, 8\]"),
     (lambda s: s["weights"]["conv1.weight"].update(rank=2.0), r"rank for 'conv1\.weight' must be an integer"),
     (lambda s: s["weights"]["conv1.weight"].update(view="spatial"), r"'conv2\.weight' factors as spatial here"),

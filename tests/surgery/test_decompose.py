@@ -391,3 +391,22 @@ def test_bad_rank_is_refused_before_any_change(init, rank, message):
     with pytest.raises(ValueError, match=message):
         decompose(model, init=init, rank=rank)
     assert type(model[0]) is nn.Linear and not parametrize.is_parametrized(model[0])
+
+
+def test_a_weight_with_nan_is_refused_before_anything_is_factored():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"weight '1\.weight' holds NaN or inf; nothing was factored"):
+        decompose(model)
+    assert not svdtrain.factored_weights(model)
+
+
+def test_weights_given_as_one_string_is_refused():
+    with pytest.raises(ValueError, match="weights must be a list of weight names"):
+        decompose(nn.Sequential(nn.Linear(3, 3)), weights="0.weight")
+
+
+def test_half_precision_weights_factor_by_randomized_svd():
+    model = decompose(nn.Sequential(nn.Linear(32, 32)).half(), init="svd_lowrank", rank=4)
+    assert svdtrain.factored_weights(model)["0.weight"].U.dtype == torch.float16

@@ -27,7 +27,9 @@ class StackedRNN(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.projections = nn.ModuleList(projections)
         self.dropout = dropout
+        # What code around an nn.LSTM often reads (e.g. to build initial states).
         self.batch_first = layers[0].batch_first
+        self.hidden_size, self.num_layers, self.bidirectional = layers[0].hidden_size, len(layers), False
 
     def _between(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if index < len(self.layers) - 1 and self.dropout > 0:

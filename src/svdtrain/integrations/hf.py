@@ -67,8 +67,12 @@ def load_compact_pretrained(directory: str | Path, model_class: type, **config_o
     config = model_class.config_class.from_pretrained(str(directory), **config_overrides)
     model = rebuild_compact(model_class(config), spec)
     state = load_file(str(weights_path))
-    with torch.no_grad():
-        missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        with torch.no_grad():
+            missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that do not fit
+        raise ValueError(f"{weights_path} does not match the compact model built from {spec_path.name}: "
+                         f"{str(error).splitlines()[-1].strip()}") from None
     untied_missing = sorted(set(missing) - _tied_names(model))
     if unexpected or untied_missing:
         what = f"unexpected key {unexpected[0]!r}" if unexpected else f"missing key {untied_missing[0]!r}"

@@ -60,8 +60,9 @@ def lowrank_svd_factors(
     decaying spectra; the error is measured in benchmarks/tooling_speed.py.
     """
     q = min(rank + oversample, *matrix.shape)
-    U, s, V = torch.svd_lowrank(matrix.detach(), q=q, niter=niter)
-    return U[:, :rank].contiguous(), s[:rank].contiguous(), V[:, :rank].T.contiguous()
+    work = matrix.detach().float() if matrix.dtype in (torch.float16, torch.bfloat16) else matrix.detach()
+    U, s, V = torch.svd_lowrank(work, q=q, niter=niter)  # no half-precision QR on CPU
+    return tuple(t.to(matrix.dtype).contiguous() for t in (U[:, :rank], s[:rank], V[:, :rank].T))
 
 
 def svd_factors(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,12 +8,13 @@ from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsit
 from svdtrain.surgery.macs import attention_macs, count_macs, count_params, macs_by_layer
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.spec import compact_spec, rebuild_compact
-from svdtrain.surgery.walk import factored_weights
+from svdtrain.surgery.walk import copy_model, factored_weights
 
 __all__ = [
     "attention_macs",
     "compact",
     "compact_spec",
+    "copy_model",
     "count_macs",
     "count_params",
     "decompose",

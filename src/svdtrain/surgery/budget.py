@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -14,11 +12,11 @@ from svdtrain.surgery.macs import count_macs, deployed_macs
 from svdtrain.surgery.plan import can_swap
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.trace import trace_forward
-from svdtrain.surgery.walk import require_factored_weights
+from svdtrain.surgery.walk import copy_model, require_factored_weights
 
 
 def _macs_at(model: nn.Module, energy: float, example_input: torch.Tensor | tuple) -> int:
-    trial = copy.deepcopy(model)
+    trial = copy_model(model)
     prune(trial, energy=energy)
     return count_macs(trial, example_input)
 
@@ -35,6 +33,8 @@ def energy_for_macs(
         ValueError: the budget is not reachable even at rank 1 everywhere, or no factored weights.
     """
     require_factored_weights(model)
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
     if _macs_at(model, 0.0, example_input) <= max_macs:
         return 0.0
     low, high = 0.0, 1.0 - 1e-12
@@ -74,6 +74,9 @@ def ranks_for_macs(
     """
     check_positive_int("multiple", multiple)
     layers = require_factored_weights(model)
+    for name, layer in layers.items():
+        if not torch.isfinite(layer.s).all():
+            raise ValueError(f"singular values of {name!r} contain NaN or inf; training diverged")
     trace = trace_forward(model, example_input)
     current = sum(deployed_macs(model, trace).values())
     dense_cost, rank_cost, ranks = {}, {}, {}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from svdtrain.layers import FactoredWeight, kind_for, plain_type
+from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.plan import can_swap, pair_saving
 from svdtrain.surgery.timing import faster_form
 from svdtrain.surgery.trace import trace_forward
-from svdtrain.surgery.walk import by_module, replace_modules, require_factored_weights
+from svdtrain.surgery.walk import by_module, copy_model, replace_modules, require_factored_weights
 
 CHOICES = ("macs", "measured")
 FORMS = ("pair", "dense")
@@ -68,8 +67,8 @@ def _chosen_pairs(
             pairs.add(param)
     if choose == "measured" and pairs and len(handles) == 1 and shape is not None:
         (param,) = pairs
-        dense = _deployed(copy.deepcopy(module), set(), handles)
-        pair = _deployed(copy.deepcopy(module), {param}, handles)
+        dense = _deployed(copy_model(module), set(), handles)
+        pair = _deployed(copy_model(module), {param}, handles)
         if faster_form(dense, pair, shape, rounds) is dense:
             pairs = set()
     return pairs
@@ -111,6 +110,7 @@ def compact(
     """
     if choose not in CHOICES:
         raise ValueError(f"unknown choose {choose!r}; valid values are {', '.join(CHOICES)}")
+    check_positive_int("rounds", rounds)
     if choose == "measured" and example_input is None:
         raise ValueError("choose='measured' times each layer on its real input shape: give example_input")
     forms = dict(forms or {})
@@ -120,7 +120,7 @@ def compact(
     unknown = sorted(set(forms) - set(require_factored_weights(model)))
     if unknown:
         raise ValueError(f"forms names unknown factored weight(s): {', '.join(map(repr, unknown))}")
-    new = copy.deepcopy(model)
+    new = copy_model(model)
     trace = trace_forward(new, example_input) if example_input is not None else None
     replacements: dict[int, nn.Module] = {}
     for fqn, handles in by_module(require_factored_weights(new)).items():

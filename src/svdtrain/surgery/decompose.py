@@ -6,6 +6,7 @@ import logging
 import warnings
 from typing import Callable, Iterable
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -117,6 +118,8 @@ def decompose(
     if existing:
         raise ValueError(f"model is already decomposed (weight {next(iter(existing))!r} is factored); decompose once")
     found, refused = _candidates(model, scheme)
+    if isinstance(weights, str):
+        raise ValueError(f"weights must be a list of weight names, got the string {weights!r}")
     if weights is not None:
         wanted = list(dict.fromkeys(weights))
         for name in wanted:
@@ -130,6 +133,9 @@ def decompose(
         fqns = {id(m): fqn for fqn, m in model.named_modules()}
         found = {n: entry for n, entry in found.items() if filter_fn(entry[0], fqns[id(entry[0])])}
         refused = {n: why for n, why in refused.items() if _selected(model, n, filter_fn, fqns)}
+    for name, (module, param, _) in found.items():
+        if not torch.isfinite(getattr(module, param)).all():
+            raise ValueError(f"weight {name!r} holds NaN or inf; nothing was factored")
     if not found:
         detail = f"; not factored: {_listing(refused)}" if refused else ""
         raise ValueError(f"no weight to decompose: no supported weight matrix was selected{detail}")

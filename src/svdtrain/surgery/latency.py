@@ -21,7 +21,7 @@ from svdtrain.surgery.compact import compact, deploy_one
 from svdtrain.surgery.plan import can_swap
 from svdtrain.surgery.timing import median_seconds
 from svdtrain.surgery.trace import trace_forward
-from svdtrain.surgery.walk import by_module, require_factored_weights
+from svdtrain.surgery.walk import by_module, copy_model, require_factored_weights
 
 
 def rank_grid(rank: int, multiple: int, points: int) -> list[int]:
@@ -35,7 +35,7 @@ def rank_grid(rank: int, multiple: int, points: int) -> list[int]:
 
 def _form_at(layer: FactoredWeight, rank: int | None) -> nn.Module:
     """The layer's module deployed dense (``rank`` None) or as a pair at ``rank``, on a copy."""
-    module = copy.deepcopy(layer.module)
+    module = copy_model(layer.module)
     trial = FactoredWeight(layer.name, module, layer.param)
     if rank is not None:
         trial.keep_(rank)

@@ -33,8 +33,12 @@ def compact_spec(model: nn.Module, compact_model: nn.Module) -> dict:
 def check_spec(spec: object) -> dict:
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT or spec.get("version") != SPEC_VERSION:
         raise ValueError(f"not a {SPEC_FORMAT} v{SPEC_VERSION} spec")
-    if not isinstance(spec.get("weights"), dict) or not spec["weights"]:
-        raise ValueError("the spec names no weights")
+    weights = spec.get("weights")
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError("the spec's 'weights' must be a non-empty mapping of weight name to entry")
+    for name, entry in weights.items():
+        if not isinstance(entry, dict) or not {"view", "rank", "form"} <= set(entry):
+            raise ValueError(f"the spec's entry for {name!r} must hold view, rank and form, got {entry!r}")
     return spec
 
 

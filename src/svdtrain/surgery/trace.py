@@ -32,7 +32,9 @@ class Trace:
     shapes: dict[str, torch.Size] = field(default_factory=dict)  # module fqn -> first input's shape (first call)
     calls: dict[str, list[tuple[torch.Size | None, int]]] = field(default_factory=dict)  # fqn -> [(shape, dense MACs)]
     products: dict[str, int] = field(default_factory=dict)  # weightless matmuls (attention scores and values)
-    read_outside: set[str] = field(default_factory=set)  # factored weights read outside their module's forward
+    # Factored weights whose module must keep its type: read outside the module's forward, or the
+    # module called with an input only its own type takes (a PackedSequence into an RNN).
+    read_outside: set[str] = field(default_factory=set)
 
 
 class _AttentionProducts(TorchFunctionMode):
@@ -102,6 +104,8 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor | tuple | dict) 
             shape = _shape(args[0]) if args else _shape(next(iter(kwargs.values()), None))
             trace.shapes.setdefault(fqn, shape)
             trace.calls.setdefault(fqn, []).append((shape, kind.module_macs(module, args, kwargs, output)))
+            if args and isinstance(args[0], nn.utils.rnn.PackedSequence):  # StackedRNN takes tensors only
+                trace.read_outside.update(f"{fqn}.{p}" if fqn else p for p in getattr(module, "parametrizations", {}))
             if hasattr(kind, "product_macs"):
                 trace.products[fqn] = trace.products.get(fqn, 0) + kind.product_macs(module, args, kwargs)
         elif isinstance(module, nn.modules.conv._ConvNd):  # Conv3d, ConvTranspose: counted, never factored

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
 
 from svdtrain.layers import FactoredWeight, is_factored
@@ -46,3 +49,17 @@ def replace_modules(model: nn.Module, replacements: dict[int, nn.Module]) -> Non
         for child_name, child in list(parent._modules.items()):
             if child is not None and id(child) in replacements:
                 setattr(parent, child_name, replacements[id(child)])
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of a model with factored weights.
+
+    An nn.LSTM keeps the weights its last forward read (``_flat_weights``); for a factored
+    LSTM after a training forward those are non-leaf tensors, which ``copy.deepcopy`` refuses.
+    They are refreshed without a graph first (the next forward refreshes them anyway).
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.RNNBase) and any(is_factored(module, p) for p in module._flat_weights_names):
+                module._init_flat_weights()
+        return copy.deepcopy(model)
