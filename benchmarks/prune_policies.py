@@ -56,12 +56,12 @@ def main() -> None:
         for name, apply in policies.items():
             pruned = copy.deepcopy(model)
             apply(pruned)
-            before = experiment.accuracy(pruned)
+            before = experiment.evaluation(pruned)["accuracy"]
             recalibrated = {}
             for augment in (False, True):
                 calibrated = copy.deepcopy(pruned)
                 recalibrate_batchnorm(calibrated, experiment.data.train.batches(augment), args.calibration_batches)
-                recalibrated[augment] = experiment.accuracy(calibrated)
+                recalibrated[augment] = experiment.evaluation(calibrated)["accuracy"]
             rows.append({"reduction": factor, "policy": name, "macs": svdtrain.count_macs(pruned, example),
                          "accuracy": before, "accuracy_bn_plain": recalibrated[False],
                          "accuracy_bn_augmented": recalibrated[True]})  # fmt: skip

@@ -2,7 +2,7 @@ import pytest
 
 from svdtrain.train.config import RunConfig, load_preset, preset_names, resolve_config
 
-PAPER = [n for n in preset_names() if n.startswith("paper-")]
+PAPER = [n for n in preset_names() if n.startswith("paper-resnet")]
 
 
 def test_every_paper_run_has_a_preset():
@@ -57,6 +57,22 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
         resolve_config(None, bad)
 
 
-def test_pretrained_start_needs_a_checkpoint():
-    with pytest.raises(ValueError, match="give checkpoint"):
-        RunConfig(dataset="digits", init="svd")
+def test_svd_start_needs_a_checkpoint_or_dense_epochs():
+    with pytest.raises(ValueError, match="give checkpoint: PATH, or start_epochs > 0"):
+        RunConfig(dataset="digits", init="svd", start_epochs=0)
+    assert RunConfig(dataset="digits", init="svd", start_epochs=3).checkpoint == ""  # dense from scratch first
+
+
+def test_every_preset_resolves():
+    for name in preset_names():
+        config = resolve_config(name)
+        assert (config.task == "language_modeling") == name.startswith(("smoke-lm", "cpu-char", "cpu-gpt", "paper-lstm"))
+
+
+def test_language_model_presets_are_what_they_say():
+    lstm = resolve_config("paper-lstm-wikitext2")
+    assert (lstm.model, lstm.dataset, lstm.sparsity_kind, lstm.sparsity_weight, lstm.energy) == (
+        "paper_lstm", "text_word", "hoyer", 0.01, 0.1)
+    for name in ("cpu-char-lstm-hoyer", "cpu-gpt-hoyer"):
+        config = resolve_config(name)
+        assert config.init == "svd" and not config.checkpoint and config.start_epochs > 0  # dense from scratch

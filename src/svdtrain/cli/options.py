@@ -62,7 +62,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
 
 # Everything svdtrain writes into a run folder; --overwrite deletes these and nothing else.
 RUN_FILES = ("report.json", "config.json", "sweep.json", "adapted_dense.pt", "spectra.png", "ranks.png",
-             "accuracy_vs_macs.png", *(f"{s}.pt" for s in STAGES), *(f"{s}.ckpt.pt" for s in STAGES),
+             "accuracy_vs_macs.png", "loss_vs_macs.png", *(f"{s}.pt" for s in STAGES), *(f"{s}.ckpt.pt" for s in STAGES),
              *(f"metrics/{s}.csv" for s in STAGES), *(f"export/{name}" for name in EXPORT_FILES))  # fmt: skip
 
 

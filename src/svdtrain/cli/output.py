@@ -4,15 +4,19 @@ from __future__ import annotations
 
 
 def format_report(report: dict) -> str:
-    """Accuracy / MACs / params of baseline vs compact, then the rank kept per factored weight."""
+    """The judged metric / MACs / params of baseline vs compact, then the rank kept per factored weight."""
     base, small = report["baseline"], report["compact"]
+    metric = report.get("metric", "accuracy")  # reports written before the task seam were classification
     width = max([28, *(len(layer["name"]) for layer in report["layers"])])
+    if metric == "accuracy":
+        change = f"accuracy change {100 * (small['accuracy'] - base['accuracy']):+.2f} points"
+    else:
+        change = f"{metric} change {100 * (small[metric] / base[metric] - 1):+.2f}%"
     lines = [
-        f"{'model':<10} {'accuracy':>9} {'MACs':>12} {'params':>10}",
-        f"{'baseline':<10} {base['accuracy']:>9.4f} {base['macs']:>12,} {base['params']:>10,}",
-        f"{'compact':<10} {small['accuracy']:>9.4f} {small['macs']:>12,} {small['params']:>10,}",
-        f"MACs reduction {base['macs'] / small['macs']:.2f}x, accuracy change "
-        f"{100 * (small['accuracy'] - base['accuracy']):+.2f} points",
+        f"{'model':<10} {metric:>9} {'MACs':>12} {'params':>10}",
+        f"{'baseline':<10} {base[metric]:>9.4f} {base['macs']:>12,} {base['params']:>10,}",
+        f"{'compact':<10} {small[metric]:>9.4f} {small['macs']:>12,} {small['params']:>10,}",
+        f"MACs reduction {base['macs'] / small['macs']:.2f}x, {change}",
         "",
         f"{'weight':<{width}} {'rank':>5} / {'full':<5}",
     ]

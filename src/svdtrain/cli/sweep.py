@@ -1,4 +1,4 @@
-"""``svdtrain sweep``: several sparsity weights x energy thresholds, and the accuracy-vs-MACs plot."""
+"""``svdtrain sweep``: several sparsity weights x energy thresholds, and the metric-vs-MACs plot."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("a sweep varies the energy; set --target-reduction 0")
     prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)
-    print(f"{'run':<22} {'accuracy':>9} {'MACs':>12}")
+    metric = result["metric"]
+    print(f"{'run':<22} {metric:>9} {'MACs':>12}")
     for point in result["points"]:
-        print(f"{point['label']:<22} {point['accuracy']:>9.4f} {point['macs']:>12,}")
+        print(f"{point['label']:<22} {point[metric]:>9.4f} {point['macs']:>12,}")
     print(f"\nsweep written to {args.out / 'sweep.json'}")
     return 0

@@ -12,22 +12,50 @@ from svdtrain.models.gpt import GPT
 from svdtrain.models.imagenet_resnet import ImageNetResNet, resnet18, resnet50
 from svdtrain.models.lstm_lm import LSTMLanguageModel
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     **{f"resnet{depth}": (lambda n, d=depth: cifar_resnet(d, n)) for depth in DEPTHS},
     "imagenet_resnet18": resnet18,
     "imagenet_resnet50": resnet50,
     "digits_cnn": lambda n: DigitsCNN(num_classes=n),
 }
+# Language models: (vocabulary size, context length) -> model.
+LANGUAGE_MODELS: dict[str, Callable[[int, int], nn.Module]] = {
+    "char_lstm": lambda vocab, context: LSTMLanguageModel(vocab, embedding=256, hidden=512, layers=2, dropout=0.2),
+    # The official WikiText-2 setting of the paper's code.
+    "paper_lstm": lambda vocab, context: LSTMLanguageModel(vocab, embedding=1500, hidden=1500, layers=2,
+                                                           dropout=0.65),
+    "gpt_small": lambda vocab, context: GPT(vocab, context=context),
+    "tiny_lstm": lambda vocab, context: LSTMLanguageModel(vocab, embedding=16, hidden=24, layers=2, dropout=0.0),
+    "tiny_gpt": lambda vocab, context: GPT(vocab, context=context, layers=1, heads=2, width=16),
+}  # fmt: skip
+HF_PREFIX = "hf:"
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """A fresh model by name (``resnet20`` ... ``resnet110`` are the CIFAR ResNets)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models are {', '.join(MODELS)}")
+def check_model_name(name: str) -> str:
+    if name in MODELS or name in LANGUAGE_MODELS or (name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX)):
+        return name
+    valid = ", ".join([*MODELS, *LANGUAGE_MODELS, f"{HF_PREFIX}PATH/config.json"])
+    raise ValueError(f"unknown model {name!r}; valid models are {valid}")
+
+
+def build_model(name: str, num_classes: int, context: int | None = None) -> nn.Module:
+    """A fresh model by name. ``num_classes`` is the number of outputs: classes, or the
+    vocabulary size of a language model, whose ``context`` is its longest sequence."""
+    check_model_name(name)
+    if name.startswith(HF_PREFIX):
+        from svdtrain.models.hf_causal import HFCausalLM
+
+        return HFCausalLM.from_config_file(name.removeprefix(HF_PREFIX), vocab=num_classes, context=context)
+    if name in LANGUAGE_MODELS:
+        return LANGUAGE_MODELS[name](num_classes, context or 64)
     return MODELS[name](num_classes)
 
 
+def is_language_model(name: str) -> bool:
+    return name in LANGUAGE_MODELS or name.startswith(HF_PREFIX)
+
+
 __all__ = [
-    "DEPTHS", "GPT", "MODELS", "CifarResNet", "DigitsCNN", "ImageNetResNet", "LSTMLanguageModel", "build_model",
+    "DEPTHS", "GPT", "HF_PREFIX", "LANGUAGE_MODELS", "MODELS", "check_model_name", "is_language_model", "CifarResNet", "DigitsCNN", "ImageNetResNet", "LSTMLanguageModel", "build_model",
     "cifar_resnet", "resnet18", "resnet50",
 ]  # fmt: skip

@@ -20,7 +20,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, h, T, C/h)
+        shape = (B, T, self.heads, C // self.heads)
+        q, k, v = q.view(shape).transpose(1, 2), k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)  # (B, h, T, C/h)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
@@ -54,6 +55,7 @@ class GPT(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
         self.head.weight = self.tokens.weight
+        self.apply(_init)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         T = ids.shape[1]
@@ -63,3 +65,12 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))  # (B, T, vocab)
+
+
+def _init(module: nn.Module) -> None:
+    """GPT-2's initialization (as nanoGPT): N(0, 0.02) weights, zero biases. PyTorch's defaults
+    (N(0, 1) embeddings, tied to the head) start with logits of standard deviation ~sqrt(width)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

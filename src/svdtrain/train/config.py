@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind, check_threshold
-from svdtrain.models import MODELS
+from svdtrain.models import check_model_name, is_language_model
 from svdtrain.train.distill import check_distillation
 
 CONFIG_VERSION = 1
-DATASETS = ("cifar10", "image_folder", "digits")
+IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
+TEXT_DATASETS = ("text_char", "text_word", "text_byte")
+DATASETS = (*IMAGE_DATASETS, *TEXT_DATASETS)
 OPTIMIZERS = ("adam", "sgd")
 ALLOCATIONS = ("greedy", "energy")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,9 +31,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class RunConfig:
     # model and data
-    model: str = "resnet20"  # resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn
-    dataset: str = "cifar10"  # cifar10 (python pickles) | image_folder (folder or tarball) | digits
+    # resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn; language models: char_lstm,
+    # paper_lstm, gpt_small, or hf:PATH/config.json (a Hugging Face causal LM built from its config)
+    model: str = "resnet20"
+    # cifar10 (python pickles) | image_folder (folder or tarball) | digits | text_char (a text file,
+    # characters) | text_word (train/valid/test.txt, words) | text_byte (a text file, UTF-8 bytes)
+    dataset: str = "cifar10"
     data: str = ""  # path to the data; empty for digits
+    block_length: int = 64  # text datasets: tokens per training sequence (the model's context)
     download: bool = False  # cifar10: fetch (checksum-verified) when not found under `data`
     cache_dir: str = "~/.cache/svdtrain"  # decoded image arrays
     image_size: int = 0  # image_folder: resize + centre-crop every image to N x N (0: images already share a size)
@@ -40,7 +47,8 @@ class RunConfig:
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip
     train_limit: int = 0  # use only the first N training images (0: all); for smoke runs
     test_limit: int = 0  # use only the first N test images (0: all)
-    # start: decompose a pretrained dense model (init=svd) or train from scratch (init=random)
+    # start: decompose a dense model (init=svd: pretrained from checkpoint, or trained here from scratch
+    # for start_epochs when no checkpoint is given) or train the SVD form from scratch (init=random)
     init: str = "random"
     checkpoint: str = ""  # dense state dict (or {"state_dict": ...}); "module." prefixes are fine
     scheme: str = "channel"  # channel | spatial
@@ -92,15 +100,19 @@ class RunConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("rank_allocation", self.rank_allocation, ALLOCATIONS)
-        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple", "speed_batch_size", "regularize_every"):
+        for name in ("lr", "batch_size", "eval_batch_size", "rank_multiple", "speed_batch_size", "regularize_every",
+                     "block_length"):
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
                      "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr",
                      "target_speedup", "image_size",
                      "bn_recalibration_batches"):  # fmt: skip
             _non_negative(name, getattr(self, name))
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; valid models are {', '.join(MODELS)}")
+        check_model_name(self.model)
+        if is_language_model(self.model) != (self.dataset in TEXT_DATASETS):
+            kind = "a language model" if is_language_model(self.model) else "an image model"
+            raise ValueError(f"model {self.model!r} is {kind}; dataset {self.dataset!r} does not fit it "
+                             f"(language models take {', '.join(TEXT_DATASETS)})")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if len(self.mean) != len(self.std) or not self.mean or any(s <= 0 for s in self.std):
@@ -116,10 +128,16 @@ class RunConfig:
             raise ValueError(f"lr_milestones must be >= 0, got {self.lr_milestones}")
         if self.dataset != "digits" and not self.data:
             raise ValueError(f"dataset {self.dataset!r} needs a data path (data: ... or --data PATH)")
-        if self.init == "svd" and not self.checkpoint:
-            raise ValueError("init 'svd' decomposes a pretrained model: give checkpoint: PATH")
+        if self.init == "svd" and not self.checkpoint and not self.start_epochs:
+            raise ValueError("init 'svd' decomposes a dense model: give checkpoint: PATH, or start_epochs > 0 "
+                             "to train it here first")
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config version {self.version} is not supported (this svdtrain reads {CONFIG_VERSION})")
+
+    @property
+    def task(self) -> str:
+        """The task the dataset poses: classification (images) or language_modeling (text)."""
+        return "language_modeling" if self.dataset in TEXT_DATASETS else "classification"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,9 +16,12 @@ from torch import nn
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(teacher_T || student_T), batch mean; T^2 keeps gradients the size of the hard loss."""
-    log_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    """T^2 * KL(teacher_T || student_T), mean over predictions; T^2 keeps gradients the size of
+    the hard loss. Logits are (..., classes): (B, C) for classification, (B, T, V) for a
+    language model, whose B*T next-token predictions each count once."""
+    classes = student_logits.shape[-1]
+    log_student = F.log_softmax(student_logits.reshape(-1, classes) / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits.reshape(-1, classes) / temperature, dim=-1)
     kl = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
 

@@ -8,7 +8,6 @@ interrupted stage to the same result as an uninterrupted run.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import random
@@ -22,11 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from svdtrain.data import ImageArrays, TensorBatches, load_cifar10, load_digits_split, load_image_folder
+from svdtrain.data import (
+    ImageArrays, TensorBatches, TokenBatches, load_byte_text, load_char_text, load_cifar10, load_digits_split,
+    load_image_folder, load_word_corpus,
+)  # fmt: skip
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.models import build_model
+from svdtrain.tasks import Task, task_named
 from svdtrain.surgery import (
-    compact, count_macs, count_params, decompose, energy_for_macs, factored_weights, prune, ranks_for_macs,
+    compact, copy_model, count_macs, count_params, decompose, energy_for_macs, factored_weights, prune, ranks_for_macs,
     ranks_for_speedup, singular_values,
 )  # fmt: skip
 from svdtrain.train.checkpoint import (
@@ -35,8 +38,9 @@ from svdtrain.train.checkpoint import (
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.export import export_compact, load_compact
-from svdtrain.train.loop import Regularization, evaluate, recalibrate_batchnorm, train_epoch
+from svdtrain.train.loop import Regularization, evaluate_metrics, recalibrate_batchnorm, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
+from svdtrain.train.sample import sample_text
 
 STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
 
@@ -70,8 +74,9 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 class Data:
     train: TensorBatches
     test: TensorBatches
-    num_classes: int
-    example: torch.Tensor  # one normalized test image, (1, C, H, W)
+    num_classes: int  # classes, or a language model's vocabulary size
+    example: torch.Tensor  # one test input: a normalized image (1, C, H, W) or a block of tokens (1, T)
+    corpus: object = None  # text datasets: the Corpus (its vocabulary decodes samples)
 
 
 class Experiment:
@@ -85,8 +90,14 @@ class Experiment:
 
     # -- data and models ----------------------------------------------------------------
     @cached_property
+    def task(self) -> Task:
+        return task_named(self.config.task)
+
+    @cached_property
     def data(self) -> Data:
         c = self.config
+        if c.task == "language_modeling":
+            return self._text_data()
         if c.dataset == "cifar10":
             train, test = load_cifar10(c.data, download=c.download)
         elif c.dataset == "image_folder":
@@ -100,6 +111,18 @@ class Experiment:
         example = next(iter(test_batches))[0][:1]
         return Data(train_batches, test_batches, len(train.classes), example)
 
+    def _text_data(self) -> Data:
+        c = self.config
+        loaders = {"text_char": load_char_text, "text_word": load_word_corpus, "text_byte": load_byte_text}
+        corpus = loaders[c.dataset](c.data)
+        common = dict(device=self.device, seed=c.seed)
+        train = TokenBatches(corpus.train, c.batch_size, length=c.block_length, shuffle=True,
+                             limit=c.train_limit or None, name=f"{c.data} train", **common)  # fmt: skip
+        test = TokenBatches(corpus.valid, c.eval_batch_size, length=c.block_length, limit=c.test_limit or None,
+                            name=f"{c.data} valid", **common)  # fmt: skip
+        example = next(iter(test))[0][:1]  # (1, T)
+        return Data(train, test, len(corpus.vocab), example, corpus)
+
     @property
     def speed_example(self) -> torch.Tensor:
         """A CPU batch of ``speed_batch_size`` inputs, the shape speed targets are timed at."""
@@ -107,7 +130,7 @@ class Experiment:
         return example.expand(self.config.speed_batch_size, *example.shape[1:]).contiguous()
 
     def dense_model(self) -> nn.Module:
-        return build_model(self.config.model, self.data.num_classes).to(self.device)
+        return build_model(self.config.model, self.data.num_classes, self.config.block_length).to(self.device)
 
     def stage_path(self, stage: str) -> Path:
         return self.out / f"{stage}.pt"
@@ -134,8 +157,13 @@ class Experiment:
     def checkpoint_path(self, stage: str) -> Path:
         return self.out / f"{stage}.ckpt.pt"
 
-    def accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.test, self.device)
+    def evaluation(self, model: nn.Module) -> dict[str, float]:
+        """The task's reported metrics on the test (or validation) split."""
+        metrics = evaluate_metrics(model, self.data.test, self.device, self.task)
+        return {key: metrics[key] for key in self.task.reported}
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return "  ".join(f"{key} {value:.4f}" for key, value in metrics.items())
 
     @cached_property
     def distillation(self) -> Distillation | None:
@@ -187,20 +215,21 @@ class Experiment:
             start = time.perf_counter()
             self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
             batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
-            metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation)
+            metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation, self.task)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            test_accuracy = self.accuracy(model)
+            test = self.evaluation(model)
             seconds = time.perf_counter() - start
-            history.append({"stage": stage, "epoch": epoch + 1, "lr": lr, "train_loss": metrics["loss"],
-                            "train_accuracy": metrics["accuracy"], "test_accuracy": test_accuracy,
-                            "seconds": round(seconds, 3)})  # fmt: skip
+            history.append({"stage": stage, "epoch": epoch + 1, "lr": lr,
+                            **{f"train_{k}": v for k, v in metrics.items()},
+                            **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "history": history})  # fmt: skip
             self._write_metrics(stage, history)
             eta = format_eta(seconds * (epochs - epoch - 1))
-            self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics['accuracy']:.4f}  "
-                     f"test {test_accuracy:.4f}  lr {lr:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
+            train_metric = metrics[self.task.metric]
+            self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {train_metric:.4f}  "
+                     f"test {test[self.task.metric]:.4f}  lr {lr:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
         return history
 
     def _write_metrics(self, stage: str, history: list[dict]) -> None:
@@ -211,6 +240,12 @@ class Experiment:
         atomic_write_text(self.out / "metrics" / f"{stage}.csv", buffer.getvalue())
 
     # -- stages ------------------------------------------------------------------------
+    def _last_or_evaluate(self, history: list[dict], model: nn.Module) -> dict[str, float]:
+        """The stage's final test metrics: from its last epoch, or measured when it trained none."""
+        if history:
+            return {key: history[-1][f"test_{key}"] for key in self.task.reported}
+        return self.evaluation(model)
+
     def run_start(self) -> None:
         c = self.config
         started = time.perf_counter()
@@ -219,24 +254,25 @@ class Experiment:
         dense_macs, dense_params = count_macs(dense, self.data.example), count_params(dense)
         history: list[dict] = []
         if c.init == "svd":
-            load_matching(dense, read_state_dict(c.checkpoint), c.checkpoint)
-            self.log(f"start: pretrained {c.model} from {c.checkpoint}: test {self.accuracy(dense):.4f}")
-            if c.start_epochs:
+            if c.checkpoint:
+                load_matching(dense, read_state_dict(c.checkpoint), c.checkpoint)
+                self.log(f"start: pretrained {c.model} from {c.checkpoint}: {self.describe(self.evaluation(dense))}")
+            if c.start_epochs:  # adapts a pretrained model, or trains the dense model from scratch
                 history = self.train("start", dense, c.start_epochs, Regularization())
-                # The adapted dense model is a baseline of its own, and a checkpoint for other runs.
+                # The trained dense model is a baseline of its own, and a checkpoint for other runs.
                 save_checkpoint(self.out / "adapted_dense.pt", {"state_dict": _cpu_state(dense)})
-            baseline_accuracy = self.accuracy(dense)
+            metrics = self.evaluation(dense)
             model = decompose(dense, scheme=c.scheme, init="svd")
         else:
             model = decompose(dense, scheme=c.scheme, init="random")
             if c.start_epochs:
                 regularization = Regularization(ortho_weight=c.ortho_weight, every=c.regularize_every)
                 history = self.train("start", model, c.start_epochs, regularization)
-            baseline_accuracy = self.accuracy(model)
-        baseline = {"accuracy": baseline_accuracy, "macs": dense_macs, "params": dense_params}
-        self.log(f"start: baseline test accuracy {baseline_accuracy:.4f}, {dense_macs:,} MACs")
-        self.save_stage("start", model, baseline=baseline, history=history,
-                        accuracy=baseline_accuracy, seconds=time.perf_counter() - started)  # fmt: skip
+            metrics = self.evaluation(model)
+        baseline = {**metrics, "macs": dense_macs, "params": dense_params}
+        self.log(f"start: baseline {self.describe(metrics)}, {dense_macs:,} MACs")
+        self.save_stage("start", model, baseline=baseline, history=history, seconds=time.perf_counter() - started,
+                        **metrics)  # fmt: skip
 
     def run_svd_train(self) -> None:
         c = self.config
@@ -246,16 +282,15 @@ class Experiment:
         regularization = Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind, c.regularize_every)
         history = self.train("svd_train", model, c.svd_epochs, regularization)
         after = {k: v.tolist() for k, v in singular_values(model).items()}
-        accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
-                        accuracy=accuracy, seconds=time.perf_counter() - started)  # fmt: skip
+                        seconds=time.perf_counter() - started, **self._last_or_evaluate(history, model))  # fmt: skip
 
     def run_prune(self) -> None:
         c = self.config
         started = time.perf_counter()
         model, _ = self.load_stage("svd_train")
         if c.target_speedup:
-            timing_model = copy.deepcopy(model).cpu().eval()  # timed where it will be deployed: this CPU
+            timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
             ranks = prune(model, rank=ranks_for_speedup(timing_model, self.speed_example, c.target_speedup,
                                                         multiple=c.rank_multiple))  # fmt: skip
         elif c.target_reduction:
@@ -271,14 +306,16 @@ class Experiment:
         else:
             ranks = prune(model, energy=c.energy)
         record = {}
-        if c.bn_recalibration_batches:
-            pruned_accuracy = record["accuracy_before_bn_recalibration"] = self.accuracy(model)
+        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if c.bn_recalibration_batches and has_batchnorm:
+            before = self.evaluation(model)
+            record.update({f"{key}_before_bn_recalibration": value for key, value in before.items()})
             batches = self.data.train.batches(augment=c.augment and c.bn_recalibration_augment)
             recalibrate_batchnorm(model, batches, c.bn_recalibration_batches, self.device)
-            self.log(f"prune: test {pruned_accuracy:.4f} before BatchNorm recalibration")
-        accuracy = self.accuracy(model)
-        self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} weights; test {accuracy:.4f}")
-        self.save_stage("prune", model, accuracy=accuracy, seconds=time.perf_counter() - started, **record)
+            self.log(f"prune: {self.describe(before)} before BatchNorm recalibration")
+        metrics = self.evaluation(model)
+        self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} weights; {self.describe(metrics)}")
+        self.save_stage("prune", model, seconds=time.perf_counter() - started, **metrics, **record)
 
     def run_finetune(self) -> None:
         c = self.config
@@ -287,8 +324,8 @@ class Experiment:
         history = self.train("finetune", model, c.finetune_epochs,
                              Regularization(ortho_weight=c.ortho_weight, every=c.regularize_every),
                              lr=c.finetune_lr or c.lr, distillation=self.distillation)  # fmt: skip
-        accuracy = history[-1]["test_accuracy"] if history else self.accuracy(model)
-        self.save_stage("finetune", model, history=history, accuracy=accuracy, seconds=time.perf_counter() - started)
+        self.save_stage("finetune", model, history=history, seconds=time.perf_counter() - started,
+                        **self._last_or_evaluate(history, model))  # fmt: skip
 
     def run_export(self) -> None:
         started = time.perf_counter()
@@ -297,17 +334,29 @@ class Experiment:
         # With a speed target each layer's form is chosen by measured time, at the timed batch size.
         timing = dict(choose="measured", timing_input=self.speed_example) if c.target_speedup else {}
         info = export_compact(model, self.out / "export", self.data.example, model_name=c.model,
-                              num_classes=self.data.num_classes, onnx=c.export_onnx, **timing)  # fmt: skip
+                              num_classes=self.data.num_classes, context=c.block_length,
+                              sequence=self.task.name == "language_modeling", onnx=c.export_onnx, **timing)  # fmt: skip
         compact_model = torch.jit.load(str(self.out / "export" / "model.torchscript.pt")).to(self.device)
         small = load_compact(self.out / "export").to(self.device)  # count the exported structure itself
         info.update(
-            accuracy=evaluate(compact_model, self.data.test, self.device),
+            **self.evaluation(compact_model),
             macs=count_macs(small, self.data.example),
             params=count_params(small),
         )
-        self.log(f"export: compact test {info['accuracy']:.4f}, {info['macs']:,} MACs -> {self.out / 'export'}")
+        if self.data.corpus is not None:
+            info["samples"] = self._samples(small)
+        self.log(f"export: compact {self.describe({k: info[k] for k in self.task.reported})}, "
+                 f"{info['macs']:,} MACs -> {self.out / 'export'}")  # fmt: skip
         save_checkpoint(self.stage_path("export"), {"stage": "export", "info": info,
                                                      "seconds": time.perf_counter() - started})  # fmt: skip
+
+    def _samples(self, small: nn.Module) -> dict[str, str]:
+        """The same prompt continued by the dense baseline and the compact model (fixed seed)."""
+        start, _ = self.load_stage("start")
+        dense = compact(start, self.data.example).to(self.device)
+        prompt = self.data.example[:, : max(1, self.config.block_length // 4)]
+        return {name: sample_text(model, prompt, self.data.corpus, self.config.block_length, seed=self.config.seed)
+                for name, model in (("dense", dense), ("compact", small))}  # fmt: skip
 
     def run_report(self) -> dict:
         from svdtrain.train.report import write_report

@@ -28,18 +28,20 @@ def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float | None:
-    """Write ONNX with a dynamic batch axis; returns the onnxruntime max |difference|."""
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, sequence: bool) -> float | None:
+    """Write ONNX with a dynamic batch axis (and time axis for ``sequence`` models); returns the
+    onnxruntime max |difference|."""
     try:
         import onnxruntime
     except ImportError:
         return None
     buffer = io.BytesIO()
+    axes = {0: "batch", 1: "time"} if sequence else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (example,), buffer, dynamo=False, input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamic_axes={"input": axes, "output": axes},
         )  # fmt: skip
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="wb")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -50,17 +52,20 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float |
 
 def export_compact(
     model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
-    onnx: bool = True, choose: str = "macs", timing_input: torch.Tensor | None = None,
+    context: int | None = None, sequence: bool = False, onnx: bool = True, choose: str = "macs",
+    timing_input: torch.Tensor | None = None,
 ) -> dict:  # fmt: skip
     """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.pt2, model.onnx}; returns
     the file names and the max output difference of each reloaded export. ``choose`` and
-    ``timing_input`` (default ``example``) pick each layer's form as in ``compact``."""
+    ``timing_input`` (default ``example``) pick each layer's form as in ``compact``. A
+    ``sequence`` model (token ids (B, T) in) exports with dynamic batch and time axes;
+    ``context`` (its longest sequence) goes into the spec to rebuild it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example = example.cpu()
     small = compact(model, example if timing_input is None else timing_input.cpu(), choose=choose).eval()
-    spec = {**compact_spec(model, small), "model": model_name, "num_classes": num_classes}
+    spec = {**compact_spec(model, small), "model": model_name, "num_classes": num_classes, "context": context}
     atomic_write(out_dir / "weights.pt", lambda f: torch.save(small.state_dict(), f), mode="wb")
     atomic_write_json(out_dir / "spec.json", spec)
     with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; still the widest-read format
@@ -70,7 +75,8 @@ def export_compact(
         reloaded_script = torch.jit.load(str(out_dir / "model.torchscript.pt"))
     # torch.export needs a batch > 1 to keep the batch dimension dynamic.
     pair = torch.cat([example, example])
-    program = torch.export.export(small, (pair,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    dims = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO} if sequence else {0: torch.export.Dim.AUTO}
+    program = torch.export.export(small, (pair,), dynamic_shapes=(dims,))
     atomic_write(out_dir / "model.pt2", lambda f: torch.export.save(program, f), mode="wb")
     with torch.no_grad():
         reference = small(example)
@@ -82,7 +88,7 @@ def export_compact(
             "reload_max_abs_diff": _max_abs_diff(load_compact(out_dir)(example), reference),
         }  # fmt: skip
     if onnx:
-        diff = _export_onnx(small, example, out_dir / "model.onnx")
+        diff = _export_onnx(small, example, out_dir / "model.onnx", sequence)
         if diff is not None:
             result["files"].append("model.onnx")
             result["onnx_max_abs_diff"] = diff
@@ -106,9 +112,12 @@ def load_compact(export_dir: str | Path) -> nn.Module:
         raise ValueError(f"{path} names no model zoo architecture (its 'model' and 'num_classes'); "
                          "rebuild it with svdtrain.rebuild_compact on your own dense model")  # fmt: skip
     try:
-        model = rebuild_compact(build_model(spec["model"], spec["num_classes"]), spec)
+        model = rebuild_compact(build_model(spec["model"], spec["num_classes"], spec.get("context")), spec)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     state = torch.load(export_dir / "weights.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{export_dir / 'weights.pt'} does not fit {path.name}: {str(error).splitlines()[0]}") from None
     return model.eval()

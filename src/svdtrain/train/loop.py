@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
 from svdtrain.linalg import check_positive_int, check_sparsity_kind
 from svdtrain.surgery import orthogonality_loss, sparsity_loss
+from svdtrain.tasks import Classification, Task
 from svdtrain.train.distill import Distillation
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -58,49 +58,64 @@ def train_epoch(
     regularization: Regularization = Regularization(),
     device: torch.device | str = "cpu",
     distillation: Distillation | None = None,
+    task: Task | None = None,
 ) -> dict[str, float]:
-    """Train one pass over ``batches``; returns mean task loss and training accuracy.
+    """Train one pass over ``batches``; returns the task's training metrics (default task:
+    classification, giving mean loss and accuracy).
 
     With ``distillation`` the task loss is mixed with the teacher's soft targets; the
-    reported loss stays the plain cross-entropy so runs with and without compare.
+    reported loss stays the plain task loss so runs with and without compare.
 
     Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
     read more than once in one forward (a module called twice, a weight its parent reads too)
     is rebuilt from U, s, Vh once, and gradients flow through both reads. The cache is dropped
     before the optimizer step, so do not call this inside a ``cached()`` block of your own:
     the weights would then go stale after the first step."""
+    task = task or Classification()
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    sums: dict[str, float] = {}
     for step, (inputs, targets) in enumerate(batches):
         inputs, targets = inputs.to(device), targets.to(device)
         with parametrize.cached():
-            logits = model(inputs)
-            task_loss = F.cross_entropy(logits, targets)
-            fit_loss = distillation.loss(inputs, logits, task_loss) if distillation else task_loss
+            outputs = model(inputs)
+            task_loss = task.loss(outputs, targets)
+            fit_loss = distillation.loss(inputs, outputs, task_loss) if distillation else task_loss
             loss = fit_loss + regularization.loss(model, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += task_loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(targets)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+        _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
+    return task.summarize(sums)
+
+
+def _add(sums: dict[str, float], stats: dict[str, float]) -> None:
+    for key, value in stats.items():
+        sums[key] = sums.get(key, 0) + value
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy as a fraction in [0, 1].
+def evaluate_metrics(
+    model: nn.Module, batches: Batches, device: torch.device | str = "cpu", task: Task | None = None
+) -> dict[str, float]:
+    """The task's metrics over all of ``batches`` (default task: classification).
 
     The weights do not change here, so each factored weight is rebuilt from U, s, Vh once for
     all batches (``parametrize.cached()``), not once per batch."""
+    task = task or Classification()
     model.eval()
-    correct, seen = 0, 0
+    sums: dict[str, float] = {}
     with parametrize.cached():
         for inputs, targets in batches:
-            logits = model(inputs.to(device))
-            correct += (logits.argmax(1) == targets.to(device)).sum().item()
-            seen += len(targets)
-    return correct / max(seen, 1)
+            outputs = model(inputs.to(device))
+            targets = targets.to(device)
+            _add(sums, task.stats(outputs, targets, task.loss(outputs, targets)))
+    return task.summarize(sums)
+
+
+def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "cpu", task: Task | None = None) -> float:
+    """The metric the task is judged on (classification: top-1 accuracy in [0, 1])."""
+    task = task or Classification()
+    return evaluate_metrics(model, batches, device, task)[task.metric]
 
 
 @torch.no_grad()

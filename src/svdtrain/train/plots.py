@@ -59,15 +59,16 @@ def plot_ranks(layers: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_accuracy_vs_macs(points: list[dict], baseline: dict, path: Path) -> None:
-    """Sweep points (label, macs, accuracy) against the dense baseline."""
+def plot_metric_vs_macs(points: list[dict], baseline: dict, metric: str, path: Path) -> None:
+    """Sweep points (label, macs, metric) against the dense baseline; accuracy in percent."""
     plt = _pyplot()
+    scale = 100 if metric == "accuracy" else 1
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.scatter([p["macs"] / 1e6 for p in points], [100 * p["accuracy"] for p in points], label="compact")
+    ax.scatter([p["macs"] / 1e6 for p in points], [scale * p[metric] for p in points], label="compact")
     for p in points:
-        ax.annotate(p["label"], (p["macs"] / 1e6, 100 * p["accuracy"]), fontsize=6)
-    ax.scatter([baseline["macs"] / 1e6], [100 * baseline["accuracy"]], marker="*", s=120, color="k", label="dense")
-    ax.set_xlabel("MMACs per image")
-    ax.set_ylabel("test accuracy (%)")
+        ax.annotate(p["label"], (p["macs"] / 1e6, scale * p[metric]), fontsize=6)
+    ax.scatter([baseline["macs"] / 1e6], [scale * baseline[metric]], marker="*", s=120, color="k", label="dense")
+    ax.set_xlabel("MMACs per input")
+    ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"validation {metric}")
     ax.legend(fontsize=7)
     _save(fig, path)

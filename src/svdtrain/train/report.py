@@ -20,26 +20,36 @@ def write_report(experiment: Experiment) -> dict:
     export = load_checkpoint(experiment.stage_path("export"))
     info = export["info"]
     records["finetune"] = finetune
+    reported = experiment.task.reported
+
+    def metrics(record: dict) -> dict:
+        return {key: record[key] for key in reported}
+
     stages = {
-        stage: {"accuracy": record["accuracy"], "seconds": round(record["seconds"], 2),
-                "epochs": len(record.get("history", []))}
+        stage: {**metrics(record), "seconds": round(record["seconds"], 2), "epochs": len(record.get("history", []))}
         for stage, record in records.items()
     }  # fmt: skip
-    if "accuracy_before_bn_recalibration" in records["prune"]:
-        stages["prune"]["accuracy_before_bn_recalibration"] = records["prune"]["accuracy_before_bn_recalibration"]
-    stages["export"] = {"accuracy": info["accuracy"], "seconds": round(export["seconds"], 2)}
+    for key in reported:
+        if f"{key}_before_bn_recalibration" in records["prune"]:
+            stages["prune"][f"{key}_before_bn_recalibration"] = records["prune"][f"{key}_before_bn_recalibration"]
+    stages["export"] = {**metrics(info), "seconds": round(export["seconds"], 2)}
     layers = [{"name": name, "full_rank": handle.full_rank, "rank": handle.rank}
               for name, handle in factored_weights(model).items()]  # fmt: skip
     baseline = records["start"]["baseline"]
     report = {
+        "task": experiment.task.name,
+        "metric": experiment.task.metric,  # what the run is judged on
         "baseline": baseline,
-        "compact": {"accuracy": info["accuracy"], "macs": info["macs"], "params": info["params"]},
+        "compact": {**metrics(info), "macs": info["macs"], "params": info["params"]},
         "macs_reduction": baseline["macs"] / info["macs"],
+        "params_reduction": baseline["params"] / info["params"],
         "layers": layers,
         "stages": stages,
-        "export": {k: v for k, v in info.items() if k not in ("accuracy", "macs", "params")},
+        "export": {k: v for k, v in info.items() if k not in (*reported, "macs", "params", "samples")},
         "config": finetune["config"],
     }
+    if "samples" in info:
+        report["samples"] = info["samples"]
     changes = {
         stage: {k: v for k, v in record["config"].items() if finetune["config"].get(k) != v}
         for stage, record in records.items()

@@ -50,15 +50,18 @@ def run_sweep(
             start_source = start_source or run_dir
             trained_source = trained_source or run_dir
             data = json.loads((run_dir / "report.json").read_text())
+            metric = data.get("metric", "accuracy")
             points.append({"label": label, "sparsity_weight": weight, "energy": energy,
-                           "accuracy": data["compact"]["accuracy"], "macs": data["compact"]["macs"],
+                           metric: data["compact"][metric], "macs": data["compact"]["macs"],
                            "baseline": data["baseline"]})  # fmt: skip
-    result = {"config": config.to_dict(), "points": points, "baseline": points[0]["baseline"] if points else None}
+    metric = "loss" if config.task == "language_modeling" else "accuracy"
+    result = {"config": config.to_dict(), "metric": metric, "points": points,
+              "baseline": points[0]["baseline"] if points else None}  # fmt: skip
     atomic_write_json(out / "sweep.json", result)
     try:
-        from svdtrain.train.plots import plot_accuracy_vs_macs
+        from svdtrain.train.plots import plot_metric_vs_macs
 
-        plot_accuracy_vs_macs(points, result["baseline"], out / "accuracy_vs_macs.png")
+        plot_metric_vs_macs(points, result["baseline"], metric, out / f"{metric}_vs_macs.png")
     except ImportError as missing:
         log(f"sweep: no plot ({missing})")
     return result

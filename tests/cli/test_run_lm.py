@@ -1,0 +1,122 @@
+"""``svdtrain run`` on the seconds-long language-model preset (a tiny GPT / LSTM, characters)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from svdtrain.cli import main
+from svdtrain.train import experiment as experiment_module
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def _run(out, text_file, *extra):
+    return main(["run", "--out", str(out), "--preset", "smoke-lm", "--data", str(text_file), *extra])
+
+
+@pytest.fixture(scope="module", params=["tiny_gpt", "tiny_lstm"])
+def finished(request, tmp_path_factory, text_file):
+    out = tmp_path_factory.mktemp(f"run_{request.param}")
+    assert _run(out, text_file, "--model", request.param) == 0
+    return out
+
+
+def test_report_schema_for_a_language_model(finished):
+    report = json.loads((finished / "report.json").read_text())
+    assert report["task"] == "language_modeling" and report["metric"] == "loss"
+    for key in ("baseline", "compact"):
+        assert {"loss", "perplexity", "bits_per_token", "macs", "params"} <= set(report[key])
+        assert report[key]["perplexity"] == pytest.approx(torch.tensor(report[key]["loss"]).exp().item(), rel=1e-5)
+        assert "accuracy" not in report[key]
+    assert report["macs_reduction"] > 1.0
+    assert all({"loss", "perplexity", "seconds"} <= set(s) for s in report["stages"].values())
+    assert set(report["samples"]) == {"dense", "compact"} and all(len(t) > 50 for t in report["samples"].values())
+    assert set(report["export"]["files"]) == {"weights.pt", "spec.json", "model.torchscript.pt", "model.pt2",
+                                              "model.onnx"}  # fmt: skip
+    for key in ("torchscript_max_abs_diff", "torch_export_max_abs_diff", "reload_max_abs_diff", "onnx_max_abs_diff"):
+        assert report["export"][key] < 1e-4, key
+    history = (finished / "metrics" / "finetune.csv").read_text().splitlines()[0]
+    assert "train_loss" in history and "test_perplexity" in history
+
+
+def test_onnx_export_takes_other_batch_and_sequence_lengths(finished):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(finished / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(finished / "export" / "model.torchscript.pt"))
+    for batch, length in ((1, 5), (3, 16)):
+        ids = torch.randint(0, 10, (batch, length))
+        (logits,) = session.run(None, {"input": ids.numpy()})
+        assert logits.shape[:2] == (batch, length)
+        torch.testing.assert_close(torch.from_numpy(logits), scripted(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_torchscript_export_runs_without_svdtrain(finished):
+    script = f"""
+import sys, torch
+sys.modules["svdtrain"] = None
+model = torch.jit.load(r"{finished / 'export' / 'model.torchscript.pt'}")
+print(tuple(model(torch.zeros(2, 7, dtype=torch.long)).shape[:2]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "(2, 7)", result.stderr[-2000:]
+
+
+def test_resume_of_a_language_model_run_reaches_the_same_result(tmp_path, text_file, monkeypatch):
+    extra = ("--svd-epochs", "2")
+    reference = tmp_path / "reference"
+    assert _run(reference, text_file, *extra) == 0
+    real_train_epoch = experiment_module.train_epoch
+    calls = {"n": 0}
+
+    def dies_in_svd_training(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # start epoch 1, svd_train epoch 1, then die in svd_train epoch 2
+            raise KeyboardInterrupt
+        return real_train_epoch(*args, **kwargs)
+
+    interrupted = tmp_path / "interrupted"
+    monkeypatch.setattr(experiment_module, "train_epoch", dies_in_svd_training)
+    assert _run(interrupted, text_file, *extra) == 130
+    monkeypatch.setattr(experiment_module, "train_epoch", real_train_epoch)
+    assert _run(interrupted, text_file, *extra, "--resume") == 0
+    a = torch.load(reference / "finetune.pt", weights_only=True)
+    b = torch.load(interrupted / "finetune.pt", weights_only=True)
+    assert a["ranks"] == b["ranks"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (reference, interrupted))
+    assert ra["compact"] == rb["compact"] and ra["samples"] == rb["samples"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "/no/such/file.txt"], "/no/such/file.txt"),
+        (["--model", "resnet20"], "model 'resnet20' is an image model; dataset 'text_char' does not fit"),
+        (["--block-length", "100000"], "fewer than one block"),
+        (["--dataset", "text_word"], "is a file, not a folder"),
+    ],
+)
+def test_bad_language_model_input_is_one_line(tmp_path, text_file, capsys, extra, message):
+    assert _run(tmp_path / "out", text_file, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_empty_text_file_is_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert _run(tmp_path / "out", empty) == 2
+    err = capsys.readouterr().err.strip()
+    assert "empty" in err and len(err.splitlines()) == 1, err
