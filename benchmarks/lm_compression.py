@@ -1,0 +1,150 @@
+"""Language models on tiny-Shakespeare: SVD training (Hoyer, L1) against truncated SVD +
+fine-tuning, same starting model, same total epochs, same MACs target.
+
+For each model one dense model is trained from scratch (the presets' start stage) and shared;
+each method then starts from it:
+  hoyer, l1   the preset: SVD-train (orthogonality + sparsity), prune to the MACs target,
+              fine-tune with distillation from the dense model
+  truncated   no SVD training: prune the dense model's SVD to the same target, then fine-tune
+              for the SVD-training and fine-tuning epochs together (same distillation)
+Validation loss and bits per character of each compact model (its exported TorchScript), its
+parameters and MACs per token, and tokens per second of the compact model against the dense one
+at a batch of 16 sequences (torch eager and ONNX Runtime, interleaved medians). Runs resume:
+an interrupted benchmark continues where it stopped when started again with the same --out.
+
+    python benchmarks/lm_compression.py --out runs/lm_compression            # about an hour on 2 cores
+    python benchmarks/lm_compression.py --models gpt --reductions gpt=2,3
+    python benchmarks/lm_compression.py --quick                              # seconds, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import warnings
+from datetime import date
+from functools import partial
+from pathlib import Path
+
+import torch
+
+import svdtrain
+from svdtrain.io import atomic_write_json
+from svdtrain.surgery.timing import interleaved_medians
+from svdtrain.train.config import resolve_config
+from svdtrain.train.experiment import Experiment
+from svdtrain.train.export import load_compact
+
+from sequence_models import onnx_runner  # noqa: E402  (beside this script)
+
+# model -> method -> (preset, overrides); "truncated" uses the hoyer preset without SVD training.
+PRESETS = {
+    "gpt": {"hoyer": ("cpu-gpt-hoyer", {}), "l1": ("cpu-gpt-l1", {})},
+    "lstm": {"hoyer": ("cpu-char-lstm-hoyer", {}), "l1": ("cpu-char-lstm-l1", {})},
+    "quick": {"hoyer": ("smoke-lm", {}), "l1": ("smoke-lm", {"sparsity_kind": "l1", "sparsity_weight": 1e-4})},
+}
+REDUCTIONS = {"gpt": [2.0, 3.0], "lstm": [1.3, 1.6], "quick": [1.2]}
+METHODS = ("hoyer", "l1", "truncated")
+
+
+def method_config(model: str, method: str, dense_checkpoint: Path, reduction: float) -> tuple[str, dict]:
+    """The preset and overrides of one method at one MACs target, from the shared dense model."""
+    preset, overrides = PRESETS[model]["hoyer" if method == "truncated" else method]
+    overrides = {**overrides, "checkpoint": str(dense_checkpoint), "start_epochs": 0, "target_reduction": reduction}
+    if method == "truncated":
+        config = resolve_config(preset)
+        overrides.update(svd_epochs=0, finetune_epochs=config.svd_epochs + config.finetune_epochs)
+    return preset, overrides
+
+
+def run(preset: str, out: Path, overrides: dict, stages=None, quiet: bool = False) -> Experiment:
+    config = resolve_config(preset, overrides=overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config.to_dict())
+    experiment = Experiment(config, out, resume=True, log=(lambda line: None) if quiet else print)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # embeddings and tied heads stay dense: expected here
+        experiment.run(stages) if stages else experiment.run()
+    return experiment
+
+
+def tokens_per_second(dense: torch.nn.Module, small: torch.nn.Module, example: torch.Tensor, rounds: int) -> dict:
+    dense, small = dense.eval(), small.eval()
+    tokens = example.numel()
+    result = {}
+    for runtime in ("eager", "onnxrt"):
+        with torch.no_grad():
+            calls = [partial(m, example) if runtime == "eager" else onnx_runner(m, example) for m in (dense, small)]
+            dense_s, small_s = interleaved_medians(calls, rounds, 2)
+        result[runtime] = {"dense": tokens / dense_s, "compact": tokens / small_s, "speedup": dense_s / small_s}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="gpt,lstm")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--reductions", default="", help="per model, e.g. gpt=2,3;lstm=1.3,1.6")
+    parser.add_argument("--out", default="runs/lm_compression")
+    parser.add_argument("--rounds", type=int, default=10, help="timing rounds")
+    parser.add_argument("--quick", action="store_true", help="the smoke preset, for the test suite")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    models = ["quick"] if args.quick else args.models.split(",")
+    reductions = dict(REDUCTIONS)
+    for part in filter(None, args.reductions.split(";")):
+        model, values = part.split("=")
+        reductions[model] = [float(v) for v in values.split(",")]
+    out = Path(tempfile.mkdtemp()) if args.quick else Path(args.out)
+    rows = []
+    print(f"{'model':<6} {'method':<10} {'target':>6} {'val loss':>8} {'bpc':>6} {'vs dense':>8} {'params':>9} "
+          f"{'MACs/token':>10} {'MACs cut':>8} {'tok/s eager':>11} {'x':>5} {'tok/s ORT':>10} {'x':>5}")  # fmt: skip
+    for model in models:
+        dense_dir = out / model / "dense"
+        dense_run = run(PRESETS[model]["hoyer"][0], dense_dir, {}, stages=("start",), quiet=args.quick)
+        dense_record = torch.load(dense_dir / "start.pt", map_location="cpu", weights_only=True)
+        baseline = dense_record["baseline"]
+        length = dense_run.config.block_length
+        example = dense_run.data.example.cpu().expand(16, length).contiguous()
+        dense_model, _ = dense_run.load_stage("start")
+        dense_model = svdtrain.compact(dense_model.cpu(), example)  # dense layers again
+        rows.append({"model": model, "method": "dense", "loss": baseline["loss"],
+                     "bits_per_token": baseline["bits_per_token"], "params": baseline["params"],
+                     "macs_per_token": baseline["macs"] / length})  # fmt: skip
+        for method in args.methods.split(","):
+            for reduction in reductions[model]:
+                preset, overrides = method_config(model, method, dense_dir / "adapted_dense.pt", reduction)
+                run_dir = out / model / f"{method}-{reduction:g}x"
+                run(preset, run_dir, overrides, quiet=args.quick)
+                report = json.loads((run_dir / "report.json").read_text())
+                small = load_compact(run_dir / "export")
+                speed = tokens_per_second(dense_model, small, example, 2 if args.quick else args.rounds)
+                compact = report["compact"]
+                row = {"model": model, "method": method, "target_reduction": reduction, "loss": compact["loss"],
+                       "bits_per_token": compact["bits_per_token"], "loss_increase": compact["loss"] / baseline["loss"] - 1,
+                       "params": compact["params"], "macs_per_token": compact["macs"] / length,
+                       "macs_reduction": report["macs_reduction"], "params_reduction": report["params_reduction"],
+                       "tokens_per_second": speed, "run": str(run_dir)}  # fmt: skip
+                rows.append(row)
+                print(f"{model:<6} {method:<10} {reduction:>5g}x {row['loss']:>8.4f} {row['bits_per_token']:>6.3f} "
+                      f"{100 * row['loss_increase']:>+7.2f}% {row['params']:>9,} {row['macs_per_token']:>10,.0f} "
+                      f"{row['macs_reduction']:>7.2f}x {speed['eager']['compact']:>11,.0f} {speed['eager']['speedup']:>5.2f} "
+                      f"{speed['onnxrt']['compact']:>10,.0f} {speed['onnxrt']['speedup']:>5.2f}", flush=True)  # fmt: skip
+    best = {}
+    for row in rows:
+        if row["method"] != "dense" and row["loss_increase"] <= 0.05:
+            key = f"{row['model']} {row['method']}"
+            best[key] = max(best.get(key, 1.0), row["macs_reduction"])
+    print("largest MACs reduction within 5% of the dense validation loss:", best or "none")
+    if args.json:
+        atomic_write_json(args.json, {
+            "benchmark": "lm_compression", "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            "rows": rows, "largest_within_5_percent": best,
+        })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
