@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, register, view_of, plain_type
+from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, plain_type, register, view_of
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 

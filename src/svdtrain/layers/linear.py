@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from svdtrain.layers.registry import Factors, WeightKind, register, plain_type
+from svdtrain.layers.registry import Factors, WeightKind, plain_type, register
 
 
 @torch.no_grad()

@@ -62,6 +62,20 @@ class WeightKind:
         """Whether the module may be replaced by another module type when deployed."""
         return True
 
+    def deployed_form(self, deployed: nn.Module, name: str) -> str:
+        """"pair" or "dense": how weight ``name`` ended up in ``deployed``, a module that
+        :meth:`deploy` returned in place of the original (a different type)."""
+        return "pair" if isinstance(deployed, nn.Sequential) else "dense"
+
+    def refresh(self, module: nn.Module) -> None:
+        """Rebuild whatever the module keeps of its weights' values between calls (nn.LSTM's
+        flat weights): before a copy, and once factored weights are plain parameters again."""
+
+    def product_macs(self, module: nn.Module, inputs: tuple, kwargs: dict) -> int | None:
+        """MACs of weightless products the module runs itself (attention scores and values),
+        reported apart from its weights' MACs; None when it runs none."""
+        return None
+
 
 KINDS: dict[type | str, WeightKind] = {}
 

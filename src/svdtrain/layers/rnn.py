@@ -16,7 +16,7 @@ from torch import nn
 
 from svdtrain.deploy import StackedLSTM, StackedRNN
 from svdtrain.layers.linear import linear_pair
-from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, register, plain_type
+from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, plain_type, register
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 _NAME = re.compile(r"weight_(ih|hh)_l(\d+)(_reverse)?$")
@@ -54,6 +54,15 @@ class RecurrentKind(WeightKind):
 
     def swappable(self, module: nn.Module) -> bool:
         return plain_type(module) in (nn.LSTM, nn.GRU, nn.RNN)
+
+    def deployed_form(self, deployed: nn.Module, name: str) -> str:
+        part, layer, _ = _NAME.match(name).groups()
+        return "pair" if part == "ih" and not isinstance(deployed.projections[int(layer)], nn.Identity) else "dense"
+
+    def refresh(self, module: nn.RNNBase) -> None:
+        # The last forward's weights, kept for the fused kernel; after a training forward they
+        # carry a graph, which copy.deepcopy refuses.
+        module._init_flat_weights()
 
     @torch.no_grad()
     def deploy(self, module: nn.RNNBase, pairs: dict[str, Factors]) -> nn.Module:

@@ -38,9 +38,8 @@ def _bake(module: nn.Module, params: list[str]) -> None:
     else:  # other parametrizations stay: a fresh class without the baked weights' properties
         module.__class__ = type(cls.__name__, (original_cls,), {k: v for k, v in cls.__dict__.items() if k not in params})
     for param, value in values.items():
-        setattr(module, param, nn.Parameter(value))  # setattr: RNNs track their weights on assignment
-    if isinstance(module, nn.RNNBase):
-        module._init_flat_weights()
+        setattr(module, param, nn.Parameter(value))
+    kind_for(module).refresh(module)
 
 
 def _chosen_pairs(
@@ -145,17 +144,5 @@ def deployed_forms(model: nn.Module, compact_model: nn.Module) -> dict[str, str]
         fqn = name[: -len(handle.param)].rstrip(".")
         deployed = modules.get(fqn)
         same_type = type(deployed) is plain_type(handle.module)
-        forms[name] = "dense" if same_type or deployed is None else _form_in(deployed, handle)
+        forms[name] = "dense" if same_type or deployed is None else handle.kind.deployed_form(deployed, handle.param)
     return forms
-
-
-def _form_in(deployed: nn.Module, handle: FactoredWeight) -> str:
-    """A replaced module: Linear/Conv pairs are Sequentials; a StackedRNN pairs a layer's W_ih
-    when that layer reads its input through a projection."""
-    if isinstance(deployed, nn.Sequential):
-        return "pair"
-    param = handle.param
-    if param.startswith("weight_ih_l"):
-        layer = int(param.removeprefix("weight_ih_l"))
-        return "dense" if isinstance(deployed.projections[layer], nn.Identity) else "pair"
-    return "dense"

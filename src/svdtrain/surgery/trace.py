@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils.parametrize import ParametrizationList
 from torch.overrides import TorchFunctionMode
 
-from svdtrain.layers import kind_for
+from svdtrain.layers import WeightKind, kind_for
 
 
 def _shape(x: object) -> torch.Size | None:
@@ -78,7 +78,8 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor | tuple | dict) 
     dict of keyword inputs) in eval mode without gradients, recording a :class:`Trace`."""
     trace, active, stack = Trace(), set(), []
     names = {id(m): fqn for fqn, m in model.named_modules()}
-    counted_by_module = {fqn for fqn, m in model.named_modules() if hasattr(kind_for(m), "product_macs")}
+    counted_by_module = {fqn for fqn, m in model.named_modules()
+                         if kind_for(m) is not None and type(kind_for(m)).product_macs is not WeightKind.product_macs}
     handles = []
 
     def before(module, args, kwargs):
@@ -106,8 +107,9 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor | tuple | dict) 
             trace.calls.setdefault(fqn, []).append((shape, kind.module_macs(module, args, kwargs, output)))
             if args and isinstance(args[0], nn.utils.rnn.PackedSequence):  # StackedRNN takes tensors only
                 trace.read_outside.update(f"{fqn}.{p}" if fqn else p for p in getattr(module, "parametrizations", {}))
-            if hasattr(kind, "product_macs"):
-                trace.products[fqn] = trace.products.get(fqn, 0) + kind.product_macs(module, args, kwargs)
+            products = kind.product_macs(module, args, kwargs)
+            if products is not None:
+                trace.products[fqn] = trace.products.get(fqn, 0) + products
         elif isinstance(module, nn.modules.conv._ConvNd):  # Conv3d, ConvTranspose: counted, never factored
             trace.calls.setdefault(fqn, []).append((_shape(args[0]), _conv_macs(module, args[0], output)))
 

@@ -54,12 +54,12 @@ def replace_modules(model: nn.Module, replacements: dict[int, nn.Module]) -> Non
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy of a model with factored weights.
 
-    An nn.LSTM keeps the weights its last forward read (``_flat_weights``); for a factored
-    LSTM after a training forward those are non-leaf tensors, which ``copy.deepcopy`` refuses.
-    They are refreshed without a graph first (the next forward refreshes them anyway).
+    A module may keep values of its factored weights from its last forward (nn.LSTM does, for
+    its fused kernel); after a training forward those carry a graph, which ``copy.deepcopy``
+    refuses. They are refreshed without a graph first (the next forward refreshes them anyway).
     """
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.RNNBase) and any(is_factored(module, p) for p in module._flat_weights_names):
-                module._init_flat_weights()
+        for handles in by_module(factored_weights(model)).values():
+            handle = next(iter(handles.values()))
+            handle.kind.refresh(handle.module)
         return copy.deepcopy(model)
