@@ -120,3 +120,23 @@ def test_empty_text_file_is_one_line(tmp_path, capsys):
     assert _run(tmp_path / "out", empty) == 2
     err = capsys.readouterr().err.strip()
     assert "empty" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_hugging_face_causal_lm_from_its_config_runs_through_the_pipeline(tmp_path, text_file):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=256, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    config.save_pretrained(tmp_path / "gpt2")
+    out = tmp_path / "run"
+    assert _run(out, text_file, "--model", f"hf:{tmp_path / 'gpt2' / 'config.json'}", "--dataset", "text_byte",
+                "--export-onnx", "false") == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["metric"] == "loss" and report["macs_reduction"] > 1.0
+    assert any(layer["name"].endswith("attn.c_attn.weight") for layer in report["layers"])  # GPT-2's Conv1D
+
+
+def test_a_hugging_face_config_with_too_small_a_vocabulary_is_one_line(tmp_path, text_file, capsys):
+    transformers = pytest.importorskip("transformers")
+    transformers.GPT2Config(vocab_size=100, n_positions=16, n_embd=16, n_layer=1, n_head=2).save_pretrained(tmp_path)
+    assert _run(tmp_path / "out", text_file, "--model", f"hf:{tmp_path / 'config.json'}", "--dataset", "text_byte") == 2
+    err = capsys.readouterr().err.strip()
+    assert "vocab_size 100 is smaller than the data's 256 tokens" in err and len(err.splitlines()) == 1

@@ -336,8 +336,10 @@ class Experiment:
         info = export_compact(model, self.out / "export", self.data.example, model_name=c.model,
                               num_classes=self.data.num_classes, context=c.block_length,
                               sequence=self.task.name == "language_modeling", onnx=c.export_onnx, **timing)  # fmt: skip
-        compact_model = torch.jit.load(str(self.out / "export" / "model.torchscript.pt")).to(self.device)
         small = load_compact(self.out / "export").to(self.device)  # count the exported structure itself
+        scripted = self.out / "export" / "model.torchscript.pt"
+        # Score an exported file itself: TorchScript, or weights + spec where TorchScript cannot compile the model.
+        compact_model = torch.jit.load(str(scripted)).to(self.device) if scripted.exists() else small
         info.update(
             **self.evaluation(compact_model),
             macs=count_macs(small, self.data.example),

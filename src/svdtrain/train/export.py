@@ -50,6 +50,17 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, sequence: 
         return _max_abs_diff(torch.from_numpy(got), model(example).cpu())
 
 
+def _script(model: nn.Module) -> torch.jit.ScriptModule | None:
+    """TorchScript of ``model``, or None where TorchScript cannot compile it (it cannot compile
+    Hugging Face models; torch.export and ONNX still export those)."""
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; still the widest-read format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return torch.jit.script(model)
+        except Exception:  # compilation errors come in many types
+            return None
+
+
 def export_compact(
     model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
     context: int | None = None, sequence: bool = False, onnx: bool = True, choose: str = "macs",
@@ -68,11 +79,12 @@ def export_compact(
     spec = {**compact_spec(model, small), "model": model_name, "num_classes": num_classes, "context": context}
     atomic_write(out_dir / "weights.pt", lambda f: torch.save(small.state_dict(), f), mode="wb")
     atomic_write_json(out_dir / "spec.json", spec)
-    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; still the widest-read format
-        warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.script(small)
+    scripted = _script(small)  # None for models TorchScript cannot compile (Hugging Face ones)
+    if scripted is not None:
         atomic_write(out_dir / "model.torchscript.pt", lambda f: torch.jit.save(scripted, f), mode="wb")
-        reloaded_script = torch.jit.load(str(out_dir / "model.torchscript.pt"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            reloaded_script = torch.jit.load(str(out_dir / "model.torchscript.pt"))
     # torch.export needs a batch > 1 to keep the batch dimension dynamic.
     pair = torch.cat([example, example])
     dims = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO} if sequence else {0: torch.export.Dim.AUTO}
@@ -81,12 +93,14 @@ def export_compact(
     with torch.no_grad():
         reference = small(example)
         result = {
-            "files": ["weights.pt", "spec.json", "model.torchscript.pt", "model.pt2"],
+            "files": ["weights.pt", "spec.json", "model.pt2"],
             "weights": len(spec["weights"]),
-            "torchscript_max_abs_diff": _max_abs_diff(reloaded_script(example), reference),
             "torch_export_max_abs_diff": _max_abs_diff(torch.export.load(out_dir / "model.pt2").module()(example), reference),
             "reload_max_abs_diff": _max_abs_diff(load_compact(out_dir)(example), reference),
         }  # fmt: skip
+        if scripted is not None:
+            result["files"].insert(2, "model.torchscript.pt")
+            result["torchscript_max_abs_diff"] = _max_abs_diff(reloaded_script(example), reference)
     if onnx:
         diff = _export_onnx(small, example, out_dir / "model.onnx", sequence)
         if diff is not None:
