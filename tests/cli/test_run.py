@@ -98,32 +98,16 @@ def test_finished_run_is_refused_unless_overwrite(finished, capsys):
     assert (finished / "report.json").read_text() == before
 
 
-def test_resume_reaches_the_same_result(tmp_path, monkeypatch):
+def test_resume_reaches_the_same_result(tmp_path, die_in_third_epoch, assert_same_final_model):
     reference = tmp_path / "reference"
-    assert _run(reference) == 0
-
-    real_train_epoch = experiment_module.train_epoch
-    calls = {"n": 0}
-
-    def dies_in_svd_training(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # start epoch 1, svd_train epoch 1, then die in svd_train epoch 2
-            raise KeyboardInterrupt
-        return real_train_epoch(*args, **kwargs)
-
     interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(experiment_module, "train_epoch", dies_in_svd_training)
     assert _run(interrupted) == 130
     assert (interrupted / "svd_train.ckpt.pt").exists() and not (interrupted / "report.json").exists()
     assert _run(interrupted) == 2  # neither --resume nor --overwrite: the partial run is kept
-    monkeypatch.setattr(experiment_module, "train_epoch", real_train_epoch)
+    die_in_third_epoch()  # train normally from here on
     assert _run(interrupted, "--resume") == 0
-
-    a = torch.load(reference / "finetune.pt", weights_only=True)
-    b = torch.load(interrupted / "finetune.pt", weights_only=True)
-    assert a["ranks"] == b["ranks"]
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    assert _run(reference) == 0
+    assert_same_final_model(reference, interrupted)
 
 
 def test_stages_run_one_by_one(tmp_path):

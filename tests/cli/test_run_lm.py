@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from svdtrain.cli import main
-from svdtrain.train import experiment as experiment_module
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40)
 
@@ -71,29 +70,16 @@ print(tuple(model(torch.zeros(2, 7, dtype=torch.long)).shape[:2]))
     assert result.stdout.strip() == "(2, 7)", result.stderr[-2000:]
 
 
-def test_resume_of_a_language_model_run_reaches_the_same_result(tmp_path, text_file, monkeypatch):
+def test_resume_of_a_language_model_run_reaches_the_same_result(tmp_path, text_file, die_in_third_epoch,
+                                                               assert_same_final_model):
     extra = ("--svd-epochs", "2")
+    interrupted = tmp_path / "interrupted"
+    assert _run(interrupted, text_file, *extra) == 130
+    die_in_third_epoch()  # train normally from here on
+    assert _run(interrupted, text_file, *extra, "--resume") == 0
     reference = tmp_path / "reference"
     assert _run(reference, text_file, *extra) == 0
-    real_train_epoch = experiment_module.train_epoch
-    calls = {"n": 0}
-
-    def dies_in_svd_training(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # start epoch 1, svd_train epoch 1, then die in svd_train epoch 2
-            raise KeyboardInterrupt
-        return real_train_epoch(*args, **kwargs)
-
-    interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(experiment_module, "train_epoch", dies_in_svd_training)
-    assert _run(interrupted, text_file, *extra) == 130
-    monkeypatch.setattr(experiment_module, "train_epoch", real_train_epoch)
-    assert _run(interrupted, text_file, *extra, "--resume") == 0
-    a = torch.load(reference / "finetune.pt", weights_only=True)
-    b = torch.load(interrupted / "finetune.pt", weights_only=True)
-    assert a["ranks"] == b["ranks"]
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    assert_same_final_model(reference, interrupted)
     ra, rb = (json.loads((d / "report.json").read_text()) for d in (reference, interrupted))
     assert ra["compact"] == rb["compact"] and ra["samples"] == rb["samples"]
 
