@@ -40,6 +40,7 @@ from svdtrain.train.distill import Distillation
 from svdtrain.train.export import export_compact, load_compact
 from svdtrain.train.loop import Regularization, evaluate_metrics, recalibrate_batchnorm, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
+from svdtrain.train.report import write_report
 from svdtrain.train.sample import sample_text
 
 STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
@@ -361,8 +362,6 @@ class Experiment:
                 for name, model in (("dense", dense), ("compact", small))}  # fmt: skip
 
     def run_report(self) -> dict:
-        from svdtrain.train.report import write_report
-
         return write_report(self)
 
     def run(self, stages: tuple[str, ...] = STAGES) -> None:

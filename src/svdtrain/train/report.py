@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Callable, Protocol
+
+from torch import nn
 
 from svdtrain.io import atomic_write_json
 from svdtrain.surgery import factored_weights
+from svdtrain.tasks import Task
 from svdtrain.train.checkpoint import load_checkpoint
 
-if TYPE_CHECKING:
-    from svdtrain.train.experiment import Experiment
+
+class FinishedRun(Protocol):
+    """What the report reads of a run (an ``Experiment``), so this module needs none."""
+
+    out: Path
+    task: Task
+    log: Callable[[str], None]
+
+    def load_stage(self, stage: str) -> tuple[nn.Module, dict]: ...
+
+    def stage_path(self, stage: str) -> Path: ...
 
 
-def write_report(experiment: Experiment) -> dict:
+def write_report(experiment: FinishedRun) -> dict:
     """Write ``report.json`` (last, so its presence marks a finished run) and PNG plots."""
     out = experiment.out
     model, finetune = experiment.load_stage("finetune")
