@@ -89,3 +89,12 @@ def test_distillation_through_the_loop_on_a_language_model():
     for _ in range(10):
         train_epoch(student, _lm_batches(), optimizer, distillation=distill, task=task)
     assert gap() < before / 2
+
+
+def test_grad_clip_bounds_the_update():
+    model, task = TinyLM(), LanguageModeling()
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    train_epoch(model, _lm_batches(1), optimizer, task=task, grad_clip=1e-3)
+    moved = torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start)]).norm()
+    assert 0 < moved <= 1e-3 + 1e-9  # one SGD step of lr 1 moves by the clipped gradient's norm

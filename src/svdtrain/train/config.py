@@ -58,6 +58,7 @@ class RunConfig:
     lr: float = 1e-3
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # dense weights and biases only; U, s, Vh are never decayed
+    grad_clip: float = 0.0  # > 0: clip the gradients' total norm to this (the paper's LSTM code: 0.25)
     batch_size: int = 100
     eval_batch_size: int = 1000
     # epochs within each stage at which lr *= lr_gamma; values below 1 are fractions of the stage's length
@@ -105,7 +106,7 @@ class RunConfig:
             _positive(name, getattr(self, name))
         for name in ("start_epochs", "svd_epochs", "finetune_epochs", "train_limit", "test_limit", "weight_decay",
                      "ortho_weight", "sparsity_weight", "momentum", "lr_gamma", "target_reduction", "finetune_lr",
-                     "target_speedup", "image_size",
+                     "target_speedup", "image_size", "grad_clip",
                      "bn_recalibration_batches"):  # fmt: skip
             _non_negative(name, getattr(self, name))
         check_model_name(self.model)

@@ -59,12 +59,15 @@ def train_epoch(
     device: torch.device | str = "cpu",
     distillation: Distillation | None = None,
     task: Task | None = None,
+    grad_clip: float = 0.0,
 ) -> dict[str, float]:
     """Train one pass over ``batches``; returns the task's training metrics (default task:
     classification, giving mean loss and accuracy).
 
     With ``distillation`` the task loss is mixed with the teacher's soft targets; the
-    reported loss stays the plain task loss so runs with and without compare.
+    reported loss stays the plain task loss so runs with and without compare. ``grad_clip`` > 0
+    rescales the gradients to at most that total norm (recurrent nets need it; the paper's
+    LSTM code clips at 0.25).
 
     Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
     read more than once in one forward (a module called twice, a weight its parent reads too)
@@ -83,6 +86,8 @@ def train_epoch(
             loss = fit_loss + regularization.loss(model, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
     return task.summarize(sums)
