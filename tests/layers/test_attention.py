@@ -79,3 +79,15 @@ def test_macs_match_flop_counter_and_report_products_apart(kdim):
     assert products == {"attn": 2 * 2 * 5 * source * 16}
     assert abs(2 * projections - flops[False]) <= 0.01 * flops[False]
     assert abs(2 * (projections + products["attn"]) - flops[True]) <= 0.01 * flops[True]
+
+
+def test_products_count_the_extra_positions_of_bias_kv_and_zero_attention():
+    model = nn.MultiheadAttention(16, 4, batch_first=True, add_bias_kv=True, add_zero_attn=True).train()
+    x = torch.randn(2, 5, 16)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x, x, x, need_weights=True)
+    products = svdtrain.attention_macs(model, (x, x, x))[""]
+    projections = svdtrain.count_macs(model, (x, x, x))
+    assert products == 2 * 2 * 5 * (5 + 2) * 16
+    assert abs(2 * (projections + products) - counter.get_total_flops()) <= 0.01 * counter.get_total_flops()

@@ -52,4 +52,5 @@ class AttentionKind(WeightKind):
         batch = query.shape[0 if module.batch_first else 1] if batched else 1
         length = query.shape[1 if module.batch_first else 0] if batched else query.shape[0]
         source = key.shape[1 if module.batch_first else 0] if batched else key.shape[0]
+        source += (module.bias_k is not None) + module.add_zero_attn  # the extra key/value positions
         return 2 * batch * length * source * module.embed_dim

@@ -38,6 +38,7 @@ def median_seconds(candidates: list[nn.Module], inputs: torch.Tensor, rounds: in
 
 def faster_form(dense: nn.Module, factored: nn.Module, input_shape: torch.Size, rounds: int = 9) -> nn.Module:
     """Whichever of two equivalent modules runs faster on a random input of ``input_shape``."""
-    inputs = torch.randn(input_shape, dtype=next(dense.parameters()).dtype)
+    weight = next(dense.parameters())
+    inputs = torch.randn(input_shape, dtype=weight.dtype, device=weight.device)
     dense_s, factored_s = median_seconds([dense.eval(), factored.eval()], inputs, rounds)
     return factored if factored_s < dense_s else dense
