@@ -98,12 +98,18 @@ def main() -> None:
         model, values = part.split("=")
         reductions[model] = [float(v) for v in values.split(",")]
     out = Path(tempfile.mkdtemp()) if args.quick else Path(args.out)
+    if args.quick:  # a small text of its own, so the quick mode needs no data folder
+        text = out / "quick.txt"
+        text.write_text("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 60)
+        for methods in PRESETS["quick"].values():
+            methods[1]["data"] = str(text)
     rows = []
     print(f"{'model':<6} {'method':<10} {'target':>6} {'val loss':>8} {'bpc':>6} {'vs dense':>8} {'params':>9} "
           f"{'MACs/token':>10} {'MACs cut':>8} {'tok/s eager':>11} {'x':>5} {'tok/s ORT':>10} {'x':>5}")  # fmt: skip
     for model in models:
         dense_dir = out / model / "dense"
-        dense_run = run(PRESETS[model]["hoyer"][0], dense_dir, {}, stages=("start",), quiet=args.quick)
+        dense_preset, dense_overrides = PRESETS[model]["hoyer"]
+        dense_run = run(dense_preset, dense_dir, dict(dense_overrides), stages=("start",), quiet=args.quick)
         dense_record = torch.load(dense_dir / "start.pt", map_location="cpu", weights_only=True)
         baseline = dense_record["baseline"]
         length = dense_run.config.block_length
