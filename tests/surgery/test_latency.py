@@ -130,3 +130,21 @@ def test_real_clock_returns_valid_ranks():
         return
     assert set(ranks) == {"0.weight", "2.weight"}
     assert all(1 <= ranks[name] <= handle.rank for name, handle in svdtrain.factored_weights(model).items())
+
+
+def test_keyword_inputs_are_timed_like_tensors():
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, *, features):
+            return self.fc(features)
+
+    model = svdtrain.decompose(Keyword())
+    try:  # timing decides whether the target is reachable; either answer means the input was run
+        ranks = svdtrain.ranks_for_speedup(model, {"features": torch.randn(256, 64)}, 1.05, multiple=8, rounds=2)
+    except ValueError as unreachable:
+        assert "out of reach" in str(unreachable)
+    else:
+        assert set(ranks) == {"fc.weight"} and 1 <= ranks["fc.weight"] <= 64

@@ -55,7 +55,7 @@ def layer_times(
 
 def ranks_for_speedup(
     model: nn.Module,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | tuple | dict,
     speedup: float,
     *,
     multiple: int = 8,

@@ -31,9 +31,18 @@ def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: 
 
 
 @torch.no_grad()
-def median_seconds(candidates: list[nn.Module], inputs: torch.Tensor, rounds: int = 9, warmup: int = 2) -> list[float]:
-    """Median seconds per forward of each module on ``inputs``, timed interleaved."""
-    return interleaved_medians([partial(module, inputs) for module in candidates], rounds, warmup)
+def median_seconds(
+    candidates: list[nn.Module], inputs: torch.Tensor | tuple | dict, rounds: int = 9, warmup: int = 2
+) -> list[float]:
+    """Median seconds per forward of each module on ``inputs`` (a tensor, a tuple of positional
+    inputs or a dict of keyword inputs), timed interleaved."""
+    return interleaved_medians([partial(_call, module, inputs) for module in candidates], rounds, warmup)
+
+
+def _call(module: nn.Module, inputs: torch.Tensor | tuple | dict) -> object:
+    if isinstance(inputs, dict):
+        return module(**inputs)
+    return module(*inputs) if isinstance(inputs, tuple) else module(inputs)
 
 
 def faster_form(dense: nn.Module, factored: nn.Module, input_shape: torch.Size, rounds: int = 9) -> nn.Module:
