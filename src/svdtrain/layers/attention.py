@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from svdtrain.layers.registry import WeightKind, register
+from svdtrain.layers.registry import WeightKind, register, weight_shape
 
 
 def _qkv(module: nn.MultiheadAttention, inputs: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -36,8 +36,8 @@ class AttentionKind(WeightKind):
         return math.prod(input_shape[:-1]) * (3 if name == "in_proj_weight" else 1)
 
     def dense_macs(self, module: nn.Module, name: str, input_shape: torch.Size) -> int:
-        rows = getattr(module, name).shape[0] // (3 if name == "in_proj_weight" else 1)
-        return self.tokens(module, name, input_shape) * rows * getattr(module, name).shape[1]
+        rows, columns = weight_shape(module, name)
+        return self.tokens(module, name, input_shape) * rows // (3 if name == "in_proj_weight" else 1) * columns
 
     def module_macs(self, module: nn.MultiheadAttention, inputs: tuple, kwargs: dict, output: object) -> int:
         query, key, value = _qkv(module, inputs, kwargs)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from svdtrain.layers.linear import linear_pair
-from svdtrain.layers.registry import Factors, WeightKind, register
+from svdtrain.layers.registry import Factors, WeightKind, register, weight_shape
 
 
 @register("transformers.pytorch_utils.Conv1D")
@@ -25,12 +25,12 @@ class HFConv1DKind(WeightKind):
         return math.prod(input_shape[:-1])
 
     def pair_macs(self, module: nn.Module, name: str, input_shape: torch.Size | None, rank: int) -> float:
-        in_features, out_features = module.weight.shape
+        in_features, out_features = weight_shape(module, "weight")
         tokens = 1 if input_shape is None else self.tokens(module, name, input_shape)
         return tokens * rank * (in_features + out_features)
 
     def module_macs(self, module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Tensor) -> int:
-        return output.numel() * module.weight.shape[0]
+        return output.numel() * weight_shape(module, "weight")[0]
 
     def deploy(self, module: nn.Module, pairs: dict[str, Factors]) -> nn.Module:
         return linear_pair(pairs["weight"], module.bias) if "weight" in pairs else module

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from svdtrain.layers.registry import Factors, WeightKind, plain_type, register
+from svdtrain.layers.registry import Factors, WeightKind, plain_type, register, weight_shape
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ class LinearKind(WeightKind):
         return math.prod(input_shape[:-1])
 
     def pair_macs(self, module: nn.Module, name: str, input_shape: torch.Size | None, rank: int) -> float:
-        out_features, in_features = getattr(module, name).shape
+        out_features, in_features = weight_shape(module, name)
         tokens = 1 if input_shape is None else self.tokens(module, name, input_shape)
         return tokens * rank * (in_features + out_features)
 

@@ -37,7 +37,7 @@ class WeightKind:
 
     def dense_macs(self, module: nn.Module, name: str, input_shape: torch.Size) -> int:
         """MACs of the weight's dense product per forward on an input of this shape."""
-        shape = getattr(module, name).shape
+        shape = weight_shape(module, name)
         return self.tokens(module, name, input_shape) * shape.numel()
 
     def pair_macs(self, module: nn.Module, name: str, input_shape: torch.Size | None, rank: int) -> float | None:
@@ -109,3 +109,10 @@ def plain_type(module: nn.Module) -> type:
 def view_of(module: nn.Module, name: str) -> str:
     """The matrix view a factored weight ``module.<name>`` was factored in."""
     return module.parametrizations[name][0].view
+
+
+def weight_shape(module: nn.Module, name: str) -> torch.Size:
+    """The shape of ``module.<name>`` without rebuilding a factored weight to read it."""
+    if parametrize.is_parametrized(module, name):
+        return torch.Size(module.parametrizations[name][0].weight_shape)
+    return getattr(module, name).shape

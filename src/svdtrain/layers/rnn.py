@@ -16,7 +16,7 @@ from torch import nn
 
 from svdtrain.deploy import StackedLSTM, StackedRNN
 from svdtrain.layers.linear import linear_pair
-from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, plain_type, register
+from svdtrain.layers.registry import Factors, UnsupportedLayer, WeightKind, plain_type, register, weight_shape
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 _NAME = re.compile(r"weight_(ih|hh)_l(\d+)(_reverse)?$")
@@ -43,14 +43,14 @@ class RecurrentKind(WeightKind):
         part, _, _ = _NAME.match(name).groups()
         if part == "hh" or module.bidirectional:
             return None
-        gates_out, in_size = getattr(module, name).shape
+        gates_out, in_size = weight_shape(module, name)
         tokens = 1 if input_shape is None else self.tokens(module, name, input_shape)
         return tokens * rank * (in_size + gates_out)
 
     def module_macs(self, module: nn.RNNBase, inputs: tuple, kwargs: dict, output: object) -> int:
         data = inputs[0].data if isinstance(inputs[0], nn.utils.rnn.PackedSequence) else inputs[0]
         tokens = math.prod(data.shape[:-1])
-        return tokens * sum(getattr(module, name).numel() for name in self.weight_names(module))
+        return tokens * sum(weight_shape(module, name).numel() for name in self.weight_names(module))
 
     def swappable(self, module: nn.Module) -> bool:
         return plain_type(module) in (nn.LSTM, nn.GRU, nn.RNN)

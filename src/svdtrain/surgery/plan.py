@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from svdtrain.layers import FactoredWeight, kind_for
+from svdtrain.layers.registry import weight_shape
 
 
 def pair_saving(handle: FactoredWeight, input_shape: torch.Size | None) -> float:
@@ -20,7 +21,7 @@ def pair_saving(handle: FactoredWeight, input_shape: torch.Size | None) -> float
 
 def _dense(handle: FactoredWeight, input_shape: torch.Size | None) -> int:
     if input_shape is None:
-        return getattr(handle.module, handle.param).numel()  # per token / output position
+        return weight_shape(handle.module, handle.param).numel()  # per token / output position
     return kind_for(handle.module).dense_macs(handle.module, handle.param, input_shape)
 
 
