@@ -7,7 +7,7 @@ from torch import nn
 
 from svdtrain.layers import FactoredWeight, kind_for, plain_type
 from svdtrain.linalg import check_positive_int
-from svdtrain.surgery.plan import can_swap, pair_saving
+from svdtrain.surgery.plan import can_swap, paired
 from svdtrain.surgery.timing import faster_form
 from svdtrain.surgery.trace import trace_forward
 from svdtrain.surgery.walk import by_module, copy_model, replace_modules, require_factored_weights
@@ -54,16 +54,15 @@ def _chosen_pairs(
             raise ValueError(f"{forced[0]!r} cannot deploy as a pair: its module's type must stay (a subclass, "
                              "or its weight is read outside its forward)")
         return set()
-    pairs = set()
+    pairs = paired(handles, fqn, shape, read_outside)  # the MACs rule count_macs uses too
     for param, handle in handles.items():
         forced = forms.get(handle.name)
-        if forced is not None:
-            if forced == "pair" and kind.pair_macs(module, param, shape, handle.rank) is None:
-                raise ValueError(f"{handle.name!r} has no pair form; it deploys dense")
-            if forced == "pair":
-                pairs.add(param)
-        elif pair_saving(handle, shape) > 0:
+        if forced == "pair" and kind.pair_macs(module, param, shape, handle.rank) is None:
+            raise ValueError(f"{handle.name!r} has no pair form; it deploys dense")
+        if forced == "pair":
             pairs.add(param)
+        elif forced == "dense":
+            pairs.discard(param)
     if choose == "measured" and pairs and len(handles) == 1 and shape is not None:
         (param,) = pairs
         dense = _deployed(copy_model(module), set(), handles)
