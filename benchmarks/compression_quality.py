@@ -42,7 +42,7 @@ from svdtrain.models import build_model
 from svdtrain.models.cifar_resnet import CifarResNet
 from svdtrain.train import Regularization, evaluate, recalibrate_batchnorm, train_epoch
 from svdtrain.train.checkpoint import load_matching, read_state_dict
-from svdtrain.train.experiment import _digits_arrays
+from svdtrain.train.run_data import digits_arrays
 
 SPARSITY_WEIGHTS = {"hoyer": 0.1, "l1": 0.3, "hoyer_square": 0.01}  # the official ResNet-20 weights (spatial-wise)
 
@@ -193,7 +193,7 @@ def pareto(rows: list[dict]) -> None:
 def build_setup(args: argparse.Namespace) -> Setup:
     torch.manual_seed(0)
     if args.quick:
-        train, test = _digits_arrays(0)
+        train, test = digits_arrays(0)
         name, mean, std = "digits_cnn", [0.5], [0.5]
     else:
         train, test = load_image_folder(args.data, Path("~/.cache/svdtrain").expanduser())

@@ -35,7 +35,7 @@ from svdtrain.io import atomic_write_json
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train.config import resolve_config
 from svdtrain.train.experiment import Experiment
-from svdtrain.train.export import load_compact
+from svdtrain.deploy.export import load_compact
 
 from sequence_models import onnx_runner  # noqa: E402  (beside this script)
 
@@ -55,7 +55,7 @@ def method_config(model: str, method: str, dense_checkpoint: Path, reduction: fl
     overrides = {**overrides, "checkpoint": str(dense_checkpoint), "start_epochs": 0, "target_reduction": reduction}
     if method == "truncated":
         config = resolve_config(preset)
-        overrides.update(svd_epochs=0, finetune_epochs=config.svd_epochs + config.finetune_epochs)
+        overrides.update(svd_epochs=0, finetune_epochs=config.svd_train.epochs + config.finetune.epochs)
     return preset, overrides
 
 
@@ -112,7 +112,7 @@ def main() -> None:
         dense_run = run(dense_preset, dense_dir, dict(dense_overrides), stages=("start",), quiet=args.quick)
         dense_record = torch.load(dense_dir / "start.pt", map_location="cpu", weights_only=True)
         baseline = dense_record["baseline"]
-        length = dense_run.config.block_length
+        length = dense_run.config.data.block_length
         example = dense_run.data.example.cpu().expand(16, length).contiguous()
         dense_model, _ = dense_run.load_stage("start")
         dense_model = svdtrain.compact(dense_model.cpu(), example)  # dense layers again

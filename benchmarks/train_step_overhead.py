@@ -10,7 +10,7 @@ Variants, timed A B C A B C ... in one process so machine noise hits all alike:
             1x1 conv; Linear alike), gradients to U, s, Vh: what a module-swapping
             implementation runs every step, to show what rebuilding W saves at full rank
   svd_lazy4 svd, with both regularizers computed on one step in 4, weighted by 4 (lazy
-            regularization, RunConfig.regularize_every)
+            regularization, --regularize-every)
 Each round runs --block consecutive steps of each variant (so a lazy variant's expensive
 step is inside every timed block); reports median seconds per step and the ratio of
 medians to dense. Memory, two ways:

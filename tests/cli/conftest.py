@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from svdtrain.train import experiment as experiment_module
+from svdtrain.train import trainer as trainer_module
 
 
 @pytest.fixture
 def die_in_third_epoch(monkeypatch):
     """While active, the third training epoch of a run (start 1, svd_train 1, then svd_train 2
     with --svd-epochs 2) raises KeyboardInterrupt; call the returned ``stop()`` to train normally."""
-    real_train_epoch = experiment_module.train_epoch
+    real_train_epoch = trainer_module.train_epoch
     calls = {"n": 0}
 
     def dies(*args, **kwargs):
@@ -19,8 +19,8 @@ def die_in_third_epoch(monkeypatch):
             raise KeyboardInterrupt
         return real_train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(experiment_module, "train_epoch", dies)
-    return lambda: monkeypatch.setattr(experiment_module, "train_epoch", real_train_epoch)
+    monkeypatch.setattr(trainer_module, "train_epoch", dies)
+    return lambda: monkeypatch.setattr(trainer_module, "train_epoch", real_train_epoch)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from svdtrain.cli import main
-from svdtrain.train import experiment as experiment_module
 
 TINY = ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "2", "--finetune-epochs", "1",
         "--train-limit", "320", "--test-limit", "200", "--lr-milestones", "1"]
@@ -32,7 +31,7 @@ def test_report_schema_and_files(finished):
     assert report["layers"] and all(1 <= l["rank"] <= l["full_rank"] for l in report["layers"])
     assert set(report["stages"]) == {"start", "svd_train", "prune", "finetune", "export"}
     assert all({"accuracy", "seconds"} <= set(s) for s in report["stages"].values())
-    assert report["config"]["svd_epochs"] == 2 and report["config"]["model"] == "digits_cnn"
+    assert report["config"]["svd_train"]["epochs"] == 2 and report["config"]["model"] == "digits_cnn"
     for name in ("spectra.png", "ranks.png", "metrics/svd_train.csv", "export/model.torchscript.pt",
                  "export/model.pt2", "export/weights.pt", "export/spec.json"):
         assert (finished / name).stat().st_size > 0, name
@@ -45,7 +44,7 @@ def test_report_schema_and_files(finished):
 def test_spec_is_compact_spec_plus_the_model_name(finished, tmp_path):
     import shutil
 
-    from svdtrain.train.export import load_compact
+    from svdtrain.deploy.export import load_compact
 
     spec = json.loads((finished / "export" / "spec.json").read_text())
     assert (spec["format"], spec["version"], spec["model"], spec["num_classes"]) == ("svdtrain-compact", 2,
@@ -174,7 +173,7 @@ def test_weight_decay_spares_the_svd_factors(tmp_path):
     config = resolve_config("smoke", None, {"weight_decay": 0.01, "optimizer": "sgd"})
     experiment = Experiment(config, tmp_path)
     model = svdtrain.decompose(experiment.dense_model())
-    groups = experiment._optimizer(model, lr=0.1).param_groups
+    groups = experiment.trainer.optimizer(model, lr=0.1).param_groups
     factors = {id(p) for handle in svdtrain.factored_weights(model).values() for p in handle.factors}
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     spared = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -206,7 +205,7 @@ def test_sweep_rejects_a_macs_target_before_touching_the_folder(tmp_path, capsys
 def test_resume_accepts_a_run_saved_before_newer_config_fields(tmp_path, capsys):
     assert main(["start", "--out", str(tmp_path), *TINY]) == 0
     saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["distill_weight"], saved["rank_multiple"]  # as written by an older svdtrain
+    del saved["finetune"]["distill_weight"], saved["prune"]["rank_multiple"]  # as written by an older svdtrain
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert _run(tmp_path, "--resume", "--svd-epochs", "3") == 2  # a real change is still refused
     assert "changed: svd_epochs" in capsys.readouterr().err
@@ -238,3 +237,29 @@ def test_target_speedup_prunes_and_exports_by_measured_time(tmp_path, monkeypatc
 def test_bad_speed_target_is_one_line(tmp_path, capsys, extra, message):
     assert _run(tmp_path / "out", *extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_groups_flags_by_section_each_with_a_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for title in ("data:", "start:", "optim:", "svd_train:", "prune:", "finetune:", "export:", "run:"):
+        assert title in text, title
+    assert "--sparsity-kind TEXT" in text and "sparsity term on s" in text and "(default: hoyer)" in text
+
+
+def test_presets_shows_what_a_preset_does(capsys):
+    assert main(["presets", "cpu-gpt-hoyer"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
+
+
+def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):
+    from svdtrain.train.config import RunConfig, merge
+
+    assert main(["start", "--out", str(tmp_path), *TINY]) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    flat = {**RunConfig.from_flags(merge({}, saved, "config.json")).flat(), "version": 1}
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    assert _run(tmp_path, "--resume") == 0
+    assert json.loads((tmp_path / "report.json").read_text())["config"]["version"] == 2

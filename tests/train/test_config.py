@@ -14,19 +14,20 @@ def test_every_paper_run_has_a_preset():
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_presets_use_the_official_schedule(name):
     config = resolve_config(name)
-    assert (config.optimizer, config.lr, config.weight_decay, config.batch_size) == ("adam", 1e-3, 0.0, 100)
-    assert (config.start_epochs, config.svd_epochs, config.finetune_epochs) == (164, 164, 164)
-    assert config.lr_milestones == [81, 122] and config.lr_gamma == 0.1 and config.augment
-    assert config.ortho_weight == 1.0 and config.init == "random"
-    assert config.sparsity_weight > 0 and 0 < config.energy < 1
+    o = config.optim
+    assert (o.optimizer, o.lr, o.weight_decay, config.data.batch_size) == ("adam", 1e-3, 0.0, 100)
+    assert (config.start.epochs, config.svd_train.epochs, config.finetune.epochs) == (164, 164, 164)
+    assert o.lr_milestones == [81, 122] and o.lr_gamma == 0.1 and config.data.augment
+    assert config.svd_train.ortho_weight == 1.0 and config.start.init == "random"
+    assert config.svd_train.sparsity_weight > 0 and 0 < config.prune.energy < 1
 
 
 def test_precedence_defaults_preset_file_flags(tmp_path):
     config_file = tmp_path / "exp.yaml"
     config_file.write_text("svd_epochs: 7\nlr: 0.01\n")
     config = resolve_config("smoke", config_file, {"lr": 0.5})
-    assert config.svd_epochs == 7 and config.lr == 0.5 and config.model == "digits_cnn"
-    assert load_preset("smoke")["svd_epochs"] != 7
+    assert config.svd_train.epochs == 7 and config.optim.lr == 0.5 and config.model == "digits_cnn"
+    assert load_preset("smoke")["svd_epochs"] != 7  # presets hold sections; load_preset gives flags
 
 
 @pytest.mark.parametrize(
@@ -59,8 +60,8 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
 
 def test_svd_start_needs_a_checkpoint_or_dense_epochs():
     with pytest.raises(ValueError, match="give checkpoint: PATH, or start_epochs > 0"):
-        RunConfig(dataset="digits", init="svd", start_epochs=0)
-    assert RunConfig(dataset="digits", init="svd", start_epochs=3).checkpoint == ""  # dense from scratch first
+        RunConfig.from_flags({"dataset": "digits", "init": "svd", "start_epochs": 0})
+    assert RunConfig.from_flags({"dataset": "digits", "init": "svd", "start_epochs": 3}).start.checkpoint == ""  # dense from scratch first
 
 
 def test_every_preset_resolves():
@@ -71,8 +72,60 @@ def test_every_preset_resolves():
 
 def test_language_model_presets_are_what_they_say():
     lstm = resolve_config("paper-lstm-wikitext2")
-    assert (lstm.model, lstm.dataset, lstm.sparsity_kind, lstm.sparsity_weight, lstm.energy) == (
+    assert (lstm.model, lstm.data.dataset, lstm.svd_train.sparsity_kind, lstm.svd_train.sparsity_weight,
+            lstm.prune.energy) == (
         "paper_lstm", "text_word", "hoyer", 0.01, 0.1)
     for name in ("cpu-char-lstm-hoyer", "cpu-gpt-hoyer"):
         config = resolve_config(name)
-        assert config.init == "svd" and not config.checkpoint and config.start_epochs > 0  # dense from scratch
+        assert config.start.init == "svd" and not config.start.checkpoint and config.start.epochs > 0  # dense from scratch
+
+
+def test_sections_and_flags_are_two_spellings_of_one_config(tmp_path):
+    nested, flat, mixed = (tmp_path / name for name in ("nested.yaml", "flat.yaml", "mixed.yaml"))
+    nested.write_text("optim:\n  lr: 0.01\nsvd_train:\n  epochs: 3\nfinetune:\n  lr: 0.002\ndata:\n  path: x.txt\n")
+    flat.write_text("lr: 0.01\nsvd_epochs: 3\nfinetune_lr: 0.002\ndata: x.txt\n")
+    mixed.write_text("lr: 0.01\nsvd_train: {epochs: 3}\nfinetune_lr: 0.002\ndata: {path: x.txt}\n")
+    configs = [resolve_config("smoke", path) for path in (nested, flat, mixed)]
+    assert configs[0] == configs[1] == configs[2]
+    assert (configs[0].optim.lr, configs[0].finetune.lr, configs[0].svd_train.epochs) == (0.01, 0.002, 3)
+    assert configs[0].data.path == "x.txt"
+
+
+def test_unknown_key_inside_a_section_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lrr: 0.01\n")
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) in .*bad.yaml: optim.lrr"):
+        resolve_config("smoke", bad)
+
+
+def test_a_config_saved_flat_by_an_older_svdtrain_reads_the_same():
+    from svdtrain.train.config import merge
+
+    config = resolve_config("cpu-gpt-hoyer")
+    old_style = {**config.flat(), "version": 1}  # how config.json looked before sections
+    assert RunConfig.from_flags(merge({}, old_style, "old config.json")) == config
+    with pytest.raises(ValueError, match="config version 7 is not supported"):
+        merge({}, {**old_style, "version": 7}, "config.json")
+
+
+def test_round_trip_through_the_saved_form():
+    from svdtrain.train.config import merge
+
+    for name in preset_names():
+        config = resolve_config(name)
+        assert RunConfig.from_flags(merge({}, config.to_dict(), "config.json")) == config
+
+
+def test_every_option_has_a_help_line_and_a_unique_flag():
+    from svdtrain.train.config import OPTIONS
+
+    assert len(OPTIONS) > 40
+    for flag, option in OPTIONS.items():
+        assert option.help and "\n" not in option.help, flag
+
+
+def test_updated_validates_the_change():
+    config = resolve_config("smoke")
+    assert config.updated(energy=0.2).prune.energy == 0.2 and config.prune.energy != 0.2
+    with pytest.raises(ValueError, match="energy must be a number"):
+        config.updated(energy=2.0)

@@ -60,6 +60,6 @@ def test_run_with_distillation_changes_training(tmp_path):
         out = tmp_path / weight
         assert main(["run", "--out", str(out), *tiny, "--distill-weight", weight]) == 0
         report = json.loads((out / "report.json").read_text())
-        assert report["config"]["distill_weight"] == float(weight)
+        assert report["config"]["finetune"]["distill_weight"] == float(weight)
         losses[weight] = (out / "metrics" / "finetune.csv").read_text().splitlines()[1]
     assert losses["0"] != losses["0.9"]  # the teacher's soft targets changed the updates

@@ -6,10 +6,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from svdtrain.cli.options import parse_value, prepare_run_folder
+from svdtrain.cli.options import parse_value
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.demo import DemoConfig, run_demo
+from svdtrain.train.run_folder import RunFolder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,16 +21,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for field in dataclasses.fields(DemoConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        parser.add_argument(flag, type=lambda text, d=default: parse_value(text, d), default=default, metavar="V")
+        parser.add_argument(flag, type=lambda text, d=default: parse_value(text, d), default=default, metavar="V",
+                            help=f"{field.metadata['help']} (default: {default})")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
-    prepare_run_folder(args.out, overwrite=args.overwrite, resume=False)
+    folder = RunFolder(args.out)
+    folder.prepare(overwrite=args.overwrite, resume=False)
     report = run_demo(config)
-    atomic_write_json(args.out / "report.json", report)
+    atomic_write_json(folder.report, report)
     print()
     print(format_report(report))
-    print(f"\nreport written to {args.out / 'report.json'}")
+    print(f"\nreport written to {folder.report}")
     return 0

@@ -1,16 +1,14 @@
-"""Config options shared by the pipeline subcommands: --preset, --config, a flag per field."""
+"""Config options shared by the pipeline subcommands: --preset, --config, and one flag per
+option, grouped by config section, with the help text the option declares."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config import FIELDS, RunConfig, merge, resolve_config
-from svdtrain.train.experiment import STAGES
-from svdtrain.train.export import EXPORT_FILES
+from svdtrain.train.config import OPTIONS, SECTIONS, RunConfig, merge, resolve_config
+from svdtrain.train.run_folder import RunFolder
 
 
 def _number(text: str) -> int | float:
@@ -18,7 +16,7 @@ def _number(text: str) -> int | float:
 
 
 def parse_value(text: str, default: Any) -> Any:
-    """Parse a flag's text by its field's type; a bad value is an argparse error, one line."""
+    """Parse a flag's text by its option's type; a bad value is an argparse error, one line."""
     try:
         if isinstance(default, list):
             return [_number(v) for v in text.split(",") if v.strip()]
@@ -32,18 +30,25 @@ def parse_value(text: str, default: Any) -> Any:
         raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
 
 
+def _metavar(default: Any) -> str:
+    if isinstance(default, list):
+        return "N,N"
+    return {bool: "BOOL", int: "N", float: "X"}.get(type(default), "TEXT")
+
+
 def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
     parser.add_argument("--out", type=Path, required=out_required, help="run folder")
     parser.add_argument("--preset", help="a named preset (see 'svdtrain presets')")
-    parser.add_argument("--config", help="a YAML config file; its keys are RunConfig fields")
-    fields = parser.add_argument_group("config fields (override preset and file)")
-    for name, field in FIELDS.items():
-        if name == "version":
-            continue
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        fields.add_argument(
-            "--" + name.replace("_", "-"), dest=f"field_{name}", default=argparse.SUPPRESS, metavar="V",
-            type=lambda text, d=default: parse_value(text, d), help=f"default {default!r}",
+    parser.add_argument("--config", help="a YAML config file: sections (optim: {lr: 0.01}) or flags (lr: 0.01)")
+    groups = {"": parser.add_argument_group("model")}
+    for name, section in SECTIONS.items():
+        groups[name] = parser.add_argument_group(section.__doc__.strip())
+    for flag, option in OPTIONS.items():
+        default = option.default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        groups[option.section].add_argument(
+            "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
+            type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})",
         )  # fmt: skip
 
 
@@ -51,47 +56,17 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
 
 
+def saved_config(folder: RunFolder) -> RunConfig | None:
+    """The config a run folder was started with, read as this version reads configs."""
+    saved = folder.read_config()
+    return None if saved is None else RunConfig.from_flags(merge({}, saved, str(folder.config)))
+
+
 def config_from(args: argparse.Namespace) -> RunConfig:
     """Preset/file/flags; for a lone stage with none given, the run folder's config.json."""
-    saved = args.out / "config.json" if args.out else None
-    if not (args.preset or args.config) and saved is not None and saved.exists():
-        values = merge({}, json.loads(saved.read_text()), str(saved))
-        return RunConfig(**merge(values, overrides_from(args), "the command line"))
+    folder = RunFolder(args.out) if args.out else None
+    saved = folder.read_config() if folder and not (args.preset or args.config) else None
+    if saved is not None:
+        values = merge({}, saved, str(folder.config))
+        return RunConfig.from_flags(merge(values, overrides_from(args), "the command line"))
     return resolve_config(args.preset, args.config, overrides_from(args))
-
-
-# Everything svdtrain writes into a run folder; --overwrite deletes these and nothing else.
-RUN_FILES = ("report.json", "config.json", "sweep.json", "adapted_dense.pt", "spectra.png", "ranks.png",
-             "accuracy_vs_macs.png", "loss_vs_macs.png", *(f"{s}.pt" for s in STAGES), *(f"{s}.ckpt.pt" for s in STAGES),
-             *(f"metrics/{s}.csv" for s in STAGES), *(f"export/{name}" for name in EXPORT_FILES))  # fmt: skip
-
-
-def _run_files(out: Path) -> list[Path]:
-    return [out / name for name in RUN_FILES if (out / name).is_file()]
-
-
-def _clear_run(out: Path) -> None:
-    for sub in out.glob("w*_e*"):  # sweep sub-runs
-        if (sub / "config.json").is_file():
-            _clear_run(sub)
-    for path in _run_files(out):
-        path.unlink()
-    for folder in (out / "metrics", out / "export", *out.glob("w*_e*")):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def prepare_run_folder(out: Path, *, overwrite: bool, resume: bool) -> None:
-    """Guard a run folder: a finished run needs --overwrite, an unfinished one --resume or
-    --overwrite; --overwrite deletes only the files svdtrain wrote there."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    finished = [name for name in ("report.json", "sweep.json") if (out / name).is_file()]
-    if finished and not overwrite:
-        raise ValueError(f"{out} already holds a finished run ({finished[0]}); pass --overwrite or choose another --out")
-    started = out.is_dir() and (_run_files(out) or any((sub / "config.json").is_file() for sub in out.glob("w*_e*")))
-    if started and not finished and not (resume or overwrite):
-        raise ValueError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over")
-    if overwrite and out.is_dir():
-        _clear_run(out)
-    out.mkdir(parents=True, exist_ok=True)

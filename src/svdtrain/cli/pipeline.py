@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from svdtrain.cli.options import add_config_options, config_from, prepare_run_folder
+from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
-from svdtrain.train.config import RunConfig, merge
 from svdtrain.train.experiment import STAGES, Experiment
+from svdtrain.train.run_folder import RunFolder
 
 STAGE_HELP = {
     "start": "decompose a pretrained model (init svd) or train the SVD form from scratch (init random)",
     "svd_train": "train with orthogonality + sparsity regularizers",
-    "prune": "drop small singular values by energy (or threshold)",
-    "finetune": "train the pruned model with the orthogonality term only",
-    "export": "write the compact model: weights + spec.json, TorchScript, ONNX",
+    "prune": "drop small singular values: to a MACs or speed target, by threshold, or by energy",
+    "finetune": "train the pruned model with the orthogonality term only (optionally distilled)",
+    "export": "write the compact model: weights + spec.json, TorchScript, torch.export, ONNX",
     "report": "write report.json and plots",
 }
 
@@ -34,37 +34,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sub.set_defaults(run=run_stage, stage=stage)
 
 
-def _show(report: dict, out) -> None:
+def _show(report: dict, folder: RunFolder) -> None:
     print()
     print(format_report(report))
-    print(f"\nreport written to {out / 'report.json'}")
+    print(f"\nreport written to {folder.report}")
 
 
 def run_all(args: argparse.Namespace) -> int:
     config = config_from(args)
-    prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
-    if args.resume and (args.out / "config.json").exists():
-        # Fields added since the run started read as their defaults, so older runs still resume.
-        saved_path = args.out / "config.json"
-        saved = RunConfig(**merge({}, json.loads(saved_path.read_text()), str(saved_path))).to_dict()
-        if saved != config.to_dict():
-            current = config.to_dict()
-            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-            raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
-    atomic_write_json(args.out / "config.json", config.to_dict())
-    experiment = Experiment(config, args.out, resume=args.resume)
-    experiment.run()
-    _show(json.loads((args.out / "report.json").read_text()), args.out)
+    folder = RunFolder(args.out)
+    folder.prepare(overwrite=args.overwrite, resume=args.resume)
+    saved = saved_config(folder) if args.resume else None
+    if saved is not None and saved != config:
+        # Options added since the run started read as their defaults, so older runs still resume.
+        before, now = saved.flat(), config.flat()
+        changed = sorted(k for k in now if before[k] != now[k])
+        raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
+    atomic_write_json(folder.config, config.to_dict())
+    Experiment(config, folder.path, resume=args.resume).run()
+    _show(json.loads(folder.report.read_text()), folder)
     return 0
 
 
 def run_stage(args: argparse.Namespace) -> int:
     config = config_from(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not (args.out / "config.json").exists():
-        atomic_write_json(args.out / "config.json", config.to_dict())
-    experiment = Experiment(config, args.out, resume=args.resume)
-    result = getattr(experiment, f"run_{args.stage}")()
+    folder = RunFolder(args.out)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if not folder.config.exists():
+        atomic_write_json(folder.config, config.to_dict())
+    result = getattr(Experiment(config, folder.path, resume=args.resume), f"run_{args.stage}")()
     if args.stage == "report":
-        _show(result, args.out)
+        _show(result, folder)
     return 0

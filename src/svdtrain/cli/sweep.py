@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from svdtrain.cli.options import add_config_options, config_from, prepare_run_folder
+from svdtrain.cli.options import add_config_options, config_from
+from svdtrain.train.run_folder import RunFolder
 from svdtrain.train.sweep import run_sweep
 
 
@@ -34,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"sparsity weights must be >= 0, got {args.sparsity_weights}")
     if any(not 0 <= e < 1 for e in args.energies):
         raise ValueError(f"energies must be in [0, 1), got {args.energies}")
-    if config.target_reduction:
+    if config.prune.target_reduction:
         raise ValueError("a sweep varies the energy; set --target-reduction 0")
-    prepare_run_folder(args.out, overwrite=args.overwrite, resume=args.resume)
+    folder = RunFolder(args.out)
+    folder.prepare(overwrite=args.overwrite, resume=args.resume)
     result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)
     metric = result["metric"]
     print(f"{'run':<22} {metric:>9} {'MACs':>12}")
     for point in result["points"]:
         print(f"{point['label']:<22} {point[metric]:>9.4f} {point['macs']:>12,}")
-    print(f"\nsweep written to {args.out / 'sweep.json'}")
+    print(f"\nsweep written to {folder.sweep}")
     return 0

@@ -1,6 +1,7 @@
-"""Deployed forms that no single torch layer provides. Plain torch only: nothing here imports
-the rest of svdtrain, and TorchScript / torch.export / ONNX files of models using them load
-without svdtrain."""
+"""Deployment. ``rnn``: the plain-torch modules compact models are built from where no single
+torch layer fits; it imports nothing else of svdtrain, so TorchScript / torch.export / ONNX files
+of models using them load without svdtrain. ``export``: a compact model written as those files
+(it needs svdtrain, so it is imported as ``svdtrain.deploy.export``, not from here)."""
 
 from svdtrain.deploy.rnn import StackedLSTM, StackedRNN
 

@@ -18,23 +18,24 @@ from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
 from svdtrain.surgery import compact, count_macs, count_params, decompose, factored_weights, prune
+from svdtrain.train.config.options import option
 from svdtrain.train.loop import Regularization, evaluate, train_epoch
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    seed: int = 0
-    width: int = 32  # DigitsCNN base width (32 -> 32/64/128 channels)
-    batch_size: int = 64
-    lr: float = 1e-3  # Adam, as in the official code
-    dense_epochs: int = 30
-    svd_epochs: int = 30
-    finetune_epochs: int = 15
-    scheme: str = "channel"
-    sparsity_kind: str = "hoyer"
-    sparsity_weight: float = 0.02
-    ortho_weight: float = 1.0
-    energy: float = 0.02  # fraction of sum(s^2) each layer may lose when pruned
+    seed: int = option(0, "seed of the data split, initialization and batch order")
+    width: int = option(32, "DigitsCNN base width (32: 32/64/128 channels)")
+    batch_size: int = option(64, "training batch size")
+    lr: float = option(1e-3, "Adam learning rate, as in the official code")
+    dense_epochs: int = option(30, "epochs of dense training")
+    svd_epochs: int = option(30, "epochs of SVD training (orthogonality + sparsity)")
+    finetune_epochs: int = option(15, "epochs of fine-tuning after pruning")
+    scheme: str = option("channel", "conv kernels as matrices: channel or spatial")
+    sparsity_kind: str = option("hoyer", "sparsity term on s: l1, hoyer or hoyer_square")
+    sparsity_weight: float = option(0.02, "weight of the sparsity term")
+    ortho_weight: float = option(1.0, "weight of the orthogonality term")
+    energy: float = option(0.02, "fraction of sum(s^2) each weight may lose when pruned")
 
     def __post_init__(self) -> None:
         check_scheme(self.scheme)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Protocol
 
 from torch import nn
@@ -11,26 +10,26 @@ from svdtrain.io import atomic_write_json
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
 from svdtrain.train.checkpoint import load_checkpoint
+from svdtrain.train.config.sources import to_flags
+from svdtrain.train.run_folder import RunFolder
 
 
 class FinishedRun(Protocol):
     """What the report reads of a run (an ``Experiment``), so this module needs none."""
 
-    out: Path
+    folder: RunFolder
     task: Task
     log: Callable[[str], None]
 
     def load_stage(self, stage: str) -> tuple[nn.Module, dict]: ...
 
-    def stage_path(self, stage: str) -> Path: ...
-
 
 def write_report(experiment: FinishedRun) -> dict:
     """Write ``report.json`` (last, so its presence marks a finished run) and PNG plots."""
-    out = experiment.out
+    folder = experiment.folder
     model, finetune = experiment.load_stage("finetune")
-    records = {stage: load_checkpoint(experiment.stage_path(stage)) for stage in ("start", "svd_train", "prune")}
-    export = load_checkpoint(experiment.stage_path("export"))
+    records = {stage: load_checkpoint(folder.stage(stage)) for stage in ("start", "svd_train", "prune")}
+    export = load_checkpoint(folder.stage("export"))
     info = export["info"]
     records["finetune"] = finetune
     reported = experiment.task.reported
@@ -63,8 +62,9 @@ def write_report(experiment: FinishedRun) -> dict:
     }
     if "samples" in info:
         report["samples"] = info["samples"]
+    final = to_flags(finetune["config"], "the finetune stage's config")
     changes = {
-        stage: {k: v for k, v in record["config"].items() if finetune["config"].get(k) != v}
+        stage: {k: v for k, v in to_flags(record["config"], f"the {stage} stage's config").items() if final.get(k) != v}
         for stage, record in records.items()
     }
     changes = {stage: diff for stage, diff in changes.items() if diff}
@@ -74,11 +74,11 @@ def write_report(experiment: FinishedRun) -> dict:
         from svdtrain.train.plots import plot_ranks, plot_spectra
 
         spectra = records["svd_train"]["spectra"]
-        plot_spectra(spectra["before"], spectra["after"], out / "spectra.png")
-        plot_ranks(layers, out / "ranks.png")
+        plot_spectra(spectra["before"], spectra["after"], folder.plot("spectra.png"))
+        plot_ranks(layers, folder.plot("ranks.png"))
         report["plots"] = ["spectra.png", "ranks.png"]
     except ImportError as missing:
         experiment.log(f"report: no plots ({missing})")
         report["plots"] = []
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(folder.report, report)
     return report

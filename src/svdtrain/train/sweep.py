@@ -6,7 +6,6 @@ pruning on), and all runs share start: those stage files are copied, not recompu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Callable
 from svdtrain.io import atomic_write, atomic_write_json
 from svdtrain.train.config import RunConfig
 from svdtrain.train.experiment import Experiment
+from svdtrain.train.run_folder import RunFolder
 
 
 def _label(weight: float, energy: float) -> str:
@@ -26,30 +26,31 @@ def run_sweep(
     resume: bool = False, log: Callable[[str], None] = print,
 ) -> dict:  # fmt: skip
     """Run every (weight, energy) pair into ``out/<label>``; returns and writes ``sweep.json``."""
-    if config.target_reduction:
+    folder = RunFolder(out)
+    if config.prune.target_reduction:
         raise ValueError("a sweep varies the energy; set target_reduction to 0 (or sweep it by separate runs)")
     sparsity_weights, energies = list(dict.fromkeys(sparsity_weights)), list(dict.fromkeys(energies))
     points = []
-    start_source: Path | None = None
+    start_source: RunFolder | None = None
     for weight in sparsity_weights:
-        trained_source: Path | None = None
+        trained_source: RunFolder | None = None
         for energy in energies:
             label = _label(weight, energy)
-            run_config = dataclasses.replace(config, sparsity_weight=weight, energy=energy)
-            run_dir = out / label
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_config = config.updated(sparsity_weight=weight, energy=energy)
+            run = folder.sweep_run(label)
+            run.path.mkdir(parents=True, exist_ok=True)
             for source, stages in ((start_source, ("start",)), (trained_source, ("start", "svd_train"))):
                 for stage in stages if source else ():
-                    if not (run_dir / f"{stage}.pt").exists():  # a half-copied file would pass as done
-                        with open(source / f"{stage}.pt", "rb") as src:
-                            atomic_write(run_dir / f"{stage}.pt", lambda dst: shutil.copyfileobj(src, dst), mode="wb")
-            atomic_write_json(run_dir / "config.json", run_config.to_dict())
+                    if not run.stage(stage).exists():  # a half-copied file would pass as done
+                        with open(source.stage(stage), "rb") as src:
+                            atomic_write(run.stage(stage), lambda dst: shutil.copyfileobj(src, dst), mode="wb")
+            atomic_write_json(run.config, run_config.to_dict())
             log(f"sweep: {label}")
             # Copied stage files count as done; resume also continues this run's own checkpoints.
-            Experiment(run_config, run_dir, resume=resume or start_source is not None, log=log).run()
-            start_source = start_source or run_dir
-            trained_source = trained_source or run_dir
-            data = json.loads((run_dir / "report.json").read_text())
+            Experiment(run_config, run.path, resume=resume or start_source is not None, log=log).run()
+            start_source = start_source or run
+            trained_source = trained_source or run
+            data = json.loads(run.report.read_text())
             metric = data.get("metric", "accuracy")
             points.append({"label": label, "sparsity_weight": weight, "energy": energy,
                            metric: data["compact"][metric], "macs": data["compact"]["macs"],
@@ -57,11 +58,11 @@ def run_sweep(
     metric = "loss" if config.task == "language_modeling" else "accuracy"
     result = {"config": config.to_dict(), "metric": metric, "points": points,
               "baseline": points[0]["baseline"] if points else None}  # fmt: skip
-    atomic_write_json(out / "sweep.json", result)
+    atomic_write_json(folder.sweep, result)
     try:
         from svdtrain.train.plots import plot_metric_vs_macs
 
-        plot_metric_vs_macs(points, result["baseline"], metric, out / f"{metric}_vs_macs.png")
+        plot_metric_vs_macs(points, result["baseline"], metric, folder.plot(f"{metric}_vs_macs.png"))
     except ImportError as missing:
         log(f"sweep: no plot ({missing})")
     return result

@@ -1,0 +1,117 @@
+"""RunConfig: one experiment's settings, grouped by concern, each option with one flat flag.
+
+Config files and ``config.json`` hold the sections (``optim: {lr: 0.01}``); the command line
+and flat config files use each option's flag (``--lr 0.01``, ``lr: 0.01``), unique across
+sections, which is also how configs written before the sections existed still read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from svdtrain.models import check_model_name, is_language_model
+from svdtrain.train.config.options import check_fields, default_of, flag_of, option
+from svdtrain.train.config.sections import (
+    TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings, StartConfig,
+    SVDTrainConfig,
+)  # fmt: skip
+
+CONFIG_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: the same options as flat keys
+
+
+def _model(_flag: str, value: str) -> None:
+    check_model_name(value)
+
+
+@dataclass
+class RunConfig:
+    model: str = option("resnet20", "resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn; language "
+                        "models: char_lstm, paper_lstm, gpt_small, tiny_lstm, tiny_gpt, or hf:PATH/config.json",
+                        check=_model)  # fmt: skip
+    data: DataConfig = field(default_factory=DataConfig)
+    start: StartConfig = field(default_factory=StartConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    svd_train: SVDTrainConfig = field(default_factory=SVDTrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if is_language_model(self.model) != self.data.is_text:
+            kind = "a language model" if is_language_model(self.model) else "an image model"
+            raise ValueError(f"model {self.model!r} is {kind}; dataset {self.data.dataset!r} does not fit it "
+                             f"(language models take {', '.join(TEXT_DATASETS)})")
+        if self.data.dataset != "digits" and not self.data.path:
+            raise ValueError(f"dataset {self.data.dataset!r} needs a data path (--data PATH, or path: under data:)")
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"config version {self.version} is not supported (this svdtrain writes {CONFIG_VERSION})")
+
+    @classmethod
+    def from_flags(cls, values: dict[str, Any]) -> RunConfig:
+        """A config from ``{flag: value}``; options not given keep their defaults."""
+        unknown = sorted(set(values) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        top: dict[str, Any] = {}
+        for flag, value in values.items():
+            where = OPTIONS[flag]
+            (sections[where.section] if where.section else top)[where.name] = value
+        return cls(**top, **{name: SECTIONS[name](**given) for name, given in sections.items()})
+
+    def flat(self) -> dict[str, Any]:
+        """``{flag: value}`` of every option."""
+        return {flag: getattr(getattr(self, o.section) if o.section else self, o.name) for flag, o in OPTIONS.items()}
+
+    def updated(self, **flags: Any) -> RunConfig:
+        """A copy with some options changed (by flag), validated."""
+        return RunConfig.from_flags({**self.flat(), **flags})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sections as nested dicts: what config.json and checkpoints hold."""
+        return dataclasses.asdict(self)
+
+    @property
+    def task(self) -> str:
+        """The task the dataset poses: classification (images) or language_modeling (text)."""
+        return "language_modeling" if self.data.is_text else "classification"
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)
+                             if f.default_factory is not dataclasses.MISSING}  # fmt: skip
+
+
+class Option(NamedTuple):
+    """Where a flag lives: its section ('' for top-level), field name and field."""
+
+    section: str
+    name: str
+    field: dataclasses.Field
+
+    @property
+    def default(self) -> Any:
+        return default_of(self.field)
+
+    @property
+    def help(self) -> str:
+        return self.field.metadata["help"]
+
+
+def _options() -> dict[str, Option]:
+    options: dict[str, Option] = {}
+    owners = [("", RunConfig), *SECTIONS.items()]
+    for section, cls in owners:
+        for f in dataclasses.fields(cls):
+            if "help" in f.metadata:
+                assert flag_of(f) not in options, f"flag {flag_of(f)} declared twice"
+                options[flag_of(f)] = Option(section, f.name, f)
+    return options
+
+
+OPTIONS = _options()

@@ -1,0 +1,175 @@
+"""The config's sections, one per concern: data, start, optim, svd_train, prune, finetune, export.
+
+A stage reads its own section; options used by several stages (the optimizer, the
+orthogonality weight) live in the section that defines them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
+from svdtrain.train.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
+from svdtrain.train.distill import check_distillation
+
+IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
+TEXT_DATASETS = ("text_char", "text_word", "text_byte")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def _non_negative_list(name: str, values: list[float]) -> None:
+    for value in values:
+        non_negative(name, value)
+
+
+def _device(name: str, value: str) -> None:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError(f"{name} must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+
+
+class Section:
+    """Checks every option on construction, then what ties options of the section together."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass
+class DataConfig(Section):
+    """data: what the model learns from, and in which batches"""
+
+    dataset: str = option("cifar10", "cifar10 (pickles), image_folder (folder or tarball), digits, or text: "
+                          "text_char, text_word (train/valid/test.txt), text_byte",
+                          choices=IMAGE_DATASETS + TEXT_DATASETS)  # fmt: skip
+    path: str = option("", "where the data is (file, folder or tarball); not needed for digits", flag="data")
+    block_length: int = option(64, "text: tokens per training sequence, the model's context", check=positive)
+    download: bool = option(False, "cifar10: fetch it (checksum-verified) when it is not at the path")
+    cache_dir: str = option("~/.cache/svdtrain", "image_folder: where decoded image arrays are cached")
+    image_size: int = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)",
+                             check=non_negative)  # fmt: skip
+    mean: list[float] = option(IMAGENET_MEAN, "per-channel mean subtracted from images")
+    std: list[float] = option(IMAGENET_STD, "per-channel standard deviation images are divided by")
+    augment: bool = option(True, "images: random crop (4-pixel padding) and horizontal flip in training")
+    train_limit: int = option(0, "use only the first N training examples (0: all); for smoke runs",
+                              check=non_negative)  # fmt: skip
+    test_limit: int = option(0, "use only the first N test examples (0: all)", check=non_negative)
+    batch_size: int = option(100, "training batch size (sequences for text)", check=positive)
+    eval_batch_size: int = option(1000, "evaluation batch size", check=positive)
+
+    def validate(self) -> None:
+        if len(self.mean) != len(self.std) or not self.mean or any(s <= 0 for s in self.std):
+            raise ValueError(f"mean and std need one value per channel, std > 0; got {self.mean} and {self.std}")
+
+    @property
+    def is_text(self) -> bool:
+        return self.dataset in TEXT_DATASETS
+
+
+@dataclass
+class StartConfig(Section):
+    """start: how the SVD model is obtained"""
+
+    init: str = option("random", "svd: decompose a dense model (pretrained, or trained here first); "
+                       "random: train the SVD form from scratch", choices=("svd", "random"))  # fmt: skip
+    checkpoint: str = option("", "init svd: the pretrained dense state dict ('module.' prefixes are fine)")
+    scheme: str = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or spatial "
+                         "(in*kh x out*kw)", choices=SCHEMES)  # fmt: skip
+    epochs: int = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains from "
+                         "scratch); init random: SVD-form epochs, orthogonality only",
+                         flag="start_epochs", check=non_negative)  # fmt: skip
+
+    def validate(self) -> None:
+        if self.init == "svd" and not self.checkpoint and not self.epochs:
+            raise ValueError("init 'svd' decomposes a dense model: give checkpoint: PATH, or start_epochs > 0 "
+                             "to train it here first")
+
+
+@dataclass
+class OptimConfig(Section):
+    """optim: how every training stage steps"""
+
+    optimizer: str = option("adam", "adam or sgd", choices=("adam", "sgd"))
+    lr: float = option(1e-3, "learning rate", check=positive)
+    momentum: float = option(0.9, "sgd momentum", check=non_negative)
+    weight_decay: float = option(0.0, "L2 on dense weights and biases; U, s and Vh are never decayed",
+                                 check=non_negative)  # fmt: skip
+    grad_clip: float = option(0.0, "> 0: clip the gradients' total norm to this (the paper's LSTM: 0.25)",
+                              check=non_negative)  # fmt: skip
+    lr_milestones: list[float] = option([81, 122], "epochs of each stage where lr is multiplied by lr_gamma; "
+                                        "values below 1 are fractions of the stage", check=_non_negative_list)
+    lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=non_negative)
+
+
+@dataclass
+class SVDTrainConfig(Section):
+    """svd_train: training with the orthogonality and sparsity regularizers"""
+
+    epochs: int = option(164, "SVD-training epochs", flag="svd_epochs", check=non_negative)
+    ortho_weight: float = option(1.0, "weight of the orthogonality term on U and Vh (every stage with SVD factors)",
+                                 check=non_negative)  # fmt: skip
+    sparsity_kind: str = option("hoyer", "sparsity term on s: l1, hoyer (|s|_1/|s|_2) or hoyer_square",
+                                choices=SPARSITY_KINDS)  # fmt: skip
+    sparsity_weight: float = option(1e-3, "weight of the sparsity term", check=non_negative)
+    regularize_every: int = option(1, "> 1: lazy regularization, both terms on one step in N, weighted by N",
+                                   check=positive)  # fmt: skip
+
+
+@dataclass
+class PruneConfig(Section):
+    """prune: which singular values to keep (the first rule set wins, in the order listed)"""
+
+    target_speedup: float = option(0.0, "> 1: ranks for this measured speedup over dense (this CPU, eager)",
+                                   check=zero_or_above_one)  # fmt: skip
+    speed_batch_size: int = option(1, "the batch size target_speedup is timed (and the export chosen) at",
+                                   check=positive)  # fmt: skip
+    target_reduction: float = option(0.0, "> 1: cut MACs by this factor, ranks chosen by rank_allocation",
+                                     check=zero_or_above_one)  # fmt: skip
+    rank_allocation: str = option("greedy", "greedy: least relative energy lost per MAC saved; energy: one "
+                                  "threshold for all weights", choices=("greedy", "energy"))  # fmt: skip
+    rank_multiple: int = option(1, "greedy: kept ranks are multiples of this (8 or 16 suit conv kernels)",
+                                check=positive)  # fmt: skip
+    threshold: float = option(0.0, "> 0: drop singular values below this", check=using(check_threshold))
+    energy: float = option(1e-4, "otherwise: the fraction of sum(s^2) each weight may lose",
+                           check=using(check_energy))  # fmt: skip
+    bn_recalibration_batches: int = option(50, "after pruning, re-estimate BatchNorm statistics on N batches "
+                                           "(0: off)", check=non_negative)  # fmt: skip
+    bn_recalibration_augment: bool = option(True, "recalibrate on augmented batches, as BatchNorm was trained")
+
+    def validate(self) -> None:
+        if self.target_speedup and self.target_reduction:
+            raise ValueError("set target_speedup or target_reduction, not both")
+
+
+@dataclass
+class FinetuneConfig(Section):
+    """finetune: training the pruned model (orthogonality only), optionally distilled from dense"""
+
+    epochs: int = option(164, "fine-tuning epochs", flag="finetune_epochs", check=non_negative)
+    lr: float = option(0.0, "fine-tuning learning rate (0: optim's lr)", flag="finetune_lr", check=non_negative)
+    distill_weight: float = option(0.0, "0: off; else loss = (1 - w) * task loss + w * T^2 * KL(teacher || "
+                                   "student), the teacher being the dense baseline")  # fmt: skip
+    distill_temperature: float = option(4.0, "distillation temperature T")
+
+    def validate(self) -> None:
+        check_distillation(self.distill_weight, self.distill_temperature)
+
+
+@dataclass
+class ExportConfig(Section):
+    """export: the deployed files"""
+
+    onnx: bool = option(True, "also write model.onnx (needs onnx and onnxruntime)", flag="export_onnx")
+
+
+@dataclass
+class RunSettings(Section):
+    """run: where and how reproducibly it runs"""
+
+    seed: int = option(0, "seed of every random choice: data order, initialization, samples")
+    device: str = option("auto", "auto, cpu, mps, cuda or cuda:N", check=_device)

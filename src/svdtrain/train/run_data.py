@@ -1,0 +1,61 @@
+"""A run's data, from its config's data section: training and test batches and one example input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from svdtrain.data import (
+    Corpus, ImageArrays, TensorBatches, TokenBatches, load_byte_text, load_char_text, load_cifar10, load_digits_split,
+    load_image_folder, load_word_corpus,
+)  # fmt: skip
+from svdtrain.train.config import RunConfig
+
+_TEXT_LOADERS = {"text_char": load_char_text, "text_word": load_word_corpus, "text_byte": load_byte_text}
+
+
+@dataclass
+class Data:
+    train: TensorBatches | TokenBatches
+    test: TensorBatches | TokenBatches
+    num_classes: int  # classes, or a language model's vocabulary size
+    example: torch.Tensor  # one test input: a normalized image (1, C, H, W) or a block of tokens (1, T)
+    corpus: Corpus | None = None  # text datasets: the Corpus (its vocabulary decodes samples)
+
+
+def load_data(config: RunConfig, device: torch.device) -> Data:
+    d = config.data
+    if d.is_text:
+        return _text_data(config, device)
+    if d.dataset == "cifar10":
+        train, test = load_cifar10(d.path, download=d.download)
+    elif d.dataset == "image_folder":
+        train, test = load_image_folder(d.path, Path(d.cache_dir).expanduser(), d.image_size or None)
+    else:
+        train, test = digits_arrays(config.run.seed)
+    common = dict(mean=d.mean, std=d.std, device=device, seed=config.run.seed)
+    train_batches = TensorBatches(train, d.batch_size, shuffle=True, augment=d.augment,
+                                  limit=d.train_limit or None, **common)  # fmt: skip
+    test_batches = TensorBatches(test, d.eval_batch_size, limit=d.test_limit or None, **common)
+    example = next(iter(test_batches))[0][:1]
+    return Data(train_batches, test_batches, len(train.classes), example)
+
+
+def _text_data(config: RunConfig, device: torch.device) -> Data:
+    d = config.data
+    corpus = _TEXT_LOADERS[d.dataset](d.path)
+    common = dict(length=d.block_length, device=device, seed=config.run.seed)
+    train = TokenBatches(corpus.train, d.batch_size, shuffle=True, limit=d.train_limit or None,
+                         name=f"{d.path} train", **common)  # fmt: skip
+    test = TokenBatches(corpus.valid, d.eval_batch_size, limit=d.test_limit or None, name=f"{d.path} valid", **common)
+    example = next(iter(test))[0][:1]  # (1, T)
+    return Data(train, test, len(corpus.vocab), example, corpus)
+
+
+def digits_arrays(seed: int) -> tuple[ImageArrays, ImageArrays]:
+    x_train, y_train, x_test, y_test = load_digits_split(seed=seed)
+    as_uint8 = lambda x: (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    classes = [str(i) for i in range(10)]
+    return ImageArrays(as_uint8(x_train), y_train.numpy(), classes), ImageArrays(as_uint8(x_test), y_test.numpy(), classes)

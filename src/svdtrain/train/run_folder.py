@@ -1,0 +1,115 @@
+"""RunFolder: the one place that knows what a run folder holds and where.
+
+    config.json                  the resolved config (sections)
+    <stage>.pt                   a finished stage: its model (state dict + ranks) and record
+    <stage>.ckpt.pt              a training stage's last epoch, for --resume
+    metrics/<stage>.csv          per-epoch metrics
+    adapted_dense.pt             the dense model trained here (init svd with start epochs)
+    export/                      the compact model's files
+    report.json, *.png           the finished run
+    sweep.json, w<weight>_e<energy>/   a sweep and its runs
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from svdtrain.deploy.export import EXPORT_FILES
+
+STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
+PLOTS = ("spectra.png", "ranks.png", "accuracy_vs_macs.png", "loss_vs_macs.png")
+_SWEEP_RUNS = "w*_e*"
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- the layout ------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.json"
+
+    @property
+    def sweep(self) -> Path:
+        return self.path / "sweep.json"
+
+    @property
+    def adapted_dense(self) -> Path:
+        return self.path / "adapted_dense.pt"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
+    def stage(self, stage: str) -> Path:
+        return self.path / f"{stage}.pt"
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.path / f"{stage}.ckpt.pt"
+
+    def metrics(self, stage: str) -> Path:
+        return self.path / "metrics" / f"{stage}.csv"
+
+    def plot(self, name: str) -> Path:
+        return self.path / name
+
+    def sweep_run(self, label: str) -> RunFolder:
+        return RunFolder(self.path / label)
+
+    # -- state ---------------------------------------------------------------------------
+    def done(self, stage: str) -> bool:
+        return (self.report if stage == "report" else self.stage(stage)).exists()
+
+    def read_config(self) -> dict | None:
+        """The saved config as written (sections, or the flat keys of older runs); None if absent."""
+        if not self.config.exists():
+            return None
+        try:
+            return json.loads(self.config.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.config} is not valid JSON: {error}") from None
+
+    def written_files(self) -> list[Path]:
+        """Every file svdtrain writes here that exists now (sweep runs not included)."""
+        names = ["config.json", "report.json", "sweep.json", "adapted_dense.pt", *PLOTS,
+                 *(f"{s}.pt" for s in STAGES), *(f"{s}.ckpt.pt" for s in STAGES),
+                 *(f"metrics/{s}.csv" for s in STAGES), *(f"export/{name}" for name in EXPORT_FILES)]  # fmt: skip
+        return [self.path / name for name in names if (self.path / name).is_file()]
+
+    def sweep_runs(self) -> list[RunFolder]:
+        return [RunFolder(sub) for sub in sorted(self.path.glob(_SWEEP_RUNS)) if (sub / "config.json").is_file()]
+
+    def clear(self) -> None:
+        """Delete what svdtrain wrote here, and nothing else."""
+        for sub in self.sweep_runs():
+            sub.clear()
+        for path in self.written_files():
+            path.unlink()
+        for folder in (self.path / "metrics", self.export, *self.path.glob(_SWEEP_RUNS)):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def prepare(self, *, overwrite: bool, resume: bool) -> None:
+        """Guard the folder: a finished run needs --overwrite, an unfinished one --resume or
+        --overwrite; --overwrite deletes only the files svdtrain wrote there."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a directory")
+        finished = [path.name for path in (self.report, self.sweep) if path.is_file()]
+        if finished and not overwrite:
+            raise ValueError(f"{out} already holds a finished run ({finished[0]}); pass --overwrite or choose another --out")
+        started = out.is_dir() and (self.written_files() or self.sweep_runs())
+        if started and not finished and not (resume or overwrite):
+            raise ValueError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over")
+        if overwrite and out.is_dir():
+            self.clear()
+        out.mkdir(parents=True, exist_ok=True)
