@@ -14,7 +14,11 @@ an interrupted benchmark continues where it stopped when started again with the 
 
     python benchmarks/lm_compression.py --out runs/lm_compression            # about an hour on 2 cores
     python benchmarks/lm_compression.py --models gpt --reductions gpt=2,3
+    python benchmarks/lm_compression.py --models lstm --seed 1 --no-speed --out runs/lm_seed1   # a second seed
     python benchmarks/lm_compression.py --quick                              # seconds, for the test suite
+
+``--seed`` changes every random choice (the dense model's initialization included); ``--no-speed``
+skips the timing, so a seed run can share the machine without skewing any number it reports.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/lm_compression")
     parser.add_argument("--rounds", type=int, default=10, help="timing rounds")
     parser.add_argument("--quick", action="store_true", help="the smoke preset, for the test suite")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run, the dense model's included")
+    parser.add_argument("--no-speed", action="store_true", help="skip the tokens-per-second measurement")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     models = ["quick"] if args.quick else args.models.split(",")
@@ -103,6 +109,9 @@ def main() -> None:
         text.write_text("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 60)
         for methods in PRESETS["quick"].values():
             methods[1]["data"] = str(text)
+    for methods in PRESETS.values():
+        for _, overrides in methods.values():
+            overrides["seed"] = args.seed
     rows = []
     print(f"{'model':<6} {'method':<10} {'target':>6} {'val loss':>8} {'bpc':>6} {'vs dense':>8} {'params':>9} "
           f"{'MACs/token':>10} {'MACs cut':>8} {'tok/s eager':>11} {'x':>5} {'tok/s ORT':>10} {'x':>5}")  # fmt: skip
@@ -126,7 +135,8 @@ def main() -> None:
                 run(preset, run_dir, overrides, quiet=args.quick)
                 report = json.loads((run_dir / "report.json").read_text())
                 small = load_compact(run_dir / "export")
-                speed = tokens_per_second(dense_model, small, example, 2 if args.quick else args.rounds)
+                speed = None if args.no_speed else tokens_per_second(dense_model, small, example,
+                                                                      2 if args.quick else args.rounds)
                 compact = report["compact"]
                 row = {"model": model, "method": method, "target_reduction": reduction, "loss": compact["loss"],
                        "bits_per_token": compact["bits_per_token"], "loss_increase": compact["loss"] / baseline["loss"] - 1,
@@ -134,10 +144,12 @@ def main() -> None:
                        "macs_reduction": report["macs_reduction"], "params_reduction": report["params_reduction"],
                        "tokens_per_second": speed, "run": str(run_dir)}  # fmt: skip
                 rows.append(row)
+                timing = "" if speed is None else (
+                    f" {speed['eager']['compact']:>11,.0f} {speed['eager']['speedup']:>5.2f} "
+                    f"{speed['onnxrt']['compact']:>10,.0f} {speed['onnxrt']['speedup']:>5.2f}")  # fmt: skip
                 print(f"{model:<6} {method:<10} {reduction:>5g}x {row['loss']:>8.4f} {row['bits_per_token']:>6.3f} "
                       f"{100 * row['loss_increase']:>+7.2f}% {row['params']:>9,} {row['macs_per_token']:>10,.0f} "
-                      f"{row['macs_reduction']:>7.2f}x {speed['eager']['compact']:>11,.0f} {speed['eager']['speedup']:>5.2f} "
-                      f"{speed['onnxrt']['compact']:>10,.0f} {speed['onnxrt']['speedup']:>5.2f}", flush=True)  # fmt: skip
+                      f"{row['macs_reduction']:>7.2f}x{timing}", flush=True)  # fmt: skip
     best = {}
     for row in rows:
         if row["method"] != "dense" and row["loss_increase"] <= 0.05:
@@ -148,7 +160,7 @@ def main() -> None:
         atomic_write_json(args.json, {
             "benchmark": "lm_compression", "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-            "rows": rows, "largest_within_5_percent": best,
+            "seed": args.seed, "rows": rows, "largest_within_5_percent": best,
         })  # fmt: skip
 
 
