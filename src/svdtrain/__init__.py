@@ -5,7 +5,9 @@ decompose -> train with orthogonality_loss + sparsity_loss -> prune -> compact.
 
 from svdtrain.layers import FactoredWeight, SVDWeight, WeightKind, register
 from svdtrain.surgery import (
+    Calibration,
     attention_macs,
+    calibrate,
     compact,
     compact_spec,
     count_macs,
@@ -30,7 +32,9 @@ __all__ = [
     "FactoredWeight",
     "SVDWeight",
     "WeightKind",
+    "Calibration",
     "attention_macs",
+    "calibrate",
     "compact",
     "compact_spec",
     "count_macs",

@@ -39,6 +39,16 @@ class AttentionKind(WeightKind):
         rows, columns = weight_shape(module, name)
         return self.tokens(module, name, input_shape) * rows // (3 if name == "in_proj_weight" else 1) * columns
 
+    def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
+        """q/k/v_proj_weight multiply the query, key and value; the packed in_proj_weight all
+        three, so only in self-attention (one tensor for all three) are its inputs one set."""
+        query, key, value = _qkv(module, inputs, kwargs)
+        if name == "in_proj_weight":
+            x = query if query is key and key is value else None
+        else:
+            x = {"q_proj_weight": query, "k_proj_weight": key, "v_proj_weight": value}[name]
+        return None if x is None else x.reshape(-1, x.shape[-1])
+
     def module_macs(self, module: nn.MultiheadAttention, inputs: tuple, kwargs: dict, output: object) -> int:
         query, key, value = _qkv(module, inputs, kwargs)
         E = module.embed_dim

@@ -121,6 +121,30 @@ class ConvKind(WeightKind):
     def module_macs(self, module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Tensor) -> int:
         return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
 
+    def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
+        """Channel-wise: the input patches (in*k per output position), as F.unfold lays them out,
+        which is the kernel's own (in, *k) order. Spatial-wise columns mix output channels:
+        no input vectors to see."""
+        x = inputs[0] if inputs else kwargs.get("input")
+        if view_of(module, name) != "channel" or not isinstance(x, torch.Tensor) or module.padding_mode != "zeros":
+            return None
+        if isinstance(module.padding, str):
+            if module.padding == "same":
+                return None
+            padding = (0,) * len(module.kernel_size)
+        else:
+            padding = module.padding
+        if x.dim() == len(module.kernel_size) + 1:  # unbatched
+            x = x.unsqueeze(0)
+        if len(module.kernel_size) == 1:  # F.unfold is 2-d only: a 1-d conv is a 2-d one of height 1
+            x, kernel = x.unsqueeze(2), (1, *module.kernel_size)
+            extra = dict(dilation=(1, *module.dilation), padding=(0, *padding), stride=(1, *module.stride))
+        else:
+            kernel = module.kernel_size
+            extra = dict(dilation=module.dilation, padding=padding, stride=module.stride)
+        patches = torch.nn.functional.unfold(x, kernel, **extra)  # (B, in*k, positions)
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
     def deploy(self, module: nn.Module, pairs: dict[str, Factors]) -> nn.Module:
         return conv_pair(module, view_of(module, "weight"), pairs["weight"]) if "weight" in pairs else module
 

@@ -80,10 +80,19 @@ class FactoredWeight:
         if not 1 <= rank <= self.rank:
             raise ValueError(f"rank for {self.name!r} must be in [1, {self.rank}], got {rank}")
         keep = importance_order(self.s)[:rank]
-        kept = (self.U[:, keep], self.s[keep], self.Vh[keep, :])
-        for index, tensor in enumerate(kept):
+        self.set_factors_(self.U[:, keep], self.s[keep], self.Vh[keep, :])
+
+    @torch.no_grad()
+    def set_factors_(self, U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor) -> None:
+        """Replace the factors by new ones of any rank (new parameters: rebuild any optimizer)."""
+        (m, r), n = U.shape, Vh.shape[1]
+        if (m, n) != self.shape or s.shape != (r,) or Vh.shape[0] != r:
+            raise ValueError(f"factors of shapes {tuple(U.shape)}, {tuple(s.shape)}, {tuple(Vh.shape)} do not "
+                             f"make the {self.shape} matrix of {self.name!r}")
+        for index, tensor in enumerate((U, s, Vh)):
             old = getattr(self._originals, f"original{index}")
-            setattr(self._originals, f"original{index}", nn.Parameter(tensor.contiguous(), old.requires_grad))
+            new = tensor.to(dtype=old.dtype, device=old.device).contiguous()
+            setattr(self._originals, f"original{index}", nn.Parameter(new, old.requires_grad))
 
     def __repr__(self) -> str:
         return f"FactoredWeight({self.name!r}, view={self.view}, shape={self.shape}, rank={self.rank}/{self.full_rank})"

@@ -32,5 +32,9 @@ class HFConv1DKind(WeightKind):
     def module_macs(self, module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Tensor) -> int:
         return output.numel() * weight_shape(module, "weight")[0]
 
+    def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
+        x = inputs[0] if inputs else kwargs.get("x")
+        return x.reshape(-1, x.shape[-1]) if isinstance(x, torch.Tensor) else None
+
     def deploy(self, module: nn.Module, pairs: dict[str, Factors]) -> nn.Module:
         return linear_pair(pairs["weight"], module.bias) if "weight" in pairs else module

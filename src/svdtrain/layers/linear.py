@@ -42,6 +42,10 @@ class LinearKind(WeightKind):
     def deploy(self, module: nn.Linear, pairs: dict[str, Factors]) -> nn.Module:
         return linear_pair(pairs["weight"], module.bias) if "weight" in pairs else module
 
+    def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
+        x = inputs[0] if inputs else kwargs.get("input")
+        return x.reshape(-1, x.shape[-1]) if isinstance(x, torch.Tensor) else None
+
     def swappable(self, module: nn.Module) -> bool:
         # Subclasses (MultiheadAttention's out_proj) are read as weights by their parent.
         return plain_type(module) is nn.Linear

@@ -71,6 +71,12 @@ class WeightKind:
         """Rebuild whatever the module keeps of its weights' values between calls (nn.LSTM's
         flat weights): before a copy, and once factored weights are plain parameters again."""
 
+    def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
+        """The vectors weight ``name``'s matrix multiplies in this call, as rows (N, n) (its
+        outputs are rows @ matrix.T), for activation-aware truncation; None where they cannot be
+        seen from the module's inputs (a recurrent W_hh, a spatial-wise conv kernel)."""
+        return None
+
     def product_macs(self, module: nn.Module, inputs: tuple, kwargs: dict) -> int | None:
         """MACs of weightless products the module runs itself (attention scores and values),
         reported apart from its weights' MACs; None when it runs none."""

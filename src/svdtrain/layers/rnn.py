@@ -52,6 +52,15 @@ class RecurrentKind(WeightKind):
         tokens = math.prod(data.shape[:-1])
         return tokens * sum(weight_shape(module, name).numel() for name in self.weight_names(module))
 
+    def matrix_inputs(self, module: nn.RNNBase, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
+        """The first layer's W_ih multiplies the module's input; deeper layers' inputs and every
+        W_hh's hidden states stay inside the fused kernel."""
+        part, layer, _ = _NAME.match(name).groups()
+        x = inputs[0] if inputs else kwargs.get("input")
+        if part == "hh" or layer != "0" or not isinstance(x, torch.Tensor):
+            return None
+        return x.reshape(-1, x.shape[-1])
+
     def swappable(self, module: nn.Module) -> bool:
         return plain_type(module) in (nn.LSTM, nn.GRU, nn.RNN)
 

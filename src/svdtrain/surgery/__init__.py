@@ -1,6 +1,7 @@
 """Walking and rewriting models: decompose, regularize, prune, compact, count MACs."""
 
 from svdtrain.surgery.budget import energy_for_macs, ranks_for_macs
+from svdtrain.surgery.calibrate import Calibration, calibrate
 from svdtrain.surgery.compact import compact, deployed_forms
 from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.latency import ranks_for_speedup
@@ -11,7 +12,9 @@ from svdtrain.surgery.spec import compact_spec, rebuild_compact
 from svdtrain.surgery.walk import copy_model, factored_weights
 
 __all__ = [
+    "Calibration",
     "attention_macs",
+    "calibrate",
     "compact",
     "compact_spec",
     "copy_model",

@@ -6,28 +6,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from typing import TYPE_CHECKING
+
 from svdtrain.layers import kind_for
-from svdtrain.linalg import check_positive_int
+from svdtrain.linalg import check_positive_int, energy_rank
 from svdtrain.surgery.macs import count_macs, deployed_macs
 from svdtrain.surgery.plan import can_swap
-from svdtrain.surgery.prune import prune
+from svdtrain.surgery.prune import prune, spectra
 from svdtrain.surgery.trace import trace_forward
 from svdtrain.surgery.walk import copy_model, require_factored_weights
 
-
-def _macs_at(model: nn.Module, energy: float, example_input: torch.Tensor | tuple) -> int:
-    trial = copy_model(model)
-    prune(trial, energy=energy)
-    return count_macs(trial, example_input)
+if TYPE_CHECKING:
+    from svdtrain.surgery.calibrate import Calibration
 
 
 def energy_for_macs(
-    model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, tolerance: float = 1e-4
+    model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, tolerance: float = 1e-4,
+    calibration: Calibration | None = None,
 ) -> float:
     """The smallest energy whose pruning brings the model to at most ``max_macs``.
 
     MACs only fall as the energy grows, so a bisection over [0, 1) finds it; the model is
-    not changed. Pass the result to :func:`prune`.
+    not changed. Pass the result to :func:`prune` (with the same ``calibration``, which makes
+    the energy count output energy on the calibration inputs).
 
     Raises:
         ValueError: the budget is not reachable even at rank 1 everywhere, or no factored weights.
@@ -35,6 +36,13 @@ def energy_for_macs(
     require_factored_weights(model)
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
+    values = spectra(model, calibration)
+
+    def _macs_at(model: nn.Module, energy: float, example_input: torch.Tensor | tuple) -> int:
+        trial = copy_model(model)  # only the ranks decide MACs: plain truncation to them is enough
+        prune(trial, rank={name: energy_rank(v, energy) for name, v in values.items()})
+        return count_macs(trial, example_input)
+
     if _macs_at(model, 0.0, example_input) <= max_macs:
         return 0.0
     low, high = 0.0, 1.0 - 1e-12
@@ -56,7 +64,8 @@ def rank_steps(rank: int, multiple: int) -> list[int]:
 
 
 def ranks_for_macs(
-    model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, multiple: int = 1
+    model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, multiple: int = 1,
+    calibration: Calibration | None = None,
 ) -> dict[str, int]:
     """Per-weight ranks that meet ``max_macs`` while dropping the least relative energy per MAC.
 
@@ -67,7 +76,8 @@ def ranks_for_macs(
     nothing by dropping, so they keep every value. With ``multiple`` > 1 every pruned rank is
     a multiple of it (values are dropped in blocks), since CPU and GPU conv kernels run channel
     counts in blocks of 8 or 16 and waste the rest. The model is not changed; pass the result
-    to ``prune(model, rank=...)``.
+    to ``prune(model, rank=...)``. With ``calibration`` the energy is the weights' output
+    energy on the calibration inputs (pass the same calibration to prune).
 
     Raises:
         ValueError: the budget is not reachable, or no factored weights, or ``multiple`` < 1.
@@ -77,6 +87,7 @@ def ranks_for_macs(
     for name, layer in layers.items():
         if not torch.isfinite(layer.s).all():
             raise ValueError(f"singular values of {name!r} contain NaN or inf; training diverged")
+    values = spectra(model, calibration)
     trace = trace_forward(model, example_input)
     current = sum(deployed_macs(model, trace).values())
     dense_cost, rank_cost, ranks = {}, {}, {}
@@ -90,7 +101,7 @@ def ranks_for_macs(
             continue  # deploys dense whatever its rank: dropping values saves no MACs
         dense_cost[name] = sum(kind.dense_macs(module, layer.param, shape) for shape in shapes)
         rank_cost[name] = sum(kind.pair_macs(module, layer.param, shape, 1) for shape in shapes)
-        squares = layer.s.detach().double().pow(2).sort(descending=True).values
+        squares = values[name].double().pow(2).sort(descending=True).values
         energy = float(squares.sum()) or 1.0
         steps = rank_steps(layer.rank, multiple)
         for high, low in zip(steps, steps[1:]):

@@ -1,0 +1,146 @@
+"""Activation-aware truncation: calibrate, then prune / ranks_for_macs with calibration=."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import svdtrain
+from svdtrain.layers import kind_for
+
+
+def _correlated(n_rows: int, features: int, seed: int = 0) -> torch.Tensor:
+    """Inputs with a few strong directions, as real activations have."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(features, features, generator=g))[0]
+    scales = torch.logspace(1, -2, features)
+    return (torch.randn(n_rows, features, generator=g) * scales) @ basis.T
+
+
+def _output_error(model: nn.Module, reference: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x) - reference(x)).pow(2).sum())
+
+
+@pytest.mark.parametrize(("method", "at_most"), [("whiten", 0.15), ("scale", 0.9)])  # measured: 0.07 and 0.78
+def test_truncation_on_the_calibration_inputs_beats_plain_truncation(method, at_most):
+    torch.manual_seed(0)
+    dense = nn.Linear(32, 24)
+    x = _correlated(512, 32)
+    plain, aware = (svdtrain.decompose(copy.deepcopy(dense)) for _ in range(2))
+    svdtrain.prune(plain, rank=6)
+    calibration = svdtrain.calibrate(aware, [x[:256], x[256:]], method=method)
+    assert svdtrain.prune(aware, rank=6, calibration=calibration) == {"weight": 6}
+    assert _output_error(aware, dense, x) < at_most * _output_error(plain, dense, x)
+    layer = svdtrain.factored_weights(aware)["weight"]
+    torch.testing.assert_close(layer.U.T @ layer.U, torch.eye(6), atol=1e-5, rtol=0)  # orthonormal again
+    torch.testing.assert_close(layer.Vh @ layer.Vh.T, torch.eye(6), atol=1e-5, rtol=0)
+    assert (layer.s[:-1] >= layer.s[1:]).all() and (layer.s > 0).all()
+
+
+def test_whitening_reaches_the_optimum_of_the_output_error():
+    """With an undamped Gram, no rank-r matrix does better on the calibration inputs: compare
+    with the closed form through a Cholesky factor (SVD-LLM's own construction)."""
+    torch.manual_seed(1)
+    dense, x = nn.Linear(16, 12, bias=False), _correlated(400, 16)
+    model = svdtrain.decompose(copy.deepcopy(dense))
+    svdtrain.prune(model, rank=4, calibration=svdtrain.calibrate(model, [x], damping=0.0))
+    W, X = dense.weight.detach().double(), x.double().T
+    L = torch.linalg.cholesky(X @ X.T)
+    U, s, Vh = torch.linalg.svd(W @ L)
+    best = (U[:, :4] * s[:4]) @ Vh[:4] @ torch.linalg.inv(L)
+    torch.testing.assert_close(model.weight.detach().double(), best, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("layer", "x"),
+    [
+        (nn.Linear(6, 5), torch.randn(2, 3, 6)),
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=1), torch.randn(2, 3, 9, 9)),
+        (nn.Conv2d(3, 4, (3, 2), padding=(1, 0), dilation=(2, 1)), torch.randn(2, 3, 8, 7)),
+        (nn.Conv1d(3, 4, 3, stride=2, padding=2), torch.randn(2, 3, 11)),
+        (nn.Conv2d(3, 4, 3, padding="valid"), torch.randn(1, 3, 6, 6)),
+    ],
+)
+def test_matrix_inputs_times_the_matrix_is_the_layer_output(layer, x):
+    model = svdtrain.decompose(layer)
+    handle = svdtrain.factored_weights(model)["weight"]
+    rows = kind_for(layer).matrix_inputs(layer, "weight", (x,), {})
+    with torch.no_grad():
+        product = rows @ handle.matrix().T  # (positions, out)
+        expected = layer(x) - (layer.bias.view(-1, *[1] * (x.dim() - 2)) if isinstance(layer, nn.modules.conv._ConvNd)
+                               else layer.bias)  # fmt: skip
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            expected = expected.movedim(1, -1)
+    torch.testing.assert_close(product, expected.reshape(-1, expected.shape[-1]), atol=1e-5, rtol=1e-5)
+
+
+def test_weights_whose_inputs_are_hidden_fall_back_to_their_own_spectrum():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(8, 16, num_layers=2)
+    model = svdtrain.decompose(lstm)
+    calibration = svdtrain.calibrate(model, [torch.randn(5, 3, 8)])
+    assert set(calibration.stats) == {"weight_ih_l0"}  # W_hh and layer 1's W_ih run inside the fused kernel
+    before = svdtrain.factored_weights(model)["weight_hh_l1"].s.detach().clone()
+    svdtrain.prune(model, rank=4, calibration=calibration)
+    torch.testing.assert_close(svdtrain.factored_weights(model)["weight_hh_l1"].s.detach(), before[:4])
+
+
+def test_spatial_convs_and_cross_attention_get_no_statistics():
+    conv = svdtrain.decompose(nn.Conv2d(3, 4, 3), scheme="spatial")
+    assert svdtrain.calibrate(conv, [torch.randn(1, 3, 6, 6)]).stats == {}
+    attention = svdtrain.decompose(nn.MultiheadAttention(8, 2, batch_first=True))
+    q, kv = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    assert "in_proj_weight" not in svdtrain.calibrate(attention, [{"query": q, "key": kv, "value": kv}]).stats
+    assert "in_proj_weight" in svdtrain.calibrate(attention, [{"query": q, "key": q, "value": q}]).stats
+
+
+def test_ranks_for_macs_and_energy_with_a_calibration_meet_the_budget():
+    torch.manual_seed(0)
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32)))
+    x = _correlated(256, 32)
+    calibration = svdtrain.calibrate(model, [x])
+    budget = svdtrain.count_macs(model, x[:1]) // 3
+    ranks = svdtrain.ranks_for_macs(model, x[:1], budget, calibration=calibration)
+    trial = copy.deepcopy(model)
+    svdtrain.prune(trial, rank=ranks, calibration=calibration)
+    assert svdtrain.count_macs(trial, x[:1]) <= budget
+    energy = svdtrain.energy_for_macs(model, x[:1], budget, calibration=calibration)
+    svdtrain.prune(model, energy=energy, calibration=calibration)
+    assert svdtrain.count_macs(model, x[:1]) <= budget
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_dead_inputs_stay_finite():
+    model = svdtrain.decompose(nn.Linear(8, 6))
+    x = torch.zeros(10, 8)
+    x[:, 0] = 1.0  # seven of eight input features never fire
+    for method in ("whiten", "scale"):
+        trial = copy.deepcopy(model)
+        svdtrain.prune(trial, rank=2, calibration=svdtrain.calibrate(trial, [x], method=method))
+        assert all(torch.isfinite(p).all() for p in trial.parameters())
+    zero = copy.deepcopy(model)
+    svdtrain.prune(zero, rank=2, calibration=svdtrain.calibrate(zero, [torch.zeros(4, 8)], damping=0.0))
+    assert all(torch.isfinite(p).all() for p in zero.parameters())
+
+
+def test_bad_uses_are_named():
+    model = svdtrain.decompose(nn.Linear(8, 6))
+    with pytest.raises(ValueError, match="calibrate got no batches"):
+        svdtrain.calibrate(model, [])
+    with pytest.raises(ValueError, match="unknown calibration method 'pca'"):
+        svdtrain.calibrate(model, [torch.randn(2, 8)], method="pca")
+    calibration = svdtrain.calibrate(model, [torch.randn(2, 8)])
+    with pytest.raises(ValueError, match="with a calibration give energy= or rank="):
+        svdtrain.prune(model, threshold=0.1, calibration=calibration)
+    with pytest.raises(ValueError, match="no factored weights|not decomposed|decompose"):
+        svdtrain.calibrate(nn.Linear(8, 6), [torch.randn(2, 8)])
+
+
+def test_calibration_runs_in_eval_mode_and_restores_training_mode():
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 4)))
+    model.train()
+    svdtrain.calibrate(model, [(torch.randn(4, 8), torch.zeros(4))])
+    assert all(m.training for m in model.modules())
