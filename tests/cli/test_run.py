@@ -263,3 +263,16 @@ def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(flat))
     assert _run(tmp_path, "--resume") == 0
     assert json.loads((tmp_path / "report.json").read_text())["config"]["version"] == 2
+
+
+def test_activation_aware_truncation_in_the_pipeline(tmp_path, capsys):
+    assert _run(tmp_path, "--svd-epochs", "0", "--target-reduction", "2", "--calibration", "whiten",
+                "--calibration-batches", "2") == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["macs_reduction"] >= 2 and report["config"]["prune"]["calibration"] == "whiten"
+    assert "whiten calibration of" in capsys.readouterr().out
+
+
+def test_calibration_with_a_threshold_is_refused(tmp_path, capsys):
+    assert _run(tmp_path, "--threshold", "0.5", "--calibration", "scale") == 2
+    assert "with calibration use energy or a target" in capsys.readouterr().err

@@ -20,8 +20,8 @@ from torch import nn
 from svdtrain.deploy.export import export_compact, load_compact
 from svdtrain.models import build_model
 from svdtrain.surgery import (
-    compact, copy_model, count_macs, count_params, decompose, energy_for_macs, prune, ranks_for_macs,
-    ranks_for_speedup, singular_values,
+    Calibration, calibrate, compact, copy_model, count_macs, count_params, decompose, energy_for_macs,
+    factored_weights, prune, ranks_for_macs, ranks_for_speedup, singular_values,
 )  # fmt: skip
 from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
@@ -157,23 +157,36 @@ class Experiment:
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
                         seconds=time.perf_counter() - started, **self._last_or_evaluate(history, model))  # fmt: skip
 
+    def _calibration(self, model: nn.Module) -> Calibration | None:
+        p = self.config.prune
+        if p.calibration == "none":
+            return None
+        batches = self.data.train.batches(augment=False)
+        calibration = calibrate(model, batches, max_batches=p.calibration_batches, method=p.calibration)
+        self.log(f"prune: {p.calibration} calibration of {len(calibration.stats)} of "
+                 f"{len(factored_weights(model))} weights on {p.calibration_batches} batches")  # fmt: skip
+        return calibration
+
     def _ranks(self, model: nn.Module) -> dict[str, int]:
         """Prune ``model`` by the first rule the prune section sets; returns the kept ranks."""
         p = self.config.prune
+        calibration = self._calibration(model)
         if p.target_speedup:
             timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
-            return prune(model, rank=ranks_for_speedup(timing_model, self.speed_example, p.target_speedup,
-                                                       multiple=p.rank_multiple))  # fmt: skip
+            ranks = ranks_for_speedup(timing_model, self.speed_example, p.target_speedup, multiple=p.rank_multiple)
+            return prune(model, rank=ranks, calibration=calibration)
         if p.target_reduction:
             budget = int(load_checkpoint(self.folder.stage("start"))["baseline"]["macs"] / p.target_reduction)
             if p.rank_allocation == "greedy":
-                return prune(model, rank=ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple))
-            energy = energy_for_macs(model, self.data.example, budget)
+                ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple,
+                                       calibration=calibration)  # fmt: skip
+                return prune(model, rank=ranks, calibration=calibration)
+            energy = energy_for_macs(model, self.data.example, budget, calibration=calibration)
             self.log(f"prune: energy {energy:.3g} meets the {p.target_reduction:g}x MACs target")
-            return prune(model, energy=energy)
+            return prune(model, energy=energy, calibration=calibration)
         if p.threshold > 0:
             return prune(model, threshold=p.threshold)
-        return prune(model, energy=p.energy)
+        return prune(model, energy=p.energy, calibration=calibration)
 
     def run_prune(self) -> None:
         p, d = self.config.prune, self.config.data

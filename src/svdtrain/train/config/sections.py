@@ -137,6 +137,10 @@ class PruneConfig(Section):
     threshold: float = option(0.0, "> 0: drop singular values below this", check=using(check_threshold))
     energy: float = option(1e-4, "otherwise: the fraction of sum(s^2) each weight may lose",
                            check=using(check_energy))  # fmt: skip
+    calibration: str = option("none", "activation-aware truncation: whiten (SVD-LLM) or scale (ASVD) keeps what "
+                              "matters for each weight's outputs on training batches; none: by |s|",
+                              choices=("none", "whiten", "scale"))  # fmt: skip
+    calibration_batches: int = option(8, "training batches (unaugmented) the calibration sees", check=positive)
     bn_recalibration_batches: int = option(50, "after pruning, re-estimate BatchNorm statistics on N batches "
                                            "(0: off)", check=non_negative)  # fmt: skip
     bn_recalibration_augment: bool = option(True, "recalibrate on augmented batches, as BatchNorm was trained")
@@ -144,6 +148,8 @@ class PruneConfig(Section):
     def validate(self) -> None:
         if self.target_speedup and self.target_reduction:
             raise ValueError("set target_speedup or target_reduction, not both")
+        if self.calibration != "none" and self.threshold and not (self.target_speedup or self.target_reduction):
+            raise ValueError("threshold compares |s| to a number; with calibration use energy or a target")
 
 
 @dataclass
