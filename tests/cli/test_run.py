@@ -276,3 +276,44 @@ def test_activation_aware_truncation_in_the_pipeline(tmp_path, capsys):
 def test_calibration_with_a_threshold_is_refused(tmp_path, capsys):
     assert _run(tmp_path, "--threshold", "0.5", "--calibration", "scale") == 2
     assert "with calibration use energy or a target" in capsys.readouterr().err
+
+
+LEVERS = ["--target-reduction", "1.5", "--gradual", "true", "--macs-weighted", "true", "--s-lr-scale", "3",
+          "--distill-weight", "0.5", "--distill", "true"]
+
+
+def test_gradual_pruning_resumes_to_the_same_result(tmp_path, die_in_third_epoch, assert_same_final_model):
+    """Dies in the second SVD-training epoch, after the first one pruned: resume must rebuild
+    the pruned shapes before loading the checkpoint."""
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    assert _run(interrupted, *LEVERS) == 130
+    die_in_third_epoch()
+    assert _run(interrupted, *LEVERS, "--resume") == 0
+    assert _run(reference, *LEVERS) == 0
+    assert_same_final_model(reference, interrupted)
+    svd_trained = torch.load(reference / "svd_train.pt", weights_only=True)
+    start = torch.load(reference / "start.pt", weights_only=True)
+    assert sum(svd_trained["ranks"].values()) < sum(start["ranks"].values())  # pruned during SVD training
+    report = json.loads((reference / "report.json").read_text())
+    assert report["macs_reduction"] >= 1.5
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--gradual", "true"], "gradual pruning prunes towards target_reduction"),
+        (["--distill", "true"], "svd_train distill uses finetune's distill_weight"),
+        (["--proximal", "true", "--sparsity-kind", "hoyer"], "proximal needs sparsity_kind l1"),
+        (["--s-lr-scale", "0"], "s_lr_scale must be > 0"),
+    ],
+)
+def test_lever_misuse_is_one_line(tmp_path, capsys, extra, message):
+    assert _run(tmp_path, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_proximal_l1_in_the_pipeline(tmp_path):
+    assert _run(tmp_path, "--sparsity-kind", "l1", "--sparsity-weight", "5", "--proximal", "true") == 0
+    record = torch.load(tmp_path / "svd_train.pt", weights_only=True)
+    assert any(0.0 in values for values in record["spectra"]["after"].values())  # exact zeros

@@ -102,3 +102,36 @@ def test_training_steps_see_updated_weights():
     calls = _rebuilds(model)
     evaluate(model, [(inputs, targets)] * 3)
     assert calls["n"] == 2  # three batches, each weight rebuilt once
+
+
+def test_proximal_l1_reaches_exact_zeros_and_scales_pick_the_weights():
+    import svdtrain
+    from svdtrain.train import Regularization, train_epoch
+
+    torch.manual_seed(0)
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)))
+    batches = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(20)]
+    spared = {"0.weight": 0.0, "2.weight": 1.0}  # the first layer's term weighs nothing
+    before = model[0].parametrizations.weight.original1.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_epoch(model, batches, optimizer, Regularization(sparsity_weight=2.0, sparsity_kind="l1", scales=spared,
+                                                          proximal=True))  # fmt: skip
+    s_first, s_last = (svdtrain.factored_weights(model)[n].s.detach() for n in ("0.weight", "2.weight"))
+    assert (s_last == 0).sum() >= 1 and (s_first != 0).all()  # exact zeros only where it pulls
+    assert not torch.equal(s_first, before)  # still trained by the task
+
+
+def test_proximal_needs_l1():
+    from svdtrain.train import Regularization
+
+    with pytest.raises(ValueError, match="proximal sparsity step needs sparsity kind l1"):
+        Regularization(sparsity_weight=1.0, sparsity_kind="hoyer", proximal=True)
+
+
+def test_sparsity_scales_weigh_each_weight():
+    import svdtrain
+
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6)))
+    plain = svdtrain.sparsity_loss(model, "l1")
+    half = svdtrain.sparsity_loss(model, "l1", {"0.weight": 0.5, "1.weight": 0.5})
+    torch.testing.assert_close(half, plain / 2)

@@ -13,7 +13,7 @@ from svdtrain.linalg import check_positive_int, energy_rank
 from svdtrain.surgery.macs import count_macs, deployed_macs
 from svdtrain.surgery.plan import can_swap
 from svdtrain.surgery.prune import prune, spectra
-from svdtrain.surgery.trace import trace_forward
+from svdtrain.surgery.trace import Trace, trace_forward
 from svdtrain.surgery.walk import copy_model, require_factored_weights
 
 if TYPE_CHECKING:
@@ -63,6 +63,29 @@ def rank_steps(rank: int, multiple: int) -> list[int]:
     return [rank, *range((rank - 1) // multiple * multiple, 0, -multiple)] if multiple > 1 else list(range(rank, 0, -1))
 
 
+def _costs(model: nn.Module, trace: Trace) -> dict[str, tuple[int, float]]:
+    """{weight: (MACs of its dense product, MACs one rank costs in its pair)} per forward, for
+    the weights whose rank changes their MACs; weights that always deploy dense (an LSTM's
+    W_hh, MultiheadAttention's projections) are left out."""
+    costs: dict[str, tuple[int, float]] = {}
+    for name, layer in require_factored_weights(model).items():
+        fqn, module = name[: -len(layer.param)].rstrip("."), layer.module
+        shapes, kind = [shape for shape, _ in trace.calls.get(fqn, [])], kind_for(module)  # one per call
+        if not shapes or None in shapes or kind.pair_macs(module, layer.param, shapes[0], 1) is None \
+                or not can_swap(module, fqn, trace.read_outside):
+            continue  # deploys dense whatever its rank: dropping values saves no MACs
+        costs[name] = (sum(kind.dense_macs(module, layer.param, shape) for shape in shapes),
+                       sum(kind.pair_macs(module, layer.param, shape, 1) for shape in shapes))  # fmt: skip
+    return costs
+
+
+def macs_per_rank(model: nn.Module, example_input: torch.Tensor | tuple) -> dict[str, float]:
+    """MACs one rank costs in each factored weight's deployed pair on ``example_input``: what
+    dropping one singular value there saves (0 where the weight always deploys dense)."""
+    costs = _costs(model, trace_forward(model, example_input))
+    return {name: float(costs[name][1]) if name in costs else 0.0 for name in require_factored_weights(model)}
+
+
 def ranks_for_macs(
     model: nn.Module, example_input: torch.Tensor | tuple, max_macs: int, *, multiple: int = 1,
     calibration: Calibration | None = None,
@@ -90,17 +113,13 @@ def ranks_for_macs(
     values = spectra(model, calibration)
     trace = trace_forward(model, example_input)
     current = sum(deployed_macs(model, trace).values())
-    dense_cost, rank_cost, ranks = {}, {}, {}
+    costs = _costs(model, trace)
+    dense_cost = {name: dense for name, (dense, _) in costs.items()}
+    rank_cost = {name: per_rank for name, (_, per_rank) in costs.items()}
+    ranks = {name: layer.rank for name, layer in layers.items()}
     candidates: list[tuple[float, int, str]] = []  # (relative energy per MAC, new rank, weight)
-    for name, layer in layers.items():
-        ranks[name] = layer.rank
-        fqn, module = name[: -len(layer.param)].rstrip("."), layer.module
-        shapes, kind = [shape for shape, _ in trace.calls.get(fqn, [])], kind_for(module)  # one per call
-        if not shapes or None in shapes or kind.pair_macs(module, layer.param, shapes[0], 1) is None \
-                or not can_swap(module, fqn, trace.read_outside):
-            continue  # deploys dense whatever its rank: dropping values saves no MACs
-        dense_cost[name] = sum(kind.dense_macs(module, layer.param, shape) for shape in shapes)
-        rank_cost[name] = sum(kind.pair_macs(module, layer.param, shape, 1) for shape in shapes)
+    for name in costs:
+        layer = layers[name]
         squares = values[name].double().pow(2).sort(descending=True).values
         energy = float(squares.sum()) or 1.0
         steps = rank_steps(layer.rank, multiple)

@@ -18,14 +18,28 @@ def orthogonality_loss(model: nn.Module) -> torch.Tensor:
     return torch.stack([w.orthogonality_penalty() for w in require_factored_weights(model).values()]).sum()
 
 
-def sparsity_loss(model: nn.Module, kind: str = "hoyer") -> torch.Tensor:
-    """Sum over factored weights of the sparsity of s: ``"l1"``, ``"hoyer"`` or ``"hoyer_square"``.
+def sparsity_loss(model: nn.Module, kind: str = "hoyer", scales: dict[str, float] | None = None) -> torch.Tensor:
+    """Sum over factored weights of the sparsity of s: ``"l1"``, ``"hoyer"`` or ``"hoyer_square"``,
+    each weight's term times ``scales[name]`` when given (weights not named: 1).
 
     Raises:
         ValueError: unknown kind, or the model has no factored weights.
     """
     check_sparsity_kind(kind)
-    return torch.stack([sparsity_penalty(w.s, kind) for w in require_factored_weights(model).values()]).sum()
+    scales = scales or {}
+    terms = [sparsity_penalty(w.s, kind) * scales.get(name, 1.0) for name, w in require_factored_weights(model).items()]
+    return torch.stack(terms).sum()
+
+
+@torch.no_grad()
+def soft_threshold_(model: nn.Module, amounts: dict[str, float]) -> None:
+    """The proximal step of an L1 term: shrink each weight's |s| by ``amounts[name]``, to exact
+    zeros where it would cross. Exact zeros are what a gradient step on |s| never reaches: it
+    oscillates around 0 with the step size instead."""
+    for name, weight in require_factored_weights(model).items():
+        amount = amounts.get(name, 0.0)
+        if amount > 0:
+            weight.s.copy_(weight.s.sign() * (weight.s.abs() - amount).clamp_min(0))
 
 
 def singular_values(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -82,10 +82,18 @@ def rebuild_svd_model(dense: nn.Module, scheme: str, ranks: dict[str, int]) -> n
         raise ValueError(f"the saved ranks name module {old[0]!r}, not a weight: a checkpoint from an older "
                          f"svdtrain (ranks were per module then); re-run its stages with this version")
     model = decompose(dense, scheme=scheme, init="random", weights=list(ranks))
-    for name, handle in factored_weights(model).items():
-        rank = ranks[name]
+    shrink_to(model, ranks)
+    return model
+
+
+def shrink_to(model: nn.Module, ranks: dict[str, int]) -> None:
+    """Cut each factored weight named in ``ranks`` to its rank (values to be loaded next)."""
+    handles = factored_weights(model)
+    for name, rank in ranks.items():
+        handle = handles.get(name)
+        if handle is None:
+            raise ValueError(f"the saved ranks name {name!r}, which is not a factored weight of the model")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= handle.rank:
             raise ValueError(f"the rank saved for {name!r} must be an integer in [1, {handle.rank}], got {rank!r}")
         if rank < handle.rank:
             handle.keep_(rank)
-    return model

@@ -19,17 +19,15 @@ from torch import nn
 
 from svdtrain.deploy.export import export_compact, load_compact
 from svdtrain.models import build_model
-from svdtrain.surgery import (
-    Calibration, calibrate, compact, copy_model, count_macs, count_params, decompose, energy_for_macs,
-    factored_weights, prune, ranks_for_macs, ranks_for_speedup, singular_values,
-)  # fmt: skip
+from svdtrain.surgery import compact, count_macs, count_params, decompose, singular_values
 from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
     load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
-from svdtrain.train.loop import Regularization, recalibrate_batchnorm
+from svdtrain.train.loop import Regularization
+from svdtrain.train.pruner import Pruner
 from svdtrain.train.report import write_report
 from svdtrain.train.run_data import Data, load_data
 from svdtrain.train.run_folder import STAGES, RunFolder
@@ -65,6 +63,11 @@ class Experiment:
     @cached_property
     def trainer(self) -> Trainer:
         return Trainer(self.config, self.data, self.task, self.device, self.folder, resume=self.resume, log=self.log)
+
+    @cached_property
+    def pruner(self) -> Pruner:
+        baseline = load_checkpoint(self.folder.stage("start"))["baseline"]["macs"]
+        return Pruner(self.config, self.data, self.device, baseline, speed_example=self.speed_example, log=self.log)
 
     @property
     def speed_example(self) -> torch.Tensor:
@@ -151,56 +154,26 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("start")
         before = {k: v.tolist() for k, v in singular_values(model).items()}
-        regularization = Regularization(t.ortho_weight, t.sparsity_weight, t.sparsity_kind, t.regularize_every)
-        history = self.trainer.fit("svd_train", model, t.epochs, regularization)
+        scales = self.pruner.macs_scales(model) if t.macs_weighted else None
+        regularization = Regularization(t.ortho_weight, t.sparsity_weight, t.sparsity_kind, t.regularize_every,
+                                        scales, t.proximal)  # fmt: skip
+        history = self.trainer.fit("svd_train", model, t.epochs, regularization, s_lr_scale=t.s_lr_scale,
+                                   distillation=self.distillation if t.distill else None,
+                                   after_epoch=self.pruner.gradual_step if t.gradual else None)  # fmt: skip
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
                         seconds=time.perf_counter() - started, **self._last_or_evaluate(history, model))  # fmt: skip
 
-    def _calibration(self, model: nn.Module) -> Calibration | None:
-        p = self.config.prune
-        if p.calibration == "none":
-            return None
-        batches = self.data.train.batches(augment=False)
-        calibration = calibrate(model, batches, max_batches=p.calibration_batches, method=p.calibration)
-        self.log(f"prune: {p.calibration} calibration of {len(calibration.stats)} of "
-                 f"{len(factored_weights(model))} weights on {p.calibration_batches} batches")  # fmt: skip
-        return calibration
-
-    def _ranks(self, model: nn.Module) -> dict[str, int]:
-        """Prune ``model`` by the first rule the prune section sets; returns the kept ranks."""
-        p = self.config.prune
-        calibration = self._calibration(model)
-        if p.target_speedup:
-            timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
-            ranks = ranks_for_speedup(timing_model, self.speed_example, p.target_speedup, multiple=p.rank_multiple)
-            return prune(model, rank=ranks, calibration=calibration)
-        if p.target_reduction:
-            budget = int(load_checkpoint(self.folder.stage("start"))["baseline"]["macs"] / p.target_reduction)
-            if p.rank_allocation == "greedy":
-                ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple,
-                                       calibration=calibration)  # fmt: skip
-                return prune(model, rank=ranks, calibration=calibration)
-            energy = energy_for_macs(model, self.data.example, budget, calibration=calibration)
-            self.log(f"prune: energy {energy:.3g} meets the {p.target_reduction:g}x MACs target")
-            return prune(model, energy=energy, calibration=calibration)
-        if p.threshold > 0:
-            return prune(model, threshold=p.threshold)
-        return prune(model, energy=p.energy, calibration=calibration)
-
     def run_prune(self) -> None:
-        p, d = self.config.prune, self.config.data
         started = time.perf_counter()
         model, _ = self.load_stage("svd_train")
-        ranks = self._ranks(model)
+        ranks = self.pruner.prune(model)
         record = {}
-        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-        if p.bn_recalibration_batches and has_batchnorm:
+        if self.pruner.recalibrates(model):
             before = self.evaluation(model)
-            record.update({f"{key}_before_bn_recalibration": value for key, value in before.items()})
-            batches = self.data.train.batches(augment=d.augment and p.bn_recalibration_augment)
-            recalibrate_batchnorm(model, batches, p.bn_recalibration_batches, self.device)
+            record = {f"{key}_before_bn_recalibration": value for key, value in before.items()}
             self.log(f"prune: {self.describe(before)} before BatchNorm recalibration")
+            self.pruner.recalibrate_batchnorm(model)
         metrics = self.evaluation(model)
         self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} weights; {self.describe(metrics)}")
         self.save_stage("prune", model, seconds=time.perf_counter() - started, **metrics, **record)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from svdtrain.linalg import check_positive_int, check_sparsity_kind
-from svdtrain.surgery import orthogonality_loss, sparsity_loss
+from svdtrain.surgery import factored_weights, orthogonality_loss, sparsity_loss
+from svdtrain.surgery.losses import soft_threshold_
 from svdtrain.tasks import Classification, Task
 from svdtrain.train.distill import Distillation
 
@@ -25,12 +26,19 @@ class Regularization:
     step in ``every``, weighted by ``every``, so their average pull is unchanged. Their cost
     does not shrink with the batch (the orthogonality term multiplies r x r Gram matrices),
     so at small batches on large layers it can rival the network's own forward pass.
+
+    ``scales`` weighs each weight's sparsity term by name (e.g. by the MACs one of its
+    singular values costs, so the pull falls where a MACs budget is spent). ``proximal``
+    (L1 only) applies the L1 term as a soft-threshold of s after each optimizer step, by the
+    s learning rate times its weight, instead of as a gradient: it reaches exact zeros.
     """
 
     ortho_weight: float = 0.0  # lambda_o: singular-vector orthogonality
     sparsity_weight: float = 0.0  # lambda_s: singular-value sparsity
     sparsity_kind: str = "hoyer"  # l1 | hoyer | hoyer_square
     every: int = 1
+    scales: dict[str, float] | None = field(default=None, hash=False)
+    proximal: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ortho_weight", "sparsity_weight"):
@@ -39,6 +47,8 @@ class Regularization:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         check_positive_int("regularize every", self.every)
         check_sparsity_kind(self.sparsity_kind)
+        if self.proximal and self.sparsity_kind != "l1":
+            raise ValueError(f"a proximal sparsity step needs sparsity kind l1, got {self.sparsity_kind!r}")
 
     def loss(self, model: nn.Module, step: int = 0) -> torch.Tensor | float:
         total: torch.Tensor | float = 0.0
@@ -46,9 +56,18 @@ class Regularization:
             return total
         if self.ortho_weight:
             total = total + self.every * self.ortho_weight * orthogonality_loss(model)
-        if self.sparsity_weight:
-            total = total + self.every * self.sparsity_weight * sparsity_loss(model, self.sparsity_kind)
+        if self.sparsity_weight and not self.proximal:
+            total = total + self.every * self.sparsity_weight * sparsity_loss(model, self.sparsity_kind, self.scales)
         return total
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """The proximal L1 step, after the optimizer's (nothing otherwise)."""
+        if not (self.proximal and self.sparsity_weight):
+            return
+        lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        scales = self.scales or {}
+        soft_threshold_(model, {name: lr_of.get(id(w.s), 0.0) * self.sparsity_weight * scales.get(name, 1.0)
+                                for name, w in factored_weights(model).items()})  # fmt: skip
 
 
 def train_epoch(
@@ -89,6 +108,7 @@ def train_epoch(
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+        regularization.after_step(model, optimizer)
         _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
     return task.summarize(sums)
 

@@ -14,7 +14,7 @@ from torch import nn
 from svdtrain.io import atomic_write_text
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
-from svdtrain.train.checkpoint import load_checkpoint, load_matching, save_checkpoint
+from svdtrain.train.checkpoint import load_checkpoint, load_matching, ranks_of, save_checkpoint, shrink_to
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.loop import Regularization, evaluate_metrics, train_epoch
@@ -34,54 +34,76 @@ class Trainer:
         metrics = evaluate_metrics(model, self.data.test, self.device, self.task)
         return {key: metrics[key] for key in self.task.reported}
 
-    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    def optimizer(self, model: nn.Module, lr: float, s_lr_scale: float = 1.0) -> torch.optim.Optimizer:
         """Weight decay for ordinary parameters only: U, s and Vh have their own regularizers,
-        and decaying s would add an L2 pull that fights the chosen sparsity term."""
+        and decaying s would add an L2 pull that fights the chosen sparsity term. The singular
+        values get their own group, at ``s_lr_scale`` times the learning rate."""
         o = self.config.optim
-        factors = {id(p) for handle in factored_weights(model).values() for p in handle.factors}
+        handles = factored_weights(model).values()
+        singular = {id(handle.s) for handle in handles}
+        vectors = {id(p) for handle in handles for p in (handle.U, handle.Vh)}
         groups = [
-            {"params": [p for p in model.parameters() if id(p) not in factors], "weight_decay": o.weight_decay},
-            {"params": [p for p in model.parameters() if id(p) in factors], "weight_decay": 0.0},
+            {"params": [p for p in model.parameters() if id(p) not in singular | vectors], "weight_decay": o.weight_decay},
+            {"params": [p for p in model.parameters() if id(p) in vectors], "weight_decay": 0.0},
+            {"params": [p for p in model.parameters() if id(p) in singular], "weight_decay": 0.0, "lr": lr * s_lr_scale},
         ]
-        groups = [g for g in groups if g["params"]]
+        groups = [{"lr": lr, **g} for g in groups if g["params"]]
+        for group in groups:
+            group["initial_lr"] = group["lr"]
         if o.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
         return torch.optim.Adam(groups, lr=lr)
 
+    def _set_lr(self, optimizer: torch.optim.Optimizer, epoch: int, epochs: int) -> None:
+        """Step decay: lr_gamma once per milestone reached (milestones below 1 are fractions of
+        the stage). Set per epoch from the epoch alone, so a rebuilt optimizer or a resumed
+        stage lands on the same rate."""
+        o = self.config.optim
+        milestones = {round(m * epochs) if m < 1 else int(m) for m in o.lr_milestones} - {0}
+        factor = o.lr_gamma ** sum(epoch >= m for m in milestones)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
     def fit(
         self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
-        distillation: Distillation | None = None,
+        distillation: Distillation | None = None, s_lr_scale: float = 1.0,
+        after_epoch: Callable[[nn.Module, int], bool] | None = None,
     ) -> list[dict]:  # fmt: skip
-        """Train ``model`` in place for ``epochs`` (at ``lr``, default optim's); returns the history."""
+        """Train ``model`` in place for ``epochs`` (at ``lr``, default optim's); returns the history.
+
+        ``after_epoch(model, epochs_done)`` runs after each epoch and returns True when it
+        replaced parameters (pruned): the optimizer is then rebuilt for the new ones."""
         o = self.config.optim
-        optimizer = self.optimizer(model, lr or o.lr)
-        milestones = sorted({round(m * epochs) if m < 1 else int(m) for m in o.lr_milestones} - {0})
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, o.lr_gamma)
+        base_lr = lr or o.lr
+        optimizer = self.optimizer(model, base_lr, s_lr_scale)
         history: list[dict] = []
         ckpt = self.folder.checkpoint(stage)
         if self.resume and ckpt.exists():
             state = load_checkpoint(ckpt)
+            shrink_to(model, state.get("ranks", {}))  # pruned during the stage: the saved shapes first
             load_matching(model, state["model"], str(ckpt))
+            optimizer = self.optimizer(model, base_lr, s_lr_scale)
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
         stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
+            self._set_lr(optimizer, epoch, epochs)
             self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
             batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
             metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation, self.task,
                                   o.grad_clip)  # fmt: skip
             lr_now = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            if after_epoch is not None and after_epoch(model, epoch + 1):
+                optimizer = self.optimizer(model, base_lr, s_lr_scale)
             test = self.evaluation(model)
             seconds = time.perf_counter() - start
             history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
                             **{f"train_{k}": v for k, v in metrics.items()},
                             **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "history": history})  # fmt: skip
+                                   "ranks": ranks_of(model), "history": history})  # fmt: skip
             self._write_metrics(stage, history)
             eta = format_eta(seconds * (epochs - epoch - 1))
             metric = self.task.metric

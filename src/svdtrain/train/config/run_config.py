@@ -49,6 +49,10 @@ class RunConfig:
                              f"(language models take {', '.join(TEXT_DATASETS)})")
         if self.data.dataset != "digits" and not self.data.path:
             raise ValueError(f"dataset {self.data.dataset!r} needs a data path (--data PATH, or path: under data:)")
+        if self.svd_train.gradual and not self.prune.target_reduction:
+            raise ValueError("gradual pruning prunes towards target_reduction: set it (> 1)")
+        if self.svd_train.distill and not self.finetune.distill_weight:
+            raise ValueError("svd_train distill uses finetune's distill_weight: set it (> 0)")
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config version {self.version} is not supported (this svdtrain writes {CONFIG_VERSION})")
 

@@ -118,6 +118,20 @@ class SVDTrainConfig(Section):
     sparsity_weight: float = option(1e-3, "weight of the sparsity term", check=non_negative)
     regularize_every: int = option(1, "> 1: lazy regularization, both terms on one step in N, weighted by N",
                                    check=positive)  # fmt: skip
+    s_lr_scale: float = option(1.0, "the singular values' learning rate, as a multiple of lr (Adam moves each "
+                               "by about lr per step, whatever the sparsity weight)", check=positive)  # fmt: skip
+    proximal: bool = option(False, "l1 only: apply the L1 term as a soft-threshold of s after each step "
+                            "(exact zeros) instead of as a gradient")  # fmt: skip
+    macs_weighted: bool = option(False, "weigh each weight's sparsity term by the MACs one of its singular values "
+                                 "costs, so the pull falls where a MACs budget is spent")  # fmt: skip
+    gradual: bool = option(False, "prune towards target_reduction after every SVD-training epoch (a geometric "
+                           "schedule reaching it at the last), instead of once after training")  # fmt: skip
+    distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
+                           "distill_weight and temperature)")  # fmt: skip
+
+    def validate(self) -> None:
+        if self.proximal and self.sparsity_kind != "l1":
+            raise ValueError(f"proximal needs sparsity_kind l1, got {self.sparsity_kind!r}")
 
 
 @dataclass

@@ -1,0 +1,92 @@
+"""Pruning decisions of a run: which rule, which ranks, activation-aware or not, all at once
+(the prune stage) or gradually during SVD training, with BatchNorm re-estimated after each cut."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from svdtrain.surgery import (
+    Calibration, calibrate, copy_model, energy_for_macs, factored_weights, prune, ranks_for_macs, ranks_for_speedup,
+)  # fmt: skip
+from svdtrain.surgery.budget import macs_per_rank
+from svdtrain.train.checkpoint import ranks_of
+from svdtrain.train.config import RunConfig
+from svdtrain.train.loop import recalibrate_batchnorm
+from svdtrain.train.run_data import Data
+
+
+class Pruner:
+    def __init__(self, config: RunConfig, data: Data, device: torch.device, baseline_macs: int, *,
+                 speed_example: torch.Tensor, log: Callable[[str], None]) -> None:  # fmt: skip
+        self.config, self.data, self.device, self.baseline_macs = config, data, device, baseline_macs
+        self.speed_example, self.log = speed_example, log
+
+    def prune(self, model: nn.Module) -> dict[str, int]:
+        """Prune ``model`` by the first rule the prune section sets; returns the kept ranks."""
+        p = self.config.prune
+        if p.target_speedup:
+            timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
+            ranks = ranks_for_speedup(timing_model, self.speed_example, p.target_speedup, multiple=p.rank_multiple)
+            return prune(model, rank=ranks, calibration=self.calibration(model))
+        if p.target_reduction:
+            return self.prune_to(model, int(self.baseline_macs / p.target_reduction))
+        if p.threshold > 0:
+            return prune(model, threshold=p.threshold)
+        return prune(model, energy=p.energy, calibration=self.calibration(model))
+
+    def prune_to(self, model: nn.Module, budget: int) -> dict[str, int]:
+        """Prune ``model`` to at most ``budget`` MACs by the configured rank allocation."""
+        p = self.config.prune
+        calibration = self.calibration(model)
+        if p.rank_allocation == "greedy":
+            ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple, calibration=calibration)
+            return prune(model, rank=ranks, calibration=calibration)
+        energy = energy_for_macs(model, self.data.example, budget, calibration=calibration)
+        self.log(f"prune: energy {energy:.3g} meets {budget:,} MACs")
+        return prune(model, energy=energy, calibration=calibration)
+
+    def gradual_step(self, model: nn.Module, epochs_done: int) -> bool:
+        """After SVD-training epoch ``epochs_done`` of E: prune to (1/R)^(done/E) of the dense
+        MACs, so the cut grows by the same factor each epoch and reaches R at the last.
+        Returns whether any rank changed."""
+        p, epochs = self.config.prune, self.config.svd_train.epochs
+        budget = int(self.baseline_macs * p.target_reduction ** (-epochs_done / epochs))
+        before = ranks_of(model)
+        ranks = self.prune_to(model, budget)
+        self.recalibrate_batchnorm(model)
+        self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
+        return ranks != before
+
+    def macs_scales(self, model: nn.Module) -> dict[str, float]:
+        """Each weight's MACs per singular value over their mean (1 on average): sparsity
+        weights that pull where a MACs budget is spent."""
+        costs = macs_per_rank(model, self.data.example)
+        paying = [c for c in costs.values() if c > 0]
+        mean = sum(paying) / len(paying) if paying else 1.0
+        return {name: cost / mean for name, cost in costs.items()}
+
+    def calibration(self, model: nn.Module) -> Calibration | None:
+        p = self.config.prune
+        if p.calibration == "none":
+            return None
+        batches = self.data.train.batches(augment=False)
+        calibration = calibrate(model, batches, max_batches=p.calibration_batches, method=p.calibration)
+        self.log(f"prune: {p.calibration} calibration of {len(calibration.stats)} of "
+                 f"{len(factored_weights(model))} weights on {p.calibration_batches} batches")  # fmt: skip
+        return calibration
+
+    def recalibrates(self, model: nn.Module) -> bool:
+        """Whether pruning re-estimates BatchNorm statistics: the model has some, and it is on."""
+        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        return bool(self.config.prune.bn_recalibration_batches) and has_batchnorm
+
+    def recalibrate_batchnorm(self, model: nn.Module) -> None:
+        """Re-estimate BatchNorm statistics where :meth:`recalibrates`; otherwise nothing."""
+        p, d = self.config.prune, self.config.data
+        if not self.recalibrates(model):
+            return
+        batches = self.data.train.batches(augment=d.augment and p.bn_recalibration_augment)
+        recalibrate_batchnorm(model, batches, p.bn_recalibration_batches, self.device)
