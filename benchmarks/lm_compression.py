@@ -27,7 +27,6 @@ import argparse
 import json
 import platform
 import tempfile
-import warnings
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -38,10 +37,10 @@ import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train.config import resolve_config
-from svdtrain.train.experiment import Experiment
 from svdtrain.deploy.export import load_compact
 
-from sequence_models import onnx_runner  # noqa: E402  (beside this script)
+from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
+from sequence_models import onnx_runner  # noqa: E402
 
 # model -> method -> (preset, overrides); "truncated" uses the hoyer preset without SVD training.
 PRESETS = {
@@ -61,17 +60,6 @@ def method_config(model: str, method: str, dense_checkpoint: Path, reduction: fl
         config = resolve_config(preset)
         overrides.update(svd_epochs=0, finetune_epochs=config.svd_train.epochs + config.finetune.epochs)
     return preset, overrides
-
-
-def run(preset: str, out: Path, overrides: dict, stages=None, quiet: bool = False) -> Experiment:
-    config = resolve_config(preset, overrides=overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
-    experiment = Experiment(config, out, resume=True, log=(lambda line: None) if quiet else print)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # embeddings and tied heads stay dense: expected here
-        experiment.run(stages) if stages else experiment.run()
-    return experiment
 
 
 def tokens_per_second(dense: torch.nn.Module, small: torch.nn.Module, example: torch.Tensor, rounds: int) -> dict:
@@ -118,7 +106,7 @@ def main() -> None:
     for model in models:
         dense_dir = out / model / "dense"
         dense_preset, dense_overrides = PRESETS[model]["hoyer"]
-        dense_run = run(dense_preset, dense_dir, dict(dense_overrides), stages=("start",), quiet=args.quick)
+        dense_run = run_preset(dense_preset, dense_dir, dict(dense_overrides), stages=("start",), quiet=args.quick)
         dense_record = torch.load(dense_dir / "start.pt", map_location="cpu", weights_only=True)
         baseline = dense_record["baseline"]
         length = dense_run.config.data.block_length
@@ -132,7 +120,7 @@ def main() -> None:
             for reduction in reductions[model]:
                 preset, overrides = method_config(model, method, dense_dir / "adapted_dense.pt", reduction)
                 run_dir = out / model / f"{method}-{reduction:g}x"
-                run(preset, run_dir, overrides, quiet=args.quick)
+                run_preset(preset, run_dir, overrides, quiet=args.quick)
                 report = json.loads((run_dir / "report.json").read_text())
                 small = load_compact(run_dir / "export")
                 speed = None if args.no_speed else tokens_per_second(dense_model, small, example,
