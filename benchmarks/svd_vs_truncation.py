@@ -55,6 +55,9 @@ LEVERS = {
     "distill": {"distill": True},
     "gradual-distill": {"gradual": True, "distill": True},
     "prox-l1": {"sparsity_kind": "l1", "proximal": True, "sparsity_weight": 1.0},
+    "tail": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0},
+    "tail-grad": {"budget_tail": True, "sparsity_weight": 1.0},
+    "tail-gradual": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0, "gradual": True},
     "all": {"gradual": True, "macs_weighted": True, "s_lr_scale": 10.0, "distill": True, "calibration": "whiten"},
 }
 METHODS = (*TRUNCATION, *LEVERS, "torch-pruning")

@@ -279,7 +279,7 @@ def test_calibration_with_a_threshold_is_refused(tmp_path, capsys):
 
 
 LEVERS = ["--target-reduction", "1.5", "--gradual", "true", "--macs-weighted", "true", "--s-lr-scale", "3",
-          "--distill-weight", "0.5", "--distill", "true"]
+          "--distill-weight", "0.5", "--distill", "true", "--budget-tail", "true", "--proximal", "true"]
 
 
 def test_gradual_pruning_resumes_to_the_same_result(tmp_path, die_in_third_epoch, assert_same_final_model):
@@ -302,6 +302,7 @@ def test_gradual_pruning_resumes_to_the_same_result(tmp_path, die_in_third_epoch
     ("extra", "message"),
     [
         (["--gradual", "true"], "gradual pruning prunes towards target_reduction"),
+        (["--budget-tail", "true"], "budget_tail aims at the values target_reduction drops"),
         (["--distill", "true"], "svd_train distill uses finetune's distill_weight"),
         (["--proximal", "true", "--sparsity-kind", "hoyer"], "proximal needs sparsity_kind l1"),
         (["--s-lr-scale", "0"], "s_lr_scale must be > 0"),

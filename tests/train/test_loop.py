@@ -135,3 +135,22 @@ def test_sparsity_scales_weigh_each_weight():
     plain = svdtrain.sparsity_loss(model, "l1")
     half = svdtrain.sparsity_loss(model, "l1", {"0.weight": 0.5, "1.weight": 0.5})
     torch.testing.assert_close(half, plain / 2)
+
+
+def test_budget_tail_pulls_only_the_marked_values():
+    import svdtrain
+    from svdtrain.train import Regularization, train_epoch
+
+    torch.manual_seed(0)
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)))
+    s = svdtrain.factored_weights(model)["0.weight"].s
+    tails = {"0.weight": torch.arange(8) >= 5}  # the three smallest values of the first layer
+    before = s.detach().clone()
+    regularization = Regularization(sparsity_weight=1.0, tails=tails, proximal=True)  # any kind: the tail is L1
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_epoch(model, [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(10)], optimizer, regularization)
+    after = svdtrain.factored_weights(model)["0.weight"].s.detach()
+    assert (after[5:] == 0).all() and (after[:5] != 0).all()
+    assert not torch.equal(after[:5], before[:5])
+    loss = Regularization(sparsity_weight=2.0, tails=tails).loss(model)
+    torch.testing.assert_close(loss, 2.0 * after[5:].abs().sum())

@@ -31,15 +31,27 @@ def sparsity_loss(model: nn.Module, kind: str = "hoyer", scales: dict[str, float
     return torch.stack(terms).sum()
 
 
+def tail_l1_loss(model: nn.Module, tails: dict[str, torch.Tensor], scales: dict[str, float] | None = None) -> torch.Tensor:
+    """Sum over factored weights of the L1 norm of the singular values ``tails[name]`` marks
+    (a bool mask over s): the ones a pruning budget is going to drop, and only those."""
+    scales = scales or {}
+    layers = require_factored_weights(model)
+    terms = [layers[name].s[mask].abs().sum() * scales.get(name, 1.0) for name, mask in tails.items()]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
 @torch.no_grad()
-def soft_threshold_(model: nn.Module, amounts: dict[str, float]) -> None:
-    """The proximal step of an L1 term: shrink each weight's |s| by ``amounts[name]``, to exact
-    zeros where it would cross. Exact zeros are what a gradient step on |s| never reaches: it
-    oscillates around 0 with the step size instead."""
+def soft_threshold_(model: nn.Module, amounts: dict[str, float], masks: dict[str, torch.Tensor] | None = None) -> None:
+    """The proximal step of an L1 term: shrink each weight's |s| by ``amounts[name]`` (only
+    where ``masks[name]`` is set, when masks are given), to exact zeros where it would cross.
+    Exact zeros are what a gradient step on |s| never reaches: it oscillates around 0 with the
+    step size instead."""
     for name, weight in require_factored_weights(model).items():
         amount = amounts.get(name, 0.0)
-        if amount > 0:
-            weight.s.copy_(weight.s.sign() * (weight.s.abs() - amount).clamp_min(0))
+        if amount <= 0 or (masks is not None and name not in masks):
+            continue
+        shrunk = weight.s.sign() * (weight.s.abs() - amount).clamp_min(0)
+        weight.s.copy_(shrunk if masks is None else torch.where(masks[name], shrunk, weight.s))
 
 
 def singular_values(model: nn.Module) -> dict[str, torch.Tensor]:

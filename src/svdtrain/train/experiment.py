@@ -155,10 +155,17 @@ class Experiment:
         model, _ = self.load_stage("start")
         before = {k: v.tolist() for k, v in singular_values(model).items()}
         scales = self.pruner.macs_scales(model) if t.macs_weighted else None
+        tails: dict | None = {} if t.budget_tail else None
         regularization = Regularization(t.ortho_weight, t.sparsity_weight, t.sparsity_kind, t.regularize_every,
-                                        scales, t.proximal)  # fmt: skip
+                                        scales, t.proximal, tails)  # fmt: skip
+
+        def before_epoch(model: nn.Module, epoch: int) -> None:
+            if tails is not None:  # the values the target would drop now (a resumed run sees the same model)
+                tails.clear()
+                tails.update(self.pruner.tails(model))
+
         history = self.trainer.fit("svd_train", model, t.epochs, regularization, s_lr_scale=t.s_lr_scale,
-                                   distillation=self.distillation if t.distill else None,
+                                   distillation=self.distillation if t.distill else None, before_epoch=before_epoch,
                                    after_epoch=self.pruner.gradual_step if t.gradual else None)  # fmt: skip
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,

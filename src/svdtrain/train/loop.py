@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 
 from svdtrain.linalg import check_positive_int, check_sparsity_kind
 from svdtrain.surgery import factored_weights, orthogonality_loss, sparsity_loss
-from svdtrain.surgery.losses import soft_threshold_
+from svdtrain.surgery.losses import soft_threshold_, tail_l1_loss
 from svdtrain.tasks import Classification, Task
 from svdtrain.train.distill import Distillation
 
@@ -31,6 +31,8 @@ class Regularization:
     singular values costs, so the pull falls where a MACs budget is spent). ``proximal``
     (L1 only) applies the L1 term as a soft-threshold of s after each optimizer step, by the
     s learning rate times its weight, instead of as a gradient: it reaches exact zeros.
+    ``tails`` ({weight name: bool mask over s}, updated in place by the caller) turns the
+    sparsity term into an L1 term on the masked values only: those a MACs budget will drop.
     """
 
     ortho_weight: float = 0.0  # lambda_o: singular-vector orthogonality
@@ -39,6 +41,7 @@ class Regularization:
     every: int = 1
     scales: dict[str, float] | None = field(default=None, hash=False)
     proximal: bool = False
+    tails: dict[str, torch.Tensor] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("ortho_weight", "sparsity_weight"):
@@ -47,7 +50,7 @@ class Regularization:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         check_positive_int("regularize every", self.every)
         check_sparsity_kind(self.sparsity_kind)
-        if self.proximal and self.sparsity_kind != "l1":
+        if self.proximal and self.sparsity_kind != "l1" and self.tails is None:
             raise ValueError(f"a proximal sparsity step needs sparsity kind l1, got {self.sparsity_kind!r}")
 
     def loss(self, model: nn.Module, step: int = 0) -> torch.Tensor | float:
@@ -57,7 +60,9 @@ class Regularization:
         if self.ortho_weight:
             total = total + self.every * self.ortho_weight * orthogonality_loss(model)
         if self.sparsity_weight and not self.proximal:
-            total = total + self.every * self.sparsity_weight * sparsity_loss(model, self.sparsity_kind, self.scales)
+            term = (tail_l1_loss(model, self.tails, self.scales) if self.tails is not None
+                    else sparsity_loss(model, self.sparsity_kind, self.scales))  # fmt: skip
+            total = total + self.every * self.sparsity_weight * term
         return total
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -67,7 +72,7 @@ class Regularization:
         lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
         scales = self.scales or {}
         soft_threshold_(model, {name: lr_of.get(id(w.s), 0.0) * self.sparsity_weight * scales.get(name, 1.0)
-                                for name, w in factored_weights(model).items()})  # fmt: skip
+                                for name, w in factored_weights(model).items()}, self.tails)  # fmt: skip
 
 
 def train_epoch(

@@ -11,6 +11,7 @@ from torch import nn
 from svdtrain.surgery import (
     Calibration, calibrate, copy_model, energy_for_macs, factored_weights, prune, ranks_for_macs, ranks_for_speedup,
 )  # fmt: skip
+from svdtrain.linalg.rank import importance_order
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.train.checkpoint import ranks_of
 from svdtrain.train.config import RunConfig
@@ -59,6 +60,20 @@ class Pruner:
         self.recalibrate_batchnorm(model)
         self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
         return ranks != before
+
+    def tails(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """{weight: bool mask over s} of the singular values that pruning to the MACs target
+        would drop now (by the configured allocation, without calibration)."""
+        p = self.config.prune
+        budget = int(self.baseline_macs / p.target_reduction)
+        ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple)
+        masks = {}
+        for name, layer in factored_weights(model).items():
+            mask = torch.ones_like(layer.s, dtype=torch.bool)
+            mask[importance_order(layer.s)[: ranks[name]]] = False
+            if mask.any():
+                masks[name] = mask
+        return masks
 
     def macs_scales(self, model: nn.Module) -> dict[str, float]:
         """Each weight's MACs per singular value over their mean (1 on average): sparsity

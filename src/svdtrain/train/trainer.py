@@ -67,12 +67,14 @@ class Trainer:
     def fit(
         self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
         distillation: Distillation | None = None, s_lr_scale: float = 1.0,
+        before_epoch: Callable[[nn.Module, int], None] | None = None,
         after_epoch: Callable[[nn.Module, int], bool] | None = None,
     ) -> list[dict]:  # fmt: skip
         """Train ``model`` in place for ``epochs`` (at ``lr``, default optim's); returns the history.
 
-        ``after_epoch(model, epochs_done)`` runs after each epoch and returns True when it
-        replaced parameters (pruned): the optimizer is then rebuilt for the new ones."""
+        ``before_epoch(model, epoch)`` runs before each epoch (on the resumed model too);
+        ``after_epoch(model, epochs_done)`` after each, returning True when it replaced
+        parameters (pruned): the optimizer is then rebuilt for the new ones."""
         o = self.config.optim
         base_lr = lr or o.lr
         optimizer = self.optimizer(model, base_lr, s_lr_scale)
@@ -90,6 +92,8 @@ class Trainer:
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
             self._set_lr(optimizer, epoch, epochs)
+            if before_epoch is not None:
+                before_epoch(model, epoch)
             self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
             batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
             metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation, self.task,

@@ -51,6 +51,8 @@ class RunConfig:
             raise ValueError(f"dataset {self.data.dataset!r} needs a data path (--data PATH, or path: under data:)")
         if self.svd_train.gradual and not self.prune.target_reduction:
             raise ValueError("gradual pruning prunes towards target_reduction: set it (> 1)")
+        if self.svd_train.budget_tail and not self.prune.target_reduction:
+            raise ValueError("budget_tail aims at the values target_reduction drops: set it (> 1)")
         if self.svd_train.distill and not self.finetune.distill_weight:
             raise ValueError("svd_train distill uses finetune's distill_weight: set it (> 0)")
         if self.version != CONFIG_VERSION:

@@ -124,14 +124,16 @@ class SVDTrainConfig(Section):
                             "(exact zeros) instead of as a gradient")  # fmt: skip
     macs_weighted: bool = option(False, "weigh each weight's sparsity term by the MACs one of its singular values "
                                  "costs, so the pull falls where a MACs budget is spent")  # fmt: skip
+    budget_tail: bool = option(False, "make the sparsity term an L1 on just the singular values the MACs target "
+                               "would drop (re-chosen every epoch), so training empties what pruning cuts")  # fmt: skip
     gradual: bool = option(False, "prune towards target_reduction after every SVD-training epoch (a geometric "
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
                            "distill_weight and temperature)")  # fmt: skip
 
     def validate(self) -> None:
-        if self.proximal and self.sparsity_kind != "l1":
-            raise ValueError(f"proximal needs sparsity_kind l1, got {self.sparsity_kind!r}")
+        if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
+            raise ValueError(f"proximal needs sparsity_kind l1 (or budget_tail), got {self.sparsity_kind!r}")
 
 
 @dataclass
