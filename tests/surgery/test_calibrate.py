@@ -144,3 +144,12 @@ def test_calibration_runs_in_eval_mode_and_restores_training_mode():
     model.train()
     svdtrain.calibrate(model, [(torch.randn(4, 8), torch.zeros(4))])
     assert all(m.training for m in model.modules())
+
+
+def test_diverged_activations_are_a_clear_error():
+    model = svdtrain.decompose(nn.Linear(4, 3))
+    calibration = svdtrain.calibrate(model, [torch.full((2, 4), float("nan"))])
+    for method in ("whiten", "scale"):
+        calibration = svdtrain.Calibration(calibration.stats, method=method)
+        with pytest.raises(ValueError, match="activations diverged"):
+            svdtrain.prune(model, rank=1, calibration=calibration)

@@ -129,3 +129,40 @@ def test_updated_validates_the_change():
     assert config.updated(energy=0.2).prune.energy == 0.2 and config.prune.energy != 0.2
     with pytest.raises(ValueError, match="energy must be a number"):
         config.updated(energy=2.0)
+
+
+def test_programmatic_values_are_type_checked_like_file_values():
+    config = resolve_config("smoke")
+    assert config.updated(augment="false").data.augment is False
+    with pytest.raises(ValueError, match="'batch_size' expects int"):
+        config.updated(batch_size=2.5)
+    with pytest.raises(ValueError, match="'std' expects list"):
+        config.updated(std=["a"])
+    copy = config.updated(energy=0.1)
+    copy.data.mean.append(9.0)
+    assert config.data.mean == [0.5]  # lists are not shared between configs
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim: adam\n", "section 'optim' needs a mapping"),
+        ("dataset: digits\ndata:\n  dataset: digits\n", "gives data.dataset twice"),
+        ("version: true\n", "config version True is not supported"),
+        ("seed: -1\n", "seed must be >= 0"),
+        ("std: [.nan]\nmean: [0.5]\n", "mean and std need one value per channel"),
+        ("lr_gamma: 0\n", "lr_gamma must be > 0"),
+    ],
+)
+def test_file_mistakes_are_named(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        resolve_config("smoke", path)
+
+
+def test_empty_sections_and_flag_names_inside_sections(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("prune:\n  # nothing yet\nstart:\n  start_epochs: 3\nfinetune:\n  finetune_lr: 0.01\n")
+    config = resolve_config("smoke", path)
+    assert config.start.epochs == 3 and config.finetune.lr == 0.01

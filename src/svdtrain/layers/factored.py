@@ -79,6 +79,8 @@ class FactoredWeight:
         """
         if not 1 <= rank <= self.rank:
             raise ValueError(f"rank for {self.name!r} must be in [1, {self.rank}], got {rank}")
+        if rank == self.rank:
+            return  # nothing to drop: the parameters (and an optimizer's hold on them) stay
         keep = importance_order(self.s)[:rank]
         self.set_factors_(self.U[:, keep], self.s[keep], self.Vh[keep, :])
 

@@ -30,7 +30,7 @@ METHODS = ("whiten", "scale")
 class InputStats:
     """Sums over the input vectors (rows) one weight multiplied."""
 
-    gram: torch.Tensor  # (n, n) float64: sum of x xᵀ
+    gram: torch.Tensor  # (n, n) float64: sum of x xᵀ (each batch's product in float32)
     abs_sum: torch.Tensor  # (n,) float64: sum of |x|
     count: int = 0
 
@@ -59,6 +59,7 @@ class Calibration:
     method: str = "whiten"
     alpha: float = 0.5
     damping: float = 0.01
+    batches: int = 0  # how many batches the statistics come from
     _transforms: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,10 +79,14 @@ class Calibration:
 
     def _compute(self, stats: InputStats) -> tuple[torch.Tensor, torch.Tensor]:
         if self.method == "scale":
+            if not torch.isfinite(stats.abs_sum).all():
+                raise ValueError("calibration inputs hold NaN or inf: the model's activations diverged")
             scale = (stats.abs_sum / stats.count).pow(self.alpha)
             scale = scale.clamp_min(float(scale.mean()) * 1e-3 + 1e-12)
             return torch.diag(scale), torch.diag(1 / scale)
         gram = stats.gram / stats.count
+        if not (torch.isfinite(gram).all() and torch.isfinite(stats.abs_sum).all()):
+            raise ValueError("calibration inputs hold NaN or inf: the model's activations diverged")
         gram = gram + torch.eye(len(gram), dtype=gram.dtype, device=gram.device) * (
             self.damping * float(gram.diagonal().mean()) + 1e-12)  # fmt: skip
         eigenvalues, Q = torch.linalg.eigh(gram)  # gram = Q diag(λ) Qᵀ = S Sᵀ with S = Q diag(√λ)
@@ -134,7 +139,7 @@ def calibrate(
         ValueError: no factored weights, an unknown method, or no batch at all.
     """
     layers = require_factored_weights(model)
-    calibration = Calibration({}, method, alpha, damping)  # checks the settings before any work
+    calibration = Calibration({}, method=method, alpha=alpha, damping=damping)  # checks the settings before any work
     by_module: dict[int, list[tuple[str, FactoredWeight]]] = {}
     for name, layer in layers.items():
         by_module.setdefault(id(layer.module), []).append((name, layer))
@@ -163,4 +168,5 @@ def calibrate(
             handle.remove()
     if not seen:
         raise ValueError("calibrate got no batches")
+    calibration.batches = seen
     return calibration

@@ -108,9 +108,9 @@ class Experiment:
 
     @cached_property
     def distillation(self) -> Distillation | None:
-        """For fine-tuning, with the dense baseline as teacher. Not used in SVD training, where the
-        full-rank student still equals its teacher at the start and the sparsity term is what
-        should move it."""
+        """With the dense baseline as teacher: for fine-tuning, and for SVD training when
+        svd_train.distill asks (off by default: the full-rank student starts equal to its
+        teacher, and the sparsity term is what should move it)."""
         f = self.config.finetune
         return Distillation(self.dense_baseline(), f.distill_weight, f.distill_temperature) if f.distill_weight else None
 

@@ -11,9 +11,8 @@ from torch import nn
 from svdtrain.surgery import (
     Calibration, calibrate, copy_model, energy_for_macs, factored_weights, prune, ranks_for_macs, ranks_for_speedup,
 )  # fmt: skip
-from svdtrain.linalg.rank import importance_order
+from svdtrain.linalg import energy_rank, importance_order
 from svdtrain.surgery.budget import macs_per_rank
-from svdtrain.train.checkpoint import ranks_of
 from svdtrain.train.config import RunConfig
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.run_data import Data
@@ -55,18 +54,22 @@ class Pruner:
         Returns whether any rank changed."""
         p, epochs = self.config.prune, self.config.svd_train.epochs
         budget = int(self.baseline_macs * p.target_reduction ** (-epochs_done / epochs))
-        before = ranks_of(model)
+        before = {id(p) for p in model.parameters()}
         ranks = self.prune_to(model, budget)
         self.recalibrate_batchnorm(model)
         self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
-        return ranks != before
+        return {id(p) for p in model.parameters()} != before
 
     def tails(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """{weight: bool mask over s} of the singular values that pruning to the MACs target
-        would drop now (by the configured allocation, without calibration)."""
+        would drop now (by the configured allocation, by |s|)."""
         p = self.config.prune
         budget = int(self.baseline_macs / p.target_reduction)
-        ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple)
+        if p.rank_allocation == "greedy":
+            ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple)
+        else:
+            energy = energy_for_macs(model, self.data.example, budget)
+            ranks = {name: energy_rank(layer.s, energy) for name, layer in factored_weights(model).items()}
         masks = {}
         for name, layer in factored_weights(model).items():
             mask = torch.ones_like(layer.s, dtype=torch.bool)
@@ -90,7 +93,7 @@ class Pruner:
         batches = self.data.train.batches(augment=False)
         calibration = calibrate(model, batches, max_batches=p.calibration_batches, method=p.calibration)
         self.log(f"prune: {p.calibration} calibration of {len(calibration.stats)} of "
-                 f"{len(factored_weights(model))} weights on {p.calibration_batches} batches")  # fmt: skip
+                 f"{len(factored_weights(model))} weights on {calibration.batches} batches")  # fmt: skip
         return calibration
 
     def recalibrates(self, model: nn.Module) -> bool:

@@ -85,7 +85,7 @@ class Trainer:
             shrink_to(model, state.get("ranks", {}))  # pruned during the stage: the saved shapes first
             load_matching(model, state["model"], str(ckpt))
             optimizer = self.optimizer(model, base_lr, s_lr_scale)
-            optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(_upgraded(state["optimizer"], model))
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
         stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
@@ -100,7 +100,7 @@ class Trainer:
                                   o.grad_clip)  # fmt: skip
             lr_now = optimizer.param_groups[0]["lr"]
             if after_epoch is not None and after_epoch(model, epoch + 1):
-                optimizer = self.optimizer(model, base_lr, s_lr_scale)
+                optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
             test = self.evaluation(model)
             seconds = time.perf_counter() - start
             history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
@@ -121,3 +121,33 @@ class Trainer:
         writer.writeheader()
         writer.writerows(history)
         atomic_write_text(self.folder.metrics(stage), buffer.getvalue())
+
+
+def _carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """``new`` with ``old``'s state (Adam moments, momentum) for the parameters both hold:
+    pruning replaces the factors it shrinks, the rest keep what they learned."""
+    for group in new.param_groups:
+        for param in group["params"]:
+            if param in old.state:
+                new.state[param] = old.state[param]
+    return new
+
+
+def _upgraded(saved: dict, model: nn.Module) -> dict:
+    """An optimizer state dict from before s had its own group (two groups: decayed, factors)
+    split into this version's three (decayed, U and Vh, s); others as they are."""
+    groups = saved["param_groups"]
+    if len(groups) != 2 or not factored_weights(model):
+        return saved
+    singular = {id(handle.s) for handle in factored_weights(model).values()}
+    factor_params = [p for p in model.parameters() if id(p) in {id(q) for h in factored_weights(model).values()
+                                                                  for q in h.factors}]  # fmt: skip
+    if len(factor_params) != len(groups[1]["params"]):
+        return saved
+    vectors = [i for i, p in zip(groups[1]["params"], factor_params) if id(p) not in singular]
+    values = [i for i, p in zip(groups[1]["params"], factor_params) if id(p) in singular]
+    group = {k: v for k, v in groups[1].items() if k != "params"}
+    split = [groups[0], {**group, "params": vectors}, {**group, "params": values, "initial_lr": group["lr"]}]
+    split[1].setdefault("initial_lr", group["lr"])
+    split[0] = {**groups[0], "initial_lr": groups[0].get("initial_lr", groups[0]["lr"])}
+    return {**saved, "param_groups": split}

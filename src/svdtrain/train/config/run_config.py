@@ -60,7 +60,7 @@ class RunConfig:
 
     @classmethod
     def from_flags(cls, values: dict[str, Any]) -> RunConfig:
-        """A config from ``{flag: value}``; options not given keep their defaults."""
+        """A config from ``{flag: value}`` (types checked); options not given keep their defaults."""
         unknown = sorted(set(values) - set(OPTIONS))
         if unknown:
             raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
@@ -68,7 +68,7 @@ class RunConfig:
         top: dict[str, Any] = {}
         for flag, value in values.items():
             where = OPTIONS[flag]
-            (sections[where.section] if where.section else top)[where.name] = value
+            (sections[where.section] if where.section else top)[where.name] = coerce(flag, value)
         return cls(**top, **{name: SECTIONS[name](**given) for name, given in sections.items()})
 
     def flat(self) -> dict[str, Any]:
@@ -121,3 +121,31 @@ def _options() -> dict[str, Option]:
 
 
 OPTIONS = _options()
+
+
+def coerce(flag: str, value: Any) -> Any:
+    """``value`` checked against the option's type (its default's), converting int -> float and
+    YAML's strings for numbers where natural; a list is copied."""
+    default = OPTIONS[flag].default
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, float) and isinstance(value, str):
+        try:  # PyYAML reads 1e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(default, list) and isinstance(value, list):
+        try:  # PyYAML reads 1e2 (no dot) as a string here too
+            value = [float(v) if isinstance(v, str) else v for v in value]
+        except ValueError:
+            pass
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return list(value)
+    elif type(value) is type(default):
+        return value
+    raise ValueError(f"config key {flag!r} expects {type(default).__name__}, got {value!r}")

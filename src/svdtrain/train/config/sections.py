@@ -6,6 +6,7 @@ orthogonality weight) live in the section that defines them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -63,7 +64,8 @@ class DataConfig(Section):
     eval_batch_size: int = option(1000, "evaluation batch size", check=positive)
 
     def validate(self) -> None:
-        if len(self.mean) != len(self.std) or not self.mean or any(s <= 0 for s in self.std):
+        if len(self.mean) != len(self.std) or not self.mean or not all(s > 0 and math.isfinite(s) for s in self.std) \
+                or not all(math.isfinite(m) for m in self.mean):
             raise ValueError(f"mean and std need one value per channel, std > 0; got {self.mean} and {self.std}")
 
     @property
@@ -103,7 +105,7 @@ class OptimConfig(Section):
                               check=non_negative)  # fmt: skip
     lr_milestones: list[float] = option([81, 122], "epochs of each stage where lr is multiplied by lr_gamma; "
                                         "values below 1 are fractions of the stage", check=_non_negative_list)
-    lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=non_negative)
+    lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=positive)
 
 
 @dataclass
@@ -120,8 +122,9 @@ class SVDTrainConfig(Section):
                                    check=positive)  # fmt: skip
     s_lr_scale: float = option(1.0, "the singular values' learning rate, as a multiple of lr (Adam moves each "
                                "by about lr per step, whatever the sparsity weight)", check=positive)  # fmt: skip
-    proximal: bool = option(False, "l1 only: apply the L1 term as a soft-threshold of s after each step "
-                            "(exact zeros) instead of as a gradient")  # fmt: skip
+    proximal: bool = option(False, "l1 (or budget_tail): apply the L1 term as a soft-threshold of s by s's lr x "
+                            "sparsity_weight after each step (exact zeros) instead of as a gradient; under Adam, "
+                            "whose steps are about lr whatever the weight, that takes a weight near 1 or more")  # fmt: skip
     macs_weighted: bool = option(False, "weigh each weight's sparsity term by the MACs one of its singular values "
                                  "costs, so the pull falls where a MACs budget is spent")  # fmt: skip
     budget_tail: bool = option(False, "make the sparsity term an L1 on just the singular values the MACs target "
@@ -193,5 +196,5 @@ class ExportConfig(Section):
 class RunSettings(Section):
     """run: where and how reproducibly it runs"""
 
-    seed: int = option(0, "seed of every random choice: data order, initialization, samples")
+    seed: int = option(0, "seed of every random choice: data order, initialization, samples", check=non_negative)
     device: str = option("auto", "auto, cpu, mps, cuda or cuda:N", check=_device)

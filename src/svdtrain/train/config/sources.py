@@ -10,34 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig
-
-
-def _coerce(flag: str, value: Any) -> Any:
-    """Check a value's type against the option's default, converting int -> float where natural."""
-    default = OPTIONS[flag].default
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif isinstance(default, float) and isinstance(value, str):
-        try:  # PyYAML reads 1e-3 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    elif isinstance(default, list) and isinstance(value, list):
-        try:  # PyYAML reads 1e2 (no dot) as a string here too
-            value = [float(v) if isinstance(v, str) else v for v in value]
-        except ValueError:
-            pass
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return list(value)
-    elif type(value) is type(default):
-        return value
-    raise ValueError(f"config key {flag!r} expects {type(default).__name__}, got {value!r}")
+from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
 def _section_keys(section: str) -> dict[str, str]:
@@ -46,28 +19,44 @@ def _section_keys(section: str) -> dict[str, str]:
 
 
 def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """``values`` (sections and/or flags) as ``{flag: value}``, checked; unknown keys raise."""
+    """``values`` (sections and/or flags) as ``{flag: value}``, checked; unknown keys raise.
+
+    Inside a section an option may be named by its field or its flag (``start: {epochs: 3}``
+    or ``start: {start_epochs: 3}``); an empty section is no change; one option given twice
+    (``dataset:`` and ``data: {dataset:}``) is an error."""
     if not isinstance(values, dict):
         raise ValueError(f"{source} must hold a mapping of config keys")
     flags: dict[str, Any] = {}
     unknown: list[str] = []
+
+    def put(flag: str, value: Any, key: str) -> None:
+        if flag in flags:
+            raise ValueError(f"{source} gives {key} twice (as {flag!r} and in its section)")
+        flags[flag] = value
+
     for key, value in values.items():
         if key == "version":
-            if value not in READABLE_VERSIONS:
+            if isinstance(value, bool) or value not in READABLE_VERSIONS:
                 raise ValueError(f"{source}: config version {value!r} is not supported (this svdtrain reads "
                                  f"{', '.join(map(str, READABLE_VERSIONS))})")  # fmt: skip
-        elif key in SECTIONS and isinstance(value, dict):
+        elif key in SECTIONS and (isinstance(value, dict) or value is None or key not in OPTIONS):
+            if not isinstance(value, (dict, type(None))):
+                raise ValueError(f"{source}: section {key!r} needs a mapping of its options, got {value!r}")
             names = _section_keys(key)
-            unknown += [f"{key}.{name}" for name in value if name not in names]
-            flags.update({names[name]: v for name, v in value.items() if name in names})
+            for name, option_value in (value or {}).items():
+                flag = names.get(name) or (name if name in OPTIONS and OPTIONS[name].section == key else None)
+                if flag is None:
+                    unknown.append(f"{key}.{name}")
+                else:
+                    put(flag, option_value, f"{key}.{name}")
         elif key in OPTIONS:
-            flags[key] = value
+            put(key, value, key)
         else:
             unknown.append(key)
     if unknown:
         valid = ", ".join([*SECTIONS, *OPTIONS])
         raise ValueError(f"unknown config key(s) in {source}: {', '.join(unknown)}; valid keys: {valid}")
-    return {flag: _coerce(flag, value) for flag, value in flags.items()}
+    return {flag: coerce(flag, value) for flag, value in flags.items()}
 
 
 def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[str, Any]:

@@ -1,0 +1,50 @@
+"""Trainer pieces: optimizer groups across pruning and older checkpoints."""
+
+import torch
+from torch import nn
+
+import svdtrain
+from svdtrain.train.checkpoint import ranks_of
+from svdtrain.train.trainer import _carry_state, _upgraded
+
+
+def _model():
+    torch.manual_seed(0)
+    return svdtrain.decompose(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)))
+
+
+def test_pruning_to_the_same_ranks_keeps_the_parameters():
+    model = _model()
+    before = [id(p) for p in model.parameters()]
+    svdtrain.prune(model, rank=ranks_of(model))
+    assert [id(p) for p in model.parameters()] == before
+
+
+def test_a_rebuilt_optimizer_keeps_the_state_of_parameters_that_stayed():
+    model = _model()
+    old = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 6)).sum().backward()
+    old.step()
+    svdtrain.prune(model, rank={"0.weight": 2})
+    new = _carry_state(old, torch.optim.Adam(model.parameters(), lr=0.1))
+    kept = [p for p in model.parameters() if p in old.state]
+    assert kept and all(new.state[p] is old.state[p] for p in kept)
+    assert svdtrain.factored_weights(model)["0.weight"].s not in new.state  # replaced: starts fresh
+
+
+def test_an_optimizer_saved_with_two_groups_loads_into_three():
+    from svdtrain.train.config import resolve_config
+    from svdtrain.train.trainer import Trainer
+
+    model = _model()
+    factors = {id(p) for h in svdtrain.factored_weights(model).values() for p in h.factors}
+    legacy = torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) not in factors]},
+                               {"params": [p for p in model.parameters() if id(p) in factors]}], lr=0.1)  # fmt: skip
+    model(torch.randn(4, 6)).sum().backward()
+    legacy.step()
+    trainer = Trainer(resolve_config("smoke"), None, None, torch.device("cpu"), None, resume=True, log=print)
+    current = trainer.optimizer(model, 0.1)
+    assert len(current.param_groups) == 3
+    current.load_state_dict(_upgraded(legacy.state_dict(), model))
+    for p in model.parameters():
+        torch.testing.assert_close(current.state[p]["exp_avg"], legacy.state[p]["exp_avg"])
