@@ -79,9 +79,9 @@ class FactoredWeight:
         """
         if not 1 <= rank <= self.rank:
             raise ValueError(f"rank for {self.name!r} must be in [1, {self.rank}], got {rank}")
-        if rank == self.rank:
-            return  # nothing to drop: the parameters (and an optimizer's hold on them) stay
         keep = importance_order(self.s)[:rank]
+        if rank == self.rank and torch.equal(keep, torch.arange(rank, device=keep.device)):
+            return  # nothing to drop or reorder: the parameters (and an optimizer's hold on them) stay
         self.set_factors_(self.U[:, keep], self.s[keep], self.Vh[keep, :])
 
     @torch.no_grad()
