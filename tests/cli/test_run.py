@@ -318,3 +318,10 @@ def test_proximal_l1_in_the_pipeline(tmp_path):
     assert _run(tmp_path, "--sparsity-kind", "l1", "--sparsity-weight", "5", "--proximal", "true") == 0
     record = torch.load(tmp_path / "svd_train.pt", weights_only=True)
     assert any(0.0 in values for values in record["spectra"]["after"].values())  # exact zeros
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_epoch(tmp_path, capsys):
+    assert _run(tmp_path, "--start-epochs", "2", "--lr", "1e30", "--lr-milestones", "1", "--lr-gamma", "1") == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "training diverged at step" in err and "start epoch" in err
+    assert not (tmp_path / "report.json").exists()

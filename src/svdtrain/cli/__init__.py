@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from svdtrain.cli import demo, pipeline, presets, sweep
+from svdtrain.train.loop import TrainingDiverged
 
 SUBCOMMANDS = (demo, pipeline, sweep, presets)
 
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, OSError) as error:  # user mistakes: one line, exit status 2
         print(f"svdtrain {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:  # the run, not the input: one line, exit status 3
+        print(f"svdtrain {args.command}: error: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"svdtrain {args.command}: interrupted", file=sys.stderr)
         return 130

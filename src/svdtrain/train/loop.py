@@ -18,6 +18,20 @@ from svdtrain.train.distill import Distillation
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
+class TrainingDiverged(ArithmeticError):
+    """The loss or a gradient became NaN or inf; the message names the step and the weight."""
+
+
+def _first_non_finite(model: nn.Module) -> str:
+    """Which parameter (or its gradient) holds NaN or inf first, in words."""
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            return f"parameter {name!r} holds NaN or inf"
+        if param.grad is not None and not torch.isfinite(param.grad).all():
+            return f"the gradient of {name!r} holds NaN or inf"
+    return "every parameter is finite (the inputs or the loss overflowed)"
+
+
 @dataclass(frozen=True)
 class Regularization:
     """Weights of the paper's two terms; 0 turns a term off (its cost too).
@@ -97,7 +111,12 @@ def train_epoch(
     read more than once in one forward (a module called twice, a weight its parent reads too)
     is rebuilt from U, s, Vh once, and gradients flow through both reads. The cache is dropped
     before the optimizer step, so do not call this inside a ``cached()`` block of your own:
-    the weights would then go stale after the first step."""
+    the weights would then go stale after the first step.
+
+    Raises:
+        TrainingDiverged: the loss (or, when clipping, the gradients' norm) is NaN or inf; the
+            message names the step and the first non-finite parameter. The model is left as
+            it was when that was seen: do not save it."""
     task = task or Classification()
     model.train()
     sums: dict[str, float] = {}
@@ -108,10 +127,16 @@ def train_epoch(
             task_loss = task.loss(outputs, targets)
             fit_loss = distillation.loss(inputs, outputs, task_loss) if distillation else task_loss
             loss = fit_loss + regularization.loss(model, step)
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {float(loss.detach()):g}; "
+                                   f"{_first_non_finite(model)} (try a lower lr or grad_clip)")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if not torch.isfinite(norm):
+                raise TrainingDiverged(f"training diverged at step {step + 1}: the gradient norm is {float(norm):g}; "
+                                       f"{_first_non_finite(model)} (try a lower lr)")  # fmt: skip
         optimizer.step()
         regularization.after_step(model, optimizer)
         _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))

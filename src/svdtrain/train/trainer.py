@@ -17,7 +17,7 @@ from svdtrain.tasks import Task
 from svdtrain.train.checkpoint import load_checkpoint, load_matching, ranks_of, save_checkpoint, shrink_to
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
-from svdtrain.train.loop import Regularization, evaluate_metrics, train_epoch
+from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metrics, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.train.run_data import Data
 from svdtrain.train.run_folder import STAGES, RunFolder
@@ -96,8 +96,12 @@ class Trainer:
                 before_epoch(model, epoch)
             self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
             batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
-            metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation, self.task,
-                                  o.grad_clip)  # fmt: skip
+            try:
+                metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation, self.task,
+                                      o.grad_clip)  # fmt: skip
+            except TrainingDiverged as diverged:
+                kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
+                raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
             lr_now = optimizer.param_groups[0]["lr"]
             if after_epoch is not None and after_epoch(model, epoch + 1):
                 optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
