@@ -9,27 +9,88 @@ spirit).
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from svdtrain.io import atomic_write
+from svdtrain.io import atomic_write, atomic_write_text
 from svdtrain.surgery import decompose, factored_weights
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+class CorruptCheckpoint(ValueError):
+    """A checkpoint whose bytes do not match its recorded checksum, or cannot be read."""
+
+
+def checksum_path(path: str | Path) -> Path:
+    """Where the SHA-256 of the checkpoint at ``path`` is kept: ``<name>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint before the one at ``path`` is kept: ``<stem>.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any], *, keep_previous: bool = False) -> None:
+    """Write ``payload`` atomically, then its checksum. With ``keep_previous`` the file it
+    replaces moves to :func:`previous_path` first, so a crash at any moment leaves one good
+    checkpoint (the new one, or the one before it)."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    if keep_previous and path.exists():
+        os.replace(path, previous_path(path))
+        if checksum_path(path).exists():
+            os.replace(checksum_path(path), checksum_path(previous_path(path)))
+    atomic_write(path, lambda f: f.write(data), mode="wb")
+    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, its checksum verified where one was written.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptCheckpoint: the bytes do not match the checksum, or do not unpickle.
+    """
+    path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    expected = checksum_path(path).read_text().strip() if checksum_path(path).exists() else None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise CorruptCheckpoint(f"{path} is corrupted (its bytes do not match {checksum_path(path).name})")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types
-        raise ValueError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+
+
+def load_latest_good(path: str | Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or the one before it when that one is missing or bad (said
+    in one line); None when neither is there."""
+    path = Path(path)
+    for candidate in (path, previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = load_checkpoint(candidate)
+        except CorruptCheckpoint as bad:
+            log(f"WARNING {bad}; trying the one before it")
+            continue
+        if candidate != path:
+            log(f"resuming from {candidate.name}, the checkpoint before the latest")
+        return state
+    return None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

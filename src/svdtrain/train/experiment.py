@@ -22,7 +22,7 @@ from svdtrain.models import build_model
 from svdtrain.surgery import compact, count_macs, count_params, decompose, singular_values
 from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
-    load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
+    CorruptCheckpoint, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
@@ -66,7 +66,7 @@ class Experiment:
 
     @cached_property
     def pruner(self) -> Pruner:
-        baseline = load_checkpoint(self.folder.stage("start"))["baseline"]["macs"]
+        baseline = self.stage_record("start")["baseline"]["macs"]
         return Pruner(self.config, self.data, self.device, baseline, speed_example=self.speed_example, log=self.log)
 
     @property
@@ -78,12 +78,25 @@ class Experiment:
     def dense_model(self) -> nn.Module:
         return build_model(self.config.model, self.data.num_classes, self.config.data.block_length).to(self.device)
 
-    def load_stage(self, stage: str) -> tuple[nn.Module, dict]:
-        """The SVD model saved by ``stage``, and the stage's record."""
+    def stage_record(self, stage: str) -> dict:
+        """What ``stage`` saved. When resuming, a damaged file is redone from its stage's input."""
         path = self.folder.stage(stage)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run the '{stage}' stage first (or 'svdtrain run')")
-        record = load_checkpoint(path)
+        try:
+            return load_checkpoint(path)
+        except CorruptCheckpoint as bad:
+            if not self.resume:
+                raise
+            self.log(f"WARNING {bad}; redoing the {stage} stage from its input")
+            self.folder.remove_stage(stage)
+            getattr(self, f"run_{stage}")()
+            return load_checkpoint(path)
+
+    def load_stage(self, stage: str) -> tuple[nn.Module, dict]:
+        """The SVD model saved by ``stage``, and the stage's record."""
+        path = self.folder.stage(stage)
+        record = self.stage_record(stage)
         model = rebuild_svd_model(self.dense_model(), self.config.start.scheme, record["ranks"])
         load_matching(model, record["model"], str(path))
         return model, record
@@ -92,7 +105,7 @@ class Experiment:
         payload = {"stage": stage, "config": self.config.to_dict(), "ranks": ranks_of(model),
                    "model": _cpu_state(model), **record}  # fmt: skip
         save_checkpoint(self.folder.stage(stage), payload)
-        self.folder.checkpoint(stage).unlink(missing_ok=True)
+        self.folder.drop_checkpoints(stage)
 
     def evaluation(self, model: nn.Module) -> dict[str, float]:
         return self.trainer.evaluation(model)

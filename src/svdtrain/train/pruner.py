@@ -37,10 +37,10 @@ class Pruner:
             return prune(model, threshold=p.threshold)
         return prune(model, energy=p.energy, calibration=self.calibration(model))
 
-    def prune_to(self, model: nn.Module, budget: int) -> dict[str, int]:
+    def prune_to(self, model: nn.Module, budget: int, cut: int = 0) -> dict[str, int]:
         """Prune ``model`` to at most ``budget`` MACs by the configured rank allocation."""
         p = self.config.prune
-        calibration = self.calibration(model)
+        calibration = self.calibration(model, cut)
         if p.rank_allocation == "greedy":
             ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple, calibration=calibration)
             return prune(model, rank=ranks, calibration=calibration)
@@ -55,8 +55,8 @@ class Pruner:
         p, epochs = self.config.prune, self.config.svd_train.epochs
         budget = int(self.baseline_macs * p.target_reduction ** (-epochs_done / epochs))
         before = {id(p) for p in model.parameters()}
-        ranks = self.prune_to(model, budget)
-        self.recalibrate_batchnorm(model)
+        ranks = self.prune_to(model, budget, cut=epochs_done)
+        self.recalibrate_batchnorm(model, cut=epochs_done)
         self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
         return {id(p) for p in model.parameters()} != before
 
@@ -86,11 +86,17 @@ class Pruner:
         mean = sum(paying) / len(paying) if paying else 1.0
         return {name: cost / mean for name, cost in costs.items()}
 
-    def calibration(self, model: nn.Module) -> Calibration | None:
+    def _batches(self, cut: int, augment: bool):
+        """Training batches in an order fixed by the cut alone (the n-th of a gradual run, 0 for
+        the prune stage), so a stage redone on resume sees the same ones."""
+        self.data.train.set_epoch(1_000_000 + cut)
+        return self.data.train.batches(augment=augment)
+
+    def calibration(self, model: nn.Module, cut: int = 0) -> Calibration | None:
         p = self.config.prune
         if p.calibration == "none":
             return None
-        batches = self.data.train.batches(augment=False)
+        batches = self._batches(cut, augment=False)
         calibration = calibrate(model, batches, max_batches=p.calibration_batches, method=p.calibration)
         self.log(f"prune: {p.calibration} calibration of {len(calibration.stats)} of "
                  f"{len(factored_weights(model))} weights on {calibration.batches} batches")  # fmt: skip
@@ -101,10 +107,10 @@ class Pruner:
         has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         return bool(self.config.prune.bn_recalibration_batches) and has_batchnorm
 
-    def recalibrate_batchnorm(self, model: nn.Module) -> None:
+    def recalibrate_batchnorm(self, model: nn.Module, cut: int = 0) -> None:
         """Re-estimate BatchNorm statistics where :meth:`recalibrates`; otherwise nothing."""
         p, d = self.config.prune, self.config.data
         if not self.recalibrates(model):
             return
-        batches = self.data.train.batches(augment=d.augment and p.bn_recalibration_augment)
+        batches = self._batches(cut, augment=d.augment and p.bn_recalibration_augment)
         recalibrate_batchnorm(model, batches, p.bn_recalibration_batches, self.device)

@@ -9,7 +9,6 @@ from torch import nn
 from svdtrain.io import atomic_write_json
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
-from svdtrain.train.checkpoint import load_checkpoint
 from svdtrain.train.config.sources import to_flags
 from svdtrain.train.run_folder import RunFolder
 
@@ -23,13 +22,15 @@ class FinishedRun(Protocol):
 
     def load_stage(self, stage: str) -> tuple[nn.Module, dict]: ...
 
+    def stage_record(self, stage: str) -> dict: ...
+
 
 def write_report(experiment: FinishedRun) -> dict:
     """Write ``report.json`` (last, so its presence marks a finished run) and PNG plots."""
     folder = experiment.folder
     model, finetune = experiment.load_stage("finetune")
-    records = {stage: load_checkpoint(folder.stage(stage)) for stage in ("start", "svd_train", "prune")}
-    export = load_checkpoint(folder.stage("export"))
+    records = {stage: experiment.stage_record(stage) for stage in ("start", "svd_train", "prune")}
+    export = experiment.stage_record("export")
     info = export["info"]
     records["finetune"] = finetune
     reported = experiment.task.reported

@@ -3,6 +3,8 @@
     config.json                  the resolved config (sections)
     <stage>.pt                   a finished stage: its model (state dict + ranks) and record
     <stage>.ckpt.pt              a training stage's last epoch, for --resume
+    <stage>.ckpt.prev.pt         the epoch before it, in case the last one is damaged
+    *.pt.sha256                  each checkpoint's checksum
     metrics/<stage>.csv          per-epoch metrics
     adapted_dense.pt             the dense model trained here (init svd with start epochs)
     export/                      the compact model's files
@@ -16,6 +18,7 @@ import json
 from pathlib import Path
 
 from svdtrain.deploy.export import EXPORT_FILES
+from svdtrain.train.checkpoint import checksum_path, previous_path
 
 STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
 PLOTS = ("spectra.png", "ranks.png", "accuracy_vs_macs.png", "loss_vs_macs.png")
@@ -78,12 +81,29 @@ class RunFolder:
         except json.JSONDecodeError as error:
             raise ValueError(f"{self.config} is not valid JSON: {error}") from None
 
+    def checkpoint_files(self, stage: str) -> list[Path]:
+        """A training stage's epoch checkpoints: the last, the one before, their checksums."""
+        ckpt = self.checkpoint(stage)
+        return [ckpt, checksum_path(ckpt), previous_path(ckpt), checksum_path(previous_path(ckpt))]
+
+    def drop_checkpoints(self, stage: str) -> None:
+        """Once the stage's own file is written its epoch checkpoints are spent."""
+        for path in self.checkpoint_files(stage):
+            path.unlink(missing_ok=True)
+
+    def remove_stage(self, stage: str) -> None:
+        """Delete a stage's file (and checksum), e.g. when it is damaged and must be redone."""
+        for path in (self.stage(stage), checksum_path(self.stage(stage))):
+            path.unlink(missing_ok=True)
+
     def written_files(self) -> list[Path]:
         """Every file svdtrain writes here that exists now (sweep runs not included)."""
-        names = ["config.json", "report.json", "sweep.json", "adapted_dense.pt", *PLOTS,
-                 *(f"{s}.pt" for s in STAGES), *(f"{s}.ckpt.pt" for s in STAGES),
-                 *(f"metrics/{s}.csv" for s in STAGES), *(f"export/{name}" for name in EXPORT_FILES)]  # fmt: skip
-        return [self.path / name for name in names if (self.path / name).is_file()]
+        checkpoints = [self.adapted_dense, *(self.stage(s) for s in STAGES)]
+        paths = [self.config, self.report, self.sweep, *(self.plot(name) for name in PLOTS),
+                 *checkpoints, *(checksum_path(p) for p in checkpoints),
+                 *(p for s in STAGES for p in self.checkpoint_files(s)),
+                 *(self.metrics(s) for s in STAGES), *(self.export / name for name in EXPORT_FILES)]  # fmt: skip
+        return [path for path in paths if path.is_file()]
 
     def sweep_runs(self) -> list[RunFolder]:
         return [RunFolder(sub) for sub in sorted(self.path.glob(_SWEEP_RUNS)) if (sub / "config.json").is_file()]

@@ -14,7 +14,7 @@ from torch import nn
 from svdtrain.io import atomic_write_text
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
-from svdtrain.train.checkpoint import load_checkpoint, load_matching, ranks_of, save_checkpoint, shrink_to
+from svdtrain.train.checkpoint import load_latest_good, load_matching, ranks_of, save_checkpoint, shrink_to
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metrics, train_epoch
@@ -80,8 +80,8 @@ class Trainer:
         optimizer = self.optimizer(model, base_lr, s_lr_scale)
         history: list[dict] = []
         ckpt = self.folder.checkpoint(stage)
-        if self.resume and ckpt.exists():
-            state = load_checkpoint(ckpt)
+        state = load_latest_good(ckpt, self.log) if self.resume else None
+        if state is not None:
             shrink_to(model, state.get("ranks", {}))  # pruned during the stage: the saved shapes first
             load_matching(model, state["model"], str(ckpt))
             optimizer = self.optimizer(model, base_lr, s_lr_scale)
@@ -111,7 +111,7 @@ class Trainer:
                             **{f"train_{k}": v for k, v in metrics.items()},
                             **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "ranks": ranks_of(model), "history": history})  # fmt: skip
+                                   "ranks": ranks_of(model), "history": history}, keep_previous=True)  # fmt: skip
             self._write_metrics(stage, history)
             eta = format_eta(seconds * (epochs - epoch - 1))
             metric = self.task.metric

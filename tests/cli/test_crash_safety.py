@@ -1,0 +1,134 @@
+"""Crash safety: damaged checkpoints and stage files, and SIGKILL at random moments, all
+resume to the result of an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from svdtrain.cli import main
+from svdtrain.train import trainer as trainer_module
+from svdtrain.train.run_folder import RunFolder
+
+TINY = ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "3", "--finetune-epochs", "1",
+        "--train-limit", "320", "--test-limit", "200", "--lr-milestones", "1"]
+
+
+def _run(out, *extra):
+    return main(["run", "--out", str(out), *TINY, *extra])
+
+
+def _die_at_call(monkeypatch, n):
+    """The n-th training epoch of the run raises KeyboardInterrupt; returns a function that undoes it."""
+    real, calls = trainer_module.train_epoch, {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_epoch", dies)
+    return lambda: monkeypatch.setattr(trainer_module, "train_epoch", real)
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_epoch_checkpoint_falls_back_to_the_one_before(tmp_path, monkeypatch, capsys,
+                                                                 assert_same_final_model):  # fmt: skip
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    restore = _die_at_call(monkeypatch, 4)  # start 1, svd_train 1 and 2 saved, dies in svd_train 3
+    assert _run(interrupted) == 130
+    assert (interrupted / "svd_train.ckpt.prev.pt").exists()
+    _flip_a_byte(interrupted / "svd_train.ckpt.pt")
+    restore()
+    assert _run(interrupted, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "svd_train.ckpt.pt is corrupted" in out and "resuming from svd_train.ckpt.prev.pt" in out
+    assert _run(reference) == 0
+    assert_same_final_model(reference, interrupted)
+
+
+def test_a_truncated_stage_file_is_redone_from_its_input(tmp_path, monkeypatch, capsys, assert_same_final_model):
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    restore = _die_at_call(monkeypatch, 5)  # start 1, svd_train 3, dies in finetune 1: prune.pt is written
+    assert _run(interrupted) == 130
+    path = interrupted / "prune.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    restore()
+    assert _run(interrupted, "--resume") == 0
+    assert "prune.pt is corrupted" in capsys.readouterr().out
+    assert _run(reference) == 0
+    assert_same_final_model(reference, interrupted)
+
+
+# Runs the command line in a child that SIGKILLs itself in the middle of its N-th atomic write
+# (the file written, not yet renamed into place): a crash during a checkpoint write.
+DIE_IN_WRITE = """
+import os, signal, sys
+import svdtrain.io as io
+real, count, n = io.atomic_write, [0], int(sys.argv[1])
+def dying(path, write, mode="w"):
+    count[0] += 1
+    if count[0] != n:
+        return real(path, write, mode)
+    def half(f):
+        write(f)
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, half, mode)
+io.atomic_write = dying
+from svdtrain.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _state(folder):
+    """The run folder's files and their modification times (a file may vanish meanwhile)."""
+    state = {}
+    for path in RunFolder(folder).written_files():
+        try:
+            state[path] = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            pass
+    return state
+
+
+def test_sigkill_at_random_moments_resumes_to_the_same_report(tmp_path, assert_same_final_model):
+    args = ["run", *TINY]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run([sys.executable, "-m", "svdtrain", *args, "--out", str(reference)], check=True, capture_output=True)
+    # Killed while writing its 4th file (an epoch checkpoint or its checksum), then at random moments.
+    during_write = subprocess.run([sys.executable, "-c", DIE_IN_WRITE, "4", *args, "--out", str(killed)],
+                                  capture_output=True)  # fmt: skip
+    assert during_write.returncode == -signal.SIGKILL
+    assert list(killed.rglob(".*.tmp"))  # the half-written file never took a final name
+    delays, kills = random.Random(0), 1
+    for _ in range(4):  # each time: once the run has written something new, a random moment later
+        before = _state(killed)
+        process = subprocess.Popen([sys.executable, "-m", "svdtrain", *args, "--out", str(killed), "--resume"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        while process.poll() is None and _state(killed) == before:
+            time.sleep(0.02)
+        time.sleep(delays.uniform(0.0, 0.5))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+        if (killed / "report.json").exists():
+            json.loads((killed / "report.json").read_text())  # whole whenever it is there
+    assert kills >= 3
+    subprocess.run([sys.executable, "-m", "svdtrain", *args, "--out", str(killed), "--resume"], check=True,
+                   capture_output=True)  # fmt: skip
+    assert_same_final_model(reference, killed)
+    a, b = (json.loads((run / "report.json").read_text()) for run in (reference, killed))
+    assert a["compact"] == b["compact"] and a["layers"] == b["layers"]
