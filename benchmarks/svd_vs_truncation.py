@@ -120,6 +120,33 @@ def one_run(preset: str, method: str, out: Path, overrides: dict, reduction: flo
             "macs": report["compact"]["macs"], "baseline": report["baseline"][metric], "metric": metric}
 
 
+def plot(rows: list[dict], path: str) -> None:
+    """Final metric against MACs, one marker per method, mean over seeds with each seed shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(row["method"] for row in rows):
+        mine = [row for row in rows if row["method"] == method]
+        points = {}
+        for row in mine:
+            points.setdefault(row["target_reduction"], []).append(row)
+        xs = [statistics.mean(r["macs"] for r in group) / 1e6 for group in points.values()]
+        ys = [statistics.mean(r["final"] for r in group) for group in points.values()]
+        line = axes.plot(xs, ys, marker="o", label=method)[0]
+        axes.scatter([r["macs"] / 1e6 for r in mine], [r["final"] for r in mine], s=10, color=line.get_color(),
+                     alpha=0.4)  # fmt: skip
+    axes.set_xlabel("MACs (millions)")
+    axes.set_ylabel(rows[0]["metric"] if rows else "")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu-resnet20-channel-hoyer")
@@ -133,6 +160,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/svd_vs_truncation")
     parser.add_argument("--quick", action="store_true", help="the smoke preset on digits, for the test suite")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--plot", help="write the metric-vs-MACs plot here (PNG)")
     args = parser.parse_args()
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
@@ -141,6 +169,7 @@ def main() -> None:
     base: dict = {}
     if args.quick:
         args.preset, args.out = "smoke", tempfile.mkdtemp()
+        args.plot = args.plot or str(Path(args.out) / "plot.png")
         base = {"train_limit": 400, "test_limit": 300, "start_epochs": 1, "svd_epochs": 1, "finetune_epochs": 1}
         methods = ["paper", "truncated", "truncated-whiten", "gradual", "torch-pruning"]
         args.reductions = "1.5"
@@ -165,6 +194,8 @@ def main() -> None:
     print("\nmean over seeds:")
     for key, values in summary.items():
         print(f"  {key:<26} {statistics.mean(values):.4f}  ({len(values)} seed{'s' * (len(values) > 1)})")
+    if args.plot:
+        plot(rows, args.plot)
     if args.json:
         atomic_write_json(args.json, {
             "benchmark": "svd_vs_truncation", "date": date.today().isoformat(),
