@@ -55,7 +55,8 @@ def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
             unknown.append(key)
     if unknown:
         valid = ", ".join([*SECTIONS, *OPTIONS])
-        raise ValueError(f"unknown config key(s) in {source}: {', '.join(unknown)}; valid keys: {valid}")
+        shown = ", ".join(key if key.isprintable() else repr(key) for key in map(str, unknown))
+        raise ValueError(f"unknown config key(s) in {source}: {shown}; valid keys: {valid}")
     return {flag: coerce(flag, value) for flag, value in flags.items()}
 
 
