@@ -8,6 +8,7 @@ import json
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
+from svdtrain.train.distributed import Distributed
 from svdtrain.train.experiment import STAGES, Experiment
 from svdtrain.train.run_folder import RunFolder
 
@@ -41,28 +42,40 @@ def _show(report: dict, folder: RunFolder) -> None:
 
 
 def run_all(args: argparse.Namespace) -> int:
+    """All stages. Under torchrun every process checks the folder and the config alike (so a
+    mistake stops them all with the same message); rank 0 alone prepares and writes."""
+    dist = Distributed.from_environment()
     config = config_from(args)
     folder = RunFolder(args.out)
-    folder.prepare(overwrite=args.overwrite, resume=args.resume)
+    folder.prepare(overwrite=args.overwrite, resume=args.resume, check_only=True)
     saved = saved_config(folder) if args.resume else None
     if saved is not None and saved != config:
         # Options added since the run started read as their defaults, so older runs still resume.
         before, now = saved.flat(), config.flat()
         changed = sorted(k for k in now if before[k] != now[k])
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
-    atomic_write_json(folder.config, config.to_dict())
+    dist.barrier()
+    if dist.is_main:
+        folder.prepare(overwrite=args.overwrite, resume=args.resume)
+        atomic_write_json(folder.config, config.to_dict())
+    dist.barrier()
     Experiment(config, folder.path, resume=args.resume).run()
-    _show(json.loads(folder.report.read_text()), folder)
+    if dist.is_main:
+        _show(json.loads(folder.report.read_text()), folder)
     return 0
 
 
 def run_stage(args: argparse.Namespace) -> int:
+    dist = Distributed.from_environment()
     config = config_from(args)
     folder = RunFolder(args.out)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    if not folder.config.exists():
-        atomic_write_json(folder.config, config.to_dict())
+    dist.barrier()
+    if dist.is_main:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        if not folder.config.exists():
+            atomic_write_json(folder.config, config.to_dict())
+    dist.barrier()
     result = getattr(Experiment(config, folder.path, resume=args.resume), f"run_{args.stage}")()
-    if args.stage == "report":
+    if args.stage == "report" and dist.is_main:
         _show(result, folder)
     return 0

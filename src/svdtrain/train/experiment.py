@@ -26,6 +26,7 @@ from svdtrain.train.checkpoint import (
 )  # fmt: skip
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
+from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import Regularization
 from svdtrain.train.pruner import Pruner
 from svdtrain.train.report import write_report
@@ -47,8 +48,10 @@ class Experiment:
 
     def __init__(self, config: RunConfig, out: str | Path, *, resume: bool = False,
                  log: Callable[[str], None] = print) -> None:  # fmt: skip
-        self.config, self.folder, self.resume, self.log = config, RunFolder(out), resume, log
-        self.device = resolve_device(config.run.device)
+        self.dist = Distributed.from_environment()
+        self.config, self.folder, self.resume = config, RunFolder(out), resume
+        self.log = log if self.dist.is_main else (lambda line: None)
+        self.device = self.dist.device(config.run.device) if self.dist.enabled else resolve_device(config.run.device)
         self.folder.path.mkdir(parents=True, exist_ok=True)
 
     # -- what the stages share ---------------------------------------------------------------
@@ -62,12 +65,14 @@ class Experiment:
 
     @cached_property
     def trainer(self) -> Trainer:
-        return Trainer(self.config, self.data, self.task, self.device, self.folder, resume=self.resume, log=self.log)
+        return Trainer(self.config, self.data, self.task, self.device, self.folder, resume=self.resume, log=self.log,
+                       dist=self.dist)  # fmt: skip
 
     @cached_property
     def pruner(self) -> Pruner:
         baseline = self.stage_record("start")["baseline"]["macs"]
-        return Pruner(self.config, self.data, self.device, baseline, speed_example=self.speed_example, log=self.log)
+        return Pruner(self.config, self.data, self.device, baseline, speed_example=self.speed_example, log=self.log,
+                      dist=self.dist)  # fmt: skip
 
     @property
     def speed_example(self) -> torch.Tensor:
@@ -104,8 +109,10 @@ class Experiment:
     def save_stage(self, stage: str, model: nn.Module, **record) -> None:
         payload = {"stage": stage, "config": self.config.to_dict(), "ranks": ranks_of(model),
                    "model": _cpu_state(model), **record}  # fmt: skip
-        save_checkpoint(self.folder.stage(stage), payload)
-        self.folder.drop_checkpoints(stage)
+        if self.dist.is_main:
+            save_checkpoint(self.folder.stage(stage), payload)
+            self.folder.drop_checkpoints(stage)
+        self.dist.barrier()  # the others read it back in the next stage
 
     def evaluation(self, model: nn.Module) -> dict[str, float]:
         return self.trainer.evaluation(model)
@@ -148,7 +155,8 @@ class Experiment:
             if s.epochs:  # adapts a pretrained model, or trains the dense model from scratch
                 history = self.trainer.fit("start", dense, s.epochs, Regularization())
                 # The trained dense model is a baseline of its own, and a checkpoint for other runs.
-                save_checkpoint(self.folder.adapted_dense, {"state_dict": _cpu_state(dense)})
+                if self.dist.is_main:
+                    save_checkpoint(self.folder.adapted_dense, {"state_dict": _cpu_state(dense)})
             metrics = self.evaluation(dense)
             model = decompose(dense, scheme=s.scheme, init="svd")
         else:
@@ -209,6 +217,13 @@ class Experiment:
                         **self._last_or_evaluate(history, model))  # fmt: skip
 
     def run_export(self) -> None:
+        if not self.dist.is_main:  # one process writes and checks the export
+            self.dist.barrier()
+            return
+        self._export()
+        self.dist.barrier()
+
+    def _export(self) -> None:
         c = self.config
         started = time.perf_counter()
         model, _ = self.load_stage("finetune")
@@ -222,7 +237,7 @@ class Experiment:
         scripted = out / "model.torchscript.pt"
         # Score an exported file itself: TorchScript, or weights + spec where TorchScript cannot compile the model.
         compact_model = torch.jit.load(str(scripted)).to(self.device) if scripted.exists() else small
-        info.update(**self.evaluation(compact_model), macs=count_macs(small, self.data.example),
+        info.update(**self.trainer.evaluation(compact_model, alone=True), macs=count_macs(small, self.data.example),
                     params=count_params(small))  # fmt: skip
         if self.data.corpus is not None:
             info["samples"] = self._samples(small)
@@ -242,8 +257,10 @@ class Experiment:
         return {name: sample_text(model, prompt, self.data.corpus, length, seed=seed)
                 for name, model in (("dense", self.dense_baseline()), ("compact", small))}  # fmt: skip
 
-    def run_report(self) -> dict:
-        return write_report(self)
+    def run_report(self) -> dict | None:
+        report = write_report(self) if self.dist.is_main else None
+        self.dist.barrier()
+        return report
 
     def run(self, stages: tuple[str, ...] = STAGES) -> None:
         """Run ``stages`` in order, skipping those already finished when resuming."""

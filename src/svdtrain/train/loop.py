@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -14,6 +14,7 @@ from svdtrain.surgery import factored_weights, orthogonality_loss, sparsity_loss
 from svdtrain.surgery.losses import soft_threshold_, tail_l1_loss
 from svdtrain.tasks import Classification, Task
 from svdtrain.train.distill import Distillation
+from svdtrain.train.distributed import unwrapped
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -98,6 +99,7 @@ def train_epoch(
     distillation: Distillation | None = None,
     task: Task | None = None,
     grad_clip: float = 0.0,
+    reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Train one pass over ``batches``; returns the task's training metrics (default task:
     classification, giving mean loss and accuracy).
@@ -105,7 +107,7 @@ def train_epoch(
     With ``distillation`` the task loss is mixed with the teacher's soft targets; the
     reported loss stays the plain task loss so runs with and without compare. ``grad_clip`` > 0
     rescales the gradients to at most that total norm (recurrent nets need it; the paper's
-    LSTM code clips at 0.25).
+    LSTM code clips at 0.25). ``reduce`` combines the statistics of several processes.
 
     Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
     read more than once in one forward (a module called twice, a weight its parent reads too)
@@ -119,6 +121,7 @@ def train_epoch(
             it was when that was seen: do not save it."""
     task = task or Classification()
     model.train()
+    core = unwrapped(model)  # the regularizers read the factors of the model itself, not of a DDP wrapper
     sums: dict[str, float] = {}
     for step, (inputs, targets) in enumerate(batches):
         inputs, targets = inputs.to(device), targets.to(device)
@@ -126,21 +129,21 @@ def train_epoch(
             outputs = model(inputs)
             task_loss = task.loss(outputs, targets)
             fit_loss = distillation.loss(inputs, outputs, task_loss) if distillation else task_loss
-            loss = fit_loss + regularization.loss(model, step)
+            loss = fit_loss + regularization.loss(core, step)
         if not torch.isfinite(loss.detach()):
             raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {float(loss.detach()):g}; "
-                                   f"{_first_non_finite(model)} (try a lower lr or grad_clip)")  # fmt: skip
+                                   f"{_first_non_finite(core)} (try a lower lr or grad_clip)")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip)
             if not torch.isfinite(norm):
                 raise TrainingDiverged(f"training diverged at step {step + 1}: the gradient norm is {float(norm):g}; "
-                                       f"{_first_non_finite(model)} (try a lower lr)")  # fmt: skip
+                                       f"{_first_non_finite(core)} (try a lower lr)")  # fmt: skip
         optimizer.step()
-        regularization.after_step(model, optimizer)
+        regularization.after_step(core, optimizer)
         _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
-    return task.summarize(sums)
+    return task.summarize(reduce(sums) if reduce else sums)
 
 
 def _add(sums: dict[str, float], stats: dict[str, float]) -> None:
@@ -150,9 +153,11 @@ def _add(sums: dict[str, float], stats: dict[str, float]) -> None:
 
 @torch.no_grad()
 def evaluate_metrics(
-    model: nn.Module, batches: Batches, device: torch.device | str = "cpu", task: Task | None = None
+    model: nn.Module, batches: Batches, device: torch.device | str = "cpu", task: Task | None = None,
+    reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> dict[str, float]:
-    """The task's metrics over all of ``batches`` (default task: classification).
+    """The task's metrics over all of ``batches`` (default task: classification); ``reduce``
+    combines the summed statistics of several processes, each with its shard of the batches.
 
     The weights do not change here, so each factored weight is rebuilt from U, s, Vh once for
     all batches (``parametrize.cached()``), not once per batch."""
@@ -161,10 +166,12 @@ def evaluate_metrics(
     sums: dict[str, float] = {}
     with parametrize.cached():
         for inputs, targets in batches:
+            if len(inputs) == 0:  # a process's empty share of a small last batch
+                continue
             outputs = model(inputs.to(device))
             targets = targets.to(device)
             _add(sums, task.stats(outputs, targets, task.loss(outputs, targets)))
-    return task.summarize(sums)
+    return task.summarize(reduce(sums) if reduce else sums)
 
 
 def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "cpu", task: Task | None = None) -> float:

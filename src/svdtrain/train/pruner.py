@@ -11,7 +11,9 @@ from torch import nn
 from svdtrain.surgery import (
     Calibration, calibrate, copy_model, energy_for_macs, factored_weights, prune, ranks_for_macs, ranks_for_speedup,
 )  # fmt: skip
-from svdtrain.linalg import energy_rank, importance_order
+from svdtrain.linalg import energy_rank, importance_order, threshold_rank
+from svdtrain.surgery.prune import spectra
+from svdtrain.train.distributed import Distributed
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.train.config import RunConfig
 from svdtrain.train.loop import recalibrate_batchnorm
@@ -19,34 +21,47 @@ from svdtrain.train.run_data import Data
 
 
 class Pruner:
+    """The ranks are chosen on one process (rank 0 of a distributed run) and applied by all."""
+
     def __init__(self, config: RunConfig, data: Data, device: torch.device, baseline_macs: int, *,
-                 speed_example: torch.Tensor, log: Callable[[str], None]) -> None:  # fmt: skip
+                 speed_example: torch.Tensor, log: Callable[[str], None],
+                 dist: Distributed = Distributed()) -> None:  # fmt: skip
         self.config, self.data, self.device, self.baseline_macs = config, data, device, baseline_macs
-        self.speed_example, self.log = speed_example, log
+        self.speed_example, self.log, self.dist = speed_example, log, dist
 
     def prune(self, model: nn.Module) -> dict[str, int]:
         """Prune ``model`` by the first rule the prune section sets; returns the kept ranks."""
         p = self.config.prune
-        if p.target_speedup:
-            timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
-            ranks = ranks_for_speedup(timing_model, self.speed_example, p.target_speedup, multiple=p.rank_multiple)
-            return prune(model, rank=ranks, calibration=self.calibration(model))
         if p.target_reduction:
             return self.prune_to(model, int(self.baseline_macs / p.target_reduction))
-        if p.threshold > 0:
-            return prune(model, threshold=p.threshold)
-        return prune(model, energy=p.energy, calibration=self.calibration(model))
+        calibration = self.calibration(model)
+        return self._apply(model, lambda: self._ranks_by_rule(model, calibration), calibration)
 
     def prune_to(self, model: nn.Module, budget: int, cut: int = 0) -> dict[str, int]:
         """Prune ``model`` to at most ``budget`` MACs by the configured rank allocation."""
-        p = self.config.prune
         calibration = self.calibration(model, cut)
+        return self._apply(model, lambda: self._ranks_for_budget(model, budget, calibration), calibration)
+
+    def _apply(self, model: nn.Module, choose: Callable[[], dict[str, int]], calibration: Calibration | None):
+        ranks = self.dist.broadcast(choose() if self.dist.is_main else None)
+        return prune(model, rank=ranks, calibration=calibration)
+
+    def _ranks_by_rule(self, model: nn.Module, calibration: Calibration | None) -> dict[str, int]:
+        p = self.config.prune
+        if p.target_speedup:
+            timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
+            return ranks_for_speedup(timing_model, self.speed_example, p.target_speedup, multiple=p.rank_multiple)
+        if p.threshold > 0:
+            return {name: threshold_rank(layer.s, p.threshold) for name, layer in factored_weights(model).items()}
+        return {name: energy_rank(values, p.energy) for name, values in spectra(model, calibration).items()}
+
+    def _ranks_for_budget(self, model: nn.Module, budget: int, calibration: Calibration | None) -> dict[str, int]:
+        p = self.config.prune
         if p.rank_allocation == "greedy":
-            ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple, calibration=calibration)
-            return prune(model, rank=ranks, calibration=calibration)
+            return ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple, calibration=calibration)
         energy = energy_for_macs(model, self.data.example, budget, calibration=calibration)
         self.log(f"prune: energy {energy:.3g} meets {budget:,} MACs")
-        return prune(model, energy=energy, calibration=calibration)
+        return {name: energy_rank(values, energy) for name, values in spectra(model, calibration).items()}
 
     def gradual_step(self, model: nn.Module, epochs_done: int) -> bool:
         """After SVD-training epoch ``epochs_done`` of E: prune to (1/R)^(done/E) of the dense

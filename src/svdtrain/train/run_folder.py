@@ -118,9 +118,11 @@ class RunFolder:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
-    def prepare(self, *, overwrite: bool, resume: bool) -> None:
+    def prepare(self, *, overwrite: bool, resume: bool, check_only: bool = False) -> None:
         """Guard the folder: a finished run needs --overwrite, an unfinished one --resume or
-        --overwrite; --overwrite deletes only the files svdtrain wrote there."""
+        --overwrite; --overwrite deletes only the files svdtrain wrote there. ``check_only``
+        raises what it would raise and changes nothing (every process of a distributed run
+        checks; one prepares)."""
         out = self.path
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a directory")
@@ -130,6 +132,8 @@ class RunFolder:
         started = out.is_dir() and (self.written_files() or self.sweep_runs())
         if started and not finished and not (resume or overwrite):
             raise ValueError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over")
+        if check_only:
+            return
         if overwrite and out.is_dir():
             self.clear()
         out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from svdtrain.tasks import Task
 from svdtrain.train.checkpoint import load_latest_good, load_matching, ranks_of, save_checkpoint, shrink_to
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
+from svdtrain.train.distributed import Distributed, unwrapped
 from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metrics, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.train.run_data import Data
@@ -24,14 +25,23 @@ from svdtrain.train.run_folder import STAGES, RunFolder
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, data: Data, task: Task, device: torch.device, folder: RunFolder, *,
-                 resume: bool, log: Callable[[str], None]) -> None:  # fmt: skip
-        self.config, self.data, self.task, self.device = config, data, task, device
-        self.folder, self.resume, self.log = folder, resume, log
+    """In a distributed run each process trains its share of every batch through DDP and
+    evaluates its share of the test split; only rank 0 writes."""
 
-    def evaluation(self, model: nn.Module) -> dict[str, float]:
-        """The task's reported metrics on the test (or validation) split."""
-        metrics = evaluate_metrics(model, self.data.test, self.device, self.task)
+    def __init__(self, config: RunConfig, data: Data, task: Task, device: torch.device, folder: RunFolder, *,
+                 resume: bool, log: Callable[[str], None], dist: Distributed = Distributed()) -> None:  # fmt: skip
+        self.config, self.data, self.task, self.device = config, data, task, device
+        self.folder, self.resume, self.log, self.dist = folder, resume, log, dist
+        if data is not None:
+            self.train_batches = dist.shard(data.train)
+            self.test_batches = dist.shard(data.test, every_example=True)
+
+    def evaluation(self, model: nn.Module, *, alone: bool = False) -> dict[str, float]:
+        """The task's reported metrics on the test (or validation) split: each process its share,
+        summed, or with ``alone`` this process all of it (for work only rank 0 does)."""
+        batches, shared = (self.data.test, False) if alone else (self.test_batches, self.dist.enabled)
+        metrics = evaluate_metrics(unwrapped(model), batches, self.device, self.task,
+                                   reduce=self.dist.sum if shared else None)  # fmt: skip
         return {key: metrics[key] for key in self.task.reported}
 
     def optimizer(self, model: nn.Module, lr: float, s_lr_scale: float = 1.0) -> torch.optim.Optimizer:
@@ -89,30 +99,35 @@ class Trainer:
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
         stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
+        net = self.dist.wrap(model, self.device)
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
             self._set_lr(optimizer, epoch, epochs)
             if before_epoch is not None:
                 before_epoch(model, epoch)
-            self.data.train.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
-            batches = progress_bar(self.data.train, len(self.data.train), f"{stage} {epoch + 1}/{epochs}")
+            self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
+            batches = self.train_batches
+            if self.dist.is_main:
+                batches = progress_bar(batches, len(batches), f"{stage} {epoch + 1}/{epochs}")
             try:
-                metrics = train_epoch(model, batches, optimizer, regularization, self.device, distillation, self.task,
-                                      o.grad_clip)  # fmt: skip
+                metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
+                                      o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None)  # fmt: skip
             except TrainingDiverged as diverged:
                 kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
                 raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
             lr_now = optimizer.param_groups[0]["lr"]
             if after_epoch is not None and after_epoch(model, epoch + 1):
                 optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
+                net = self.dist.wrap(model, self.device)  # DDP holds the parameters it was built with
             test = self.evaluation(model)
             seconds = time.perf_counter() - start
             history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
                             **{f"train_{k}": v for k, v in metrics.items()},
                             **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
-            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "ranks": ranks_of(model), "history": history}, keep_previous=True)  # fmt: skip
-            self._write_metrics(stage, history)
+            if self.dist.is_main:
+                save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "ranks": ranks_of(model), "history": history}, keep_previous=True)  # fmt: skip
+                self._write_metrics(stage, history)
             eta = format_eta(seconds * (epochs - epoch - 1))
             metric = self.task.metric
             self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics[metric]:.4f}  "
