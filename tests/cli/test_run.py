@@ -326,3 +326,9 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_epoch(tmp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "training diverged at step" in err and "start epoch" in err
     assert not (tmp_path / "report.json").exists()
+
+
+def test_bf16_training_runs_end_to_end(tmp_path):
+    assert _run(tmp_path, "--precision", "bf16") == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["optim"]["precision"] == "bf16" and 0 <= report["compact"]["accuracy"] <= 1

@@ -154,3 +154,39 @@ def test_budget_tail_pulls_only_the_marked_values():
     assert not torch.equal(after[:5], before[:5])
     loss = Regularization(sparsity_weight=2.0, tails=tails).loss(model)
     torch.testing.assert_close(loss, 2.0 * after[5:].abs().sum())
+
+
+def test_bf16_autocast_keeps_the_regularizers_and_factor_products_in_float32():
+    import svdtrain
+    from svdtrain.train import Regularization, train_epoch
+
+    torch.manual_seed(0)
+    model = svdtrain.decompose(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
+    with torch.autocast("cpu", torch.bfloat16):
+        assert model[0].weight.dtype == torch.float32  # the rebuilt weight: float32, cast by the op
+        assert svdtrain.orthogonality_loss(model).dtype == torch.float32
+        assert svdtrain.sparsity_loss(model, "hoyer").dtype == torch.float32
+        assert model(torch.randn(2, 8)).dtype == torch.bfloat16
+    batches = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(5)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    metrics = train_epoch(model, batches, optimizer, Regularization(1.0, 0.01), precision="bf16")
+    assert torch.isfinite(torch.tensor(metrics["loss"])) and all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_compiled_model_trains_like_the_eager_one():
+    import copy
+
+    import svdtrain
+    from svdtrain.train import Regularization, train_epoch
+
+    torch.manual_seed(0)
+    eager = svdtrain.decompose(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
+    compiled = copy.deepcopy(eager)
+    batches = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(3)]
+    results = []
+    for model, net in ((eager, eager), (compiled, torch.compile(compiled))):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        results.append(train_epoch(net, batches, optimizer, Regularization(1.0, 0.01)))
+    assert results[1]["loss"] == pytest.approx(results[0]["loss"], rel=1e-4)
+    for a, b in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

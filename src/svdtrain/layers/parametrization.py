@@ -32,7 +32,10 @@ class SVDWeight(nn.Module):
         self.init, self.rank = init, rank
 
     def forward(self, U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
-        return matrix_to_weight((U * s) @ Vh, self.view, self.weight_shape)  # (m, r) (r,) (r, n) -> weight
+        # The product in the factors' own precision even under autocast (bf16 training): the
+        # module's op then casts the rebuilt weight as it casts any weight.
+        with torch.autocast(U.device.type, enabled=False):
+            return matrix_to_weight((U * s) @ Vh, self.view, self.weight_shape)  # (m, r) (r,) (r, n) -> weight
 
     @torch.no_grad()
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

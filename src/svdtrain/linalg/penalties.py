@@ -21,10 +21,12 @@ def orthogonality_penalty(factor: torch.Tensor) -> torch.Tensor:
     as for U). Dividing by size(G)^2 = r^2 makes layers of different rank weigh alike.
     """
     m, n = factor.shape
-    gram = factor @ factor.T if m <= n else factor.T @ factor  # (k, k), k = min(m, n)
-    k = gram.shape[0]
-    eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
-    return (gram - eye).pow(2).sum() / (k * k)
+    with torch.autocast(factor.device.type, enabled=False):  # in float32 under bf16 autocast too
+        factor = factor.float() if factor.dtype in (torch.float16, torch.bfloat16) else factor
+        gram = factor @ factor.T if m <= n else factor.T @ factor  # (k, k), k = min(m, n)
+        k = gram.shape[0]
+        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+        return (gram - eye).pow(2).sum() / (k * k)
 
 
 def sparsity_penalty(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
@@ -37,7 +39,7 @@ def sparsity_penalty(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
     s gives 0 with a zero gradient instead of 0/0.
     """
     check_sparsity_kind(kind)
-    magnitude = s.abs()
+    magnitude = s.abs().float() if s.dtype in (torch.float16, torch.bfloat16) else s.abs()  # the ratio in float32
     if kind == "l1":
         return magnitude.sum()
     peak = magnitude.detach().max()

@@ -100,6 +100,7 @@ def train_epoch(
     task: Task | None = None,
     grad_clip: float = 0.0,
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Train one pass over ``batches``; returns the task's training metrics (default task:
     classification, giving mean loss and accuracy).
@@ -108,6 +109,7 @@ def train_epoch(
     reported loss stays the plain task loss so runs with and without compare. ``grad_clip`` > 0
     rescales the gradients to at most that total norm (recurrent nets need it; the paper's
     LSTM code clips at 0.25). ``reduce`` combines the statistics of several processes.
+    ``precision="bf16"`` runs forward and loss under bfloat16 autocast.
 
     Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
     read more than once in one forward (a module called twice, a weight its parent reads too)
@@ -125,9 +127,9 @@ def train_epoch(
     sums: dict[str, float] = {}
     for step, (inputs, targets) in enumerate(batches):
         inputs, targets = inputs.to(device), targets.to(device)
-        with parametrize.cached():
+        with parametrize.cached(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(inputs)
-            task_loss = task.loss(outputs, targets)
+            task_loss = task.loss(outputs.float(), targets)
             fit_loss = distillation.loss(inputs, outputs, task_loss) if distillation else task_loss
             loss = fit_loss + regularization.loss(core, step)
         if not torch.isfinite(loss.detach()):

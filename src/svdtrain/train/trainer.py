@@ -99,7 +99,7 @@ class Trainer:
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
         stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
-        net = self.dist.wrap(model, self.device)
+        net = self._net(model)
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
             self._set_lr(optimizer, epoch, epochs)
@@ -111,14 +111,15 @@ class Trainer:
                 batches = progress_bar(batches, len(batches), f"{stage} {epoch + 1}/{epochs}")
             try:
                 metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
-                                      o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None)  # fmt: skip
+                                      o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None,
+                                      precision=o.precision)  # fmt: skip
             except TrainingDiverged as diverged:
                 kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
                 raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
             lr_now = optimizer.param_groups[0]["lr"]
             if after_epoch is not None and after_epoch(model, epoch + 1):
                 optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
-                net = self.dist.wrap(model, self.device)  # DDP holds the parameters it was built with
+                net = self._net(model)  # DDP holds the parameters it was built with
             test = self.evaluation(model)
             seconds = time.perf_counter() - start
             history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
@@ -133,6 +134,11 @@ class Trainer:
             self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics[metric]:.4f}  "
                      f"test {test[metric]:.4f}  lr {lr_now:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
         return history
+
+    def _net(self, model: nn.Module) -> nn.Module:
+        """What the training steps call: the model, in DDP when distributed, compiled if asked."""
+        net = self.dist.wrap(model, self.device)
+        return torch.compile(net) if self.config.optim.compile else net
 
     def _write_metrics(self, stage: str, history: list[dict]) -> None:
         buffer = io.StringIO()

@@ -106,6 +106,9 @@ class OptimConfig(Section):
     lr_milestones: list[float] = option([81, 122], "epochs of each stage where lr is multiplied by lr_gamma; "
                                         "values below 1 are fractions of the stage", check=_non_negative_list)
     lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=positive)
+    precision: str = option("fp32", "bf16: train under bfloat16 autocast (the factor products, Gram matrices and "
+                            "Hoyer ratio stay float32); evaluation stays float32", choices=("fp32", "bf16"))
+    compile: bool = option(False, "torch.compile the model for training (the first steps compile)")
 
 
 @dataclass
