@@ -48,3 +48,49 @@ def test_an_optimizer_saved_with_two_groups_loads_into_three():
     current.load_state_dict(_upgraded(legacy.state_dict(), model))
     for p in model.parameters():
         torch.testing.assert_close(current.state[p]["exp_avg"], legacy.state[p]["exp_avg"])
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_crash_at_any_point_of_a_checkpoint_save_leaves_a_good_checkpoint(tmp_path, monkeypatch):
+    from svdtrain.train import checkpoint as module
+
+    path = tmp_path / "stage.ckpt.pt"
+    module.save_checkpoint(path, {"epoch": 1}, keep_previous=True)
+    module.save_checkpoint(path, {"epoch": 2}, keep_previous=True)
+    real = {name: getattr(module, name) for name in ("atomic_write", "atomic_write_text")}
+    real_replace = module.os.replace
+    for crash_at in range(5):  # before the 1st, 2nd, ... file operation of the third save
+        work = tmp_path / f"crash{crash_at}"
+        work.mkdir()
+        for file in tmp_path.glob("stage.ckpt*"):
+            (work / file.name).write_bytes(file.read_bytes())
+        calls = {"n": 0}
+
+        def counted(function):
+            def wrapper(*args, **kwargs):
+                if calls["n"] == crash_at:
+                    raise _Crash
+                calls["n"] += 1
+                return function(*args, **kwargs)
+            return wrapper
+
+        monkeypatch.setattr(module, "atomic_write", counted(real["atomic_write"]))
+        monkeypatch.setattr(module, "atomic_write_text", counted(real["atomic_write_text"]))
+        monkeypatch.setattr(module.os, "replace", counted(real_replace))
+        try:
+            module.save_checkpoint(work / "stage.ckpt.pt", {"epoch": 3}, keep_previous=True)
+        except _Crash:
+            pass
+        monkeypatch.setattr(module.os, "replace", real_replace)
+        state = module.load_latest_good(work / "stage.ckpt.pt", log=lambda line: None)
+        assert state is not None and state["epoch"] in (2, 3), crash_at
+
+
+def test_unwrapped_sees_through_compile():
+    from svdtrain.train.distributed import unwrapped
+
+    model = nn.Linear(2, 2)
+    assert unwrapped(torch.compile(model)) is model

@@ -46,10 +46,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], *, keep_previous:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
+    # Every step below leaves a readable state if the process dies right after it: a checksum
+    # moves (or goes) before its data, so no data file is ever paired with another's checksum.
+    previous = previous_path(path)
     if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
+        checksum_path(previous).unlink(missing_ok=True)
         if checksum_path(path).exists():
-            os.replace(checksum_path(path), checksum_path(previous_path(path)))
+            os.replace(checksum_path(path), checksum_path(previous))
+        os.replace(path, previous)
+    else:
+        checksum_path(path).unlink(missing_ok=True)
     atomic_write(path, lambda f: f.write(data), mode="wb")
     atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
 
@@ -75,6 +81,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CorruptCheckpoint(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
 
 
+def damage(path: str | Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be trusted (its bytes do not match its checksum),
+    or None: good, or written without a checksum (by an older svdtrain)."""
+    path = Path(path)
+    if not checksum_path(path).exists():
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != checksum_path(path).read_text().strip():
+        return f"{path} is corrupted (its bytes do not match {checksum_path(path).name})"
+    return None
+
+
 def load_latest_good(path: str | Path, log: Callable[[str], None]) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or the one before it when that one is missing or bad (said
     in one line); None when neither is there."""
@@ -89,6 +106,8 @@ def load_latest_good(path: str | Path, log: Callable[[str], None]) -> dict[str, 
             continue
         if candidate != path:
             log(f"resuming from {candidate.name}, the checkpoint before the latest")
+            for damaged in (path, checksum_path(path)):  # so the next save keeps the good one as previous
+                damaged.unlink(missing_ok=True)
         return state
     return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Iterator
 
 import torch
@@ -43,7 +44,10 @@ class Distributed:
         if world_size <= 1:
             return cls()
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+            # gloo for CPU tensors (and CPU models) even on GPU machines; a long timeout, since the
+            # others wait at a barrier while rank 0 alone exports and reports
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
     def device(self, name: str) -> torch.device:
@@ -68,13 +72,23 @@ class Distributed:
         return box[0]
 
     def sum(self, sums: dict[str, float]) -> dict[str, float]:
-        """Per-key sums over all processes (in float64)."""
+        """Per-key sums over all processes (in float64); a process that saw no example has no keys."""
         if not self.enabled:
             return sums
-        keys = sorted(sums)
-        values = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64)
+        every = [None] * self.world_size
+        dist.all_gather_object(every, sorted(sums))
+        keys = sorted(set().union(*every))
+        values = torch.tensor([float(sums.get(k, 0.0)) for k in keys], dtype=torch.float64)
         dist.all_reduce(values)
         return dict(zip(keys, values.tolist()))
+
+    def all_true(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every process (so all stop together, none waits forever)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """``model`` in DistributedDataParallel (re-wrap after its parameters are replaced); as is
@@ -93,8 +107,14 @@ class Distributed:
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The model inside its torch.compile and DistributedDataParallel wrappers (or itself)."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 class ShardedBatches:

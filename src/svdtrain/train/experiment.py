@@ -22,7 +22,7 @@ from svdtrain.models import build_model
 from svdtrain.surgery import compact, count_macs, count_params, decompose, singular_values
 from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
-    CorruptCheckpoint, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
+    damage, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
@@ -61,7 +61,13 @@ class Experiment:
 
     @cached_property
     def data(self) -> Data:
-        return load_data(self.config, self.device)
+        """Loaded by rank 0 first (a download or a decode cache is written once), then the others."""
+        if not self.dist.is_main:
+            self.dist.barrier()
+        data = load_data(self.config, self.device)
+        if self.dist.is_main:
+            self.dist.barrier()
+        return data
 
     @cached_property
     def trainer(self) -> Trainer:
@@ -84,19 +90,25 @@ class Experiment:
         return build_model(self.config.model, self.data.num_classes, self.config.data.block_length).to(self.device)
 
     def stage_record(self, stage: str) -> dict:
-        """What ``stage`` saved. When resuming, a damaged file is redone from its stage's input."""
+        """What ``stage`` saved."""
         path = self.folder.stage(stage)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run the '{stage}' stage first (or 'svdtrain run')")
-        try:
-            return load_checkpoint(path)
-        except CorruptCheckpoint as bad:
-            if not self.resume:
-                raise
-            self.log(f"WARNING {bad}; redoing the {stage} stage from its input")
-            self.folder.remove_stage(stage)
-            getattr(self, f"run_{stage}")()
-            return load_checkpoint(path)
+        return load_checkpoint(path)
+
+    def _drop_damaged_stage_files(self) -> None:
+        """Before resuming: stage files whose checksum fails are removed (rank 0 decides and
+        removes, for every process), so their stages run again from their inputs."""
+        damaged = []
+        if self.dist.is_main:
+            for stage in STAGES[:-1]:
+                why = damage(self.folder.stage(stage)) if self.folder.stage(stage).exists() else None
+                if why:
+                    self.log(f"WARNING {why}; the {stage} stage runs again from its input")
+                    self.folder.remove_stage(stage)
+                    damaged.append(stage)
+        self.dist.broadcast(damaged)
+        self.dist.barrier()
 
     def load_stage(self, stage: str) -> tuple[nn.Module, dict]:
         """The SVD model saved by ``stage``, and the stage's record."""
@@ -217,6 +229,7 @@ class Experiment:
                         **self._last_or_evaluate(history, model))  # fmt: skip
 
     def run_export(self) -> None:
+        self.data  # every process: loading the data is collective the first time  # noqa: B018
         if not self.dist.is_main:  # one process writes and checks the export
             self.dist.barrier()
             return
@@ -258,12 +271,15 @@ class Experiment:
                 for name, model in (("dense", self.dense_baseline()), ("compact", small))}  # fmt: skip
 
     def run_report(self) -> dict | None:
+        self.data  # noqa: B018  (collective the first time, as in run_export)
         report = write_report(self) if self.dist.is_main else None
         self.dist.barrier()
         return report
 
     def run(self, stages: tuple[str, ...] = STAGES) -> None:
         """Run ``stages`` in order, skipping those already finished when resuming."""
+        if self.resume:
+            self._drop_damaged_stage_files()
         for stage in stages:
             if self.resume and self.folder.done(stage):
                 self.log(f"{stage}: already done, skipped")

@@ -101,6 +101,7 @@ def train_epoch(
     grad_clip: float = 0.0,
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
     precision: str = "fp32",
+    all_true: Callable[[bool], bool] | None = None,
 ) -> dict[str, float]:
     """Train one pass over ``batches``; returns the task's training metrics (default task:
     classification, giving mean loss and accuracy).
@@ -109,7 +110,8 @@ def train_epoch(
     reported loss stays the plain task loss so runs with and without compare. ``grad_clip`` > 0
     rescales the gradients to at most that total norm (recurrent nets need it; the paper's
     LSTM code clips at 0.25). ``reduce`` combines the statistics of several processes.
-    ``precision="bf16"`` runs forward and loss under bfloat16 autocast.
+    ``precision="bf16"`` runs forward and loss under bfloat16 autocast. ``all_true`` makes the
+    processes of a distributed run agree each step that every loss is finite, so all stop together.
 
     Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
     read more than once in one forward (a module called twice, a weight its parent reads too)
@@ -132,8 +134,10 @@ def train_epoch(
             task_loss = task.loss(outputs.float(), targets)
             fit_loss = distillation.loss(inputs, outputs, task_loss) if distillation else task_loss
             loss = fit_loss + regularization.loss(core, step)
-        if not torch.isfinite(loss.detach()):
-            raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {float(loss.detach()):g}; "
+        finite = bool(torch.isfinite(loss.detach()))
+        if not (all_true(finite) if all_true else finite):
+            where = "" if all_true is None else (" here" if not finite else " in another process")
+            raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is not finite{where}; "
                                    f"{_first_non_finite(core)} (try a lower lr or grad_clip)")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,6 +23,9 @@ from svdtrain.train.checkpoint import checksum_path, previous_path
 STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")
 PLOTS = ("spectra.png", "ranks.png", "accuracy_vs_macs.png", "loss_vs_macs.png")
 _SWEEP_RUNS = "w*_e*"
+# The first dot-separated part of every file name a run folder holds (for its temporary files).
+_NAMES = {"config", "report", "sweep", "adapted_dense", *(p.split(".")[0] for p in PLOTS), *STAGES,
+          *(name.split(".")[0] for name in EXPORT_FILES)}  # fmt: skip
 
 
 class RunFolder:
@@ -103,6 +106,9 @@ class RunFolder:
                  *checkpoints, *(checksum_path(p) for p in checkpoints),
                  *(p for s in STAGES for p in self.checkpoint_files(s)),
                  *(self.metrics(s) for s in STAGES), *(self.export / name for name in EXPORT_FILES)]  # fmt: skip
+        # A crash inside an atomic write leaves its temporary file (.<name>.<random>.tmp) behind.
+        for folder in (self.path, self.path / "metrics", self.export):
+            paths += [tmp for tmp in folder.glob(".*.tmp") if tmp.name[1:].split(".")[0] in _NAMES]
         return [path for path in paths if path.is_file()]
 
     def sweep_runs(self) -> list[RunFolder]:

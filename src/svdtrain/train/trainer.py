@@ -91,14 +91,17 @@ class Trainer:
         history: list[dict] = []
         ckpt = self.folder.checkpoint(stage)
         state = load_latest_good(ckpt, self.log) if self.resume else None
+        stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
+        torch.manual_seed(self.config.run.seed * 1_000 + stage_index)  # dropout: the same draws, resumed or not
         if state is not None:
             shrink_to(model, state.get("ranks", {}))  # pruned during the stage: the saved shapes first
             load_matching(model, state["model"], str(ckpt))
             optimizer = self.optimizer(model, base_lr, s_lr_scale)
             optimizer.load_state_dict(_upgraded(state["optimizer"], model))
+            if "rng" in state:  # dropout draws on as if never interrupted
+                torch.set_rng_state(state["rng"])
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
-        stage_index = STAGES.index(stage) if stage in STAGES else len(STAGES)
         net = self._net(model)
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
@@ -112,7 +115,8 @@ class Trainer:
             try:
                 metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
                                       o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None,
-                                      precision=o.precision)  # fmt: skip
+                                      precision=o.precision,
+                                      all_true=self.dist.all_true if self.dist.enabled else None)  # fmt: skip
             except TrainingDiverged as diverged:
                 kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
                 raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
@@ -125,9 +129,14 @@ class Trainer:
             history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
                             **{f"train_{k}": v for k, v in metrics.items()},
                             **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
+            non_finite = _first_non_finite(model)
+            if non_finite is not None:  # never save (and rotate out the good one) a diverged model
+                raise TrainingDiverged(f"{stage} epoch {epoch + 1}: training diverged: {non_finite}"
+                                       + (f"; {ckpt.name} keeps epoch {len(history) - 1}" if len(history) > 1 else ""))
             if self.dist.is_main:
                 save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "ranks": ranks_of(model), "history": history}, keep_previous=True)  # fmt: skip
+                                       "ranks": ranks_of(model), "history": history,
+                                       "rng": torch.get_rng_state()}, keep_previous=True)  # fmt: skip
                 self._write_metrics(stage, history)
             eta = format_eta(seconds * (epochs - epoch - 1))
             metric = self.task.metric
@@ -176,3 +185,10 @@ def _upgraded(saved: dict, model: nn.Module) -> dict:
     split[1].setdefault("initial_lr", group["lr"])
     split[0] = {**groups[0], "initial_lr": groups[0].get("initial_lr", groups[0]["lr"])}
     return {**saved, "param_groups": split}
+
+
+def _first_non_finite(model: nn.Module) -> str | None:
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            return f"parameter {name!r} holds NaN or inf"
+    return None
