@@ -13,7 +13,7 @@ import torch
 from svdtrain.deploy.export import load_compact
 
 torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
-ARGS = ["--preset", "smoke-lm", "--export-onnx", "false"]
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -26,16 +26,19 @@ def _svdtrain(*args, processes=1):
 
 @pytest.mark.skipif(torchrun is None, reason="torchrun is not installed")
 def test_two_processes_equal_one_at_the_same_global_batch(tmp_path):
+    text = tmp_path / "text.txt"  # its own text: the test needs no shared data folder
+    text.write_text(TEXT)
+    args = ["--preset", "smoke-lm", "--data", str(text), "--export-onnx", "false"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _svdtrain("run", *ARGS, "--out", str(one))
-    _svdtrain("start", *ARGS, "--out", str(two), processes=2)  # then resumed: a distributed run continues
-    out = _svdtrain("run", *ARGS, "--out", str(two), "--resume", processes=2)
+    _svdtrain("run", *args, "--out", str(one))
+    _svdtrain("start", *args, "--out", str(two), processes=2)  # then resumed: a distributed run continues
+    out = _svdtrain("run", *args, "--out", str(two), "--resume", processes=2)
     assert out.count("report written to") == 1  # rank 0 alone reports
     a, b = (json.loads((run / "report.json").read_text()) for run in (one, two))
     assert a["layers"] == b["layers"]
     for stage in ("start", "svd_train", "prune", "finetune"):
         assert b["stages"][stage]["loss"] == pytest.approx(a["stages"][stage]["loss"], rel=1e-4), stage
     assert b["compact"]["macs"] == a["compact"]["macs"]
-    x = torch.randint(0, 65, (3, 16))
+    x = torch.randint(0, len(set(TEXT)), (3, 16))
     with torch.no_grad():  # logits of about +-3; 3 epochs of Adam carry the reduction-order differences to ~1e-3
         torch.testing.assert_close(load_compact(two / "export")(x), load_compact(one / "export")(x), atol=3e-3, rtol=1e-3)
