@@ -30,7 +30,6 @@ medians to dense. Memory, two ways:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import resource

@@ -21,6 +21,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from svdtrain.train.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -51,13 +53,12 @@ class Distributed:
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
     def device(self, name: str) -> torch.device:
-        """``auto``/``cuda`` mean this process's own GPU (cuda:LOCAL_RANK) in a distributed run."""
+        """The device a run's ``device`` option names; ``auto``/``cuda`` mean this process's own
+        GPU (cuda:LOCAL_RANK) in a distributed run."""
         if self.enabled and name in ("auto", "cuda") and torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(name)
+        return resolve_device(name)
 
     def barrier(self) -> None:
         if self.enabled:
