@@ -23,14 +23,19 @@ class TrainingDiverged(ArithmeticError):
     """The loss or a gradient became NaN or inf; the message names the step and the weight."""
 
 
-def _first_non_finite(model: nn.Module) -> str:
-    """Which parameter (or its gradient) holds NaN or inf first, in words."""
+def first_non_finite(model: nn.Module, *, gradients: bool = True) -> str | None:
+    """Which parameter (or, with ``gradients``, its gradient) holds NaN or inf first, in
+    words; None when all are finite."""
     for name, param in model.named_parameters():
         if not torch.isfinite(param).all():
             return f"parameter {name!r} holds NaN or inf"
-        if param.grad is not None and not torch.isfinite(param.grad).all():
+        if gradients and param.grad is not None and not torch.isfinite(param.grad).all():
             return f"the gradient of {name!r} holds NaN or inf"
-    return "every parameter is finite (the inputs or the loss overflowed)"
+    return None
+
+
+def _which_non_finite(model: nn.Module) -> str:
+    return first_non_finite(model) or "every parameter is finite (the inputs or the loss overflowed)"
 
 
 @dataclass(frozen=True)
@@ -138,14 +143,14 @@ def train_epoch(
         if not (all_true(finite) if all_true else finite):
             where = "" if all_true is None else (" here" if not finite else " in another process")
             raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is not finite{where}; "
-                                   f"{_first_non_finite(core)} (try a lower lr or grad_clip)")  # fmt: skip
+                                   f"{_which_non_finite(core)} (try a lower lr or grad_clip)")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip)
             if not torch.isfinite(norm):
                 raise TrainingDiverged(f"training diverged at step {step + 1}: the gradient norm is {float(norm):g}; "
-                                       f"{_first_non_finite(core)} (try a lower lr)")  # fmt: skip
+                                       f"{_which_non_finite(core)} (try a lower lr)")  # fmt: skip
         optimizer.step()
         regularization.after_step(core, optimizer)
         _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))

@@ -18,7 +18,7 @@ from svdtrain.train.checkpoint import load_latest_good, load_matching, ranks_of,
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed, unwrapped
-from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metrics, train_epoch
+from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metrics, first_non_finite, train_epoch
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.train.run_data import Data
 from svdtrain.train.run_folder import STAGES, RunFolder
@@ -129,7 +129,7 @@ class Trainer:
             history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
                             **{f"train_{k}": v for k, v in metrics.items()},
                             **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
-            non_finite = _first_non_finite(model)
+            non_finite = first_non_finite(model, gradients=False)
             if non_finite is not None:  # never save (and rotate out the good one) a diverged model
                 raise TrainingDiverged(f"{stage} epoch {epoch + 1}: training diverged: {non_finite}"
                                        + (f"; {ckpt.name} keeps epoch {len(history) - 1}" if len(history) > 1 else ""))
@@ -186,9 +186,3 @@ def _upgraded(saved: dict, model: nn.Module) -> dict:
     split[0] = {**groups[0], "initial_lr": groups[0].get("initial_lr", groups[0]["lr"])}
     return {**saved, "param_groups": split}
 
-
-def _first_non_finite(model: nn.Module) -> str | None:
-    for name, param in model.named_parameters():
-        if not torch.isfinite(param).all():
-            return f"parameter {name!r} holds NaN or inf"
-    return None
