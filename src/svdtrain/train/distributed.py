@@ -12,6 +12,7 @@ wait for it at a barrier before reading them back.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator
@@ -22,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from svdtrain.train.runtime import resolve_device
+from svdtrain.train.sync_batchnorm import synchronized_batchnorm
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,15 @@ class Distributed:
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """``model`` in DistributedDataParallel (re-wrap after its parameters are replaced); as is
-        in one process. BatchNorm is synchronized across GPUs; on CPU it normalizes per process."""
+        in one process."""
         if not self.enabled:
             return model
-        if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def synchronized_batchnorm(self, model: nn.Module, device: torch.device) -> AbstractContextManager:
+        """A block in which ``model``'s BatchNorm normalizes over the global batch (GPU or CPU);
+        nothing in one process."""
+        return synchronized_batchnorm(model, device) if self.enabled else nullcontext(model)
 
     def shard(self, batches: Any, *, every_example: bool = False) -> Any:
         """``batches`` with each global batch cut to this process's share; as is in one process.

@@ -102,47 +102,48 @@ class Trainer:
                 torch.set_rng_state(state["rng"])
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
-        net = self._net(model)
-        for epoch in range(len(history), epochs):
-            start = time.perf_counter()
-            self._set_lr(optimizer, epoch, epochs)
-            if before_epoch is not None:
-                before_epoch(model, epoch)
-            self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
-            batches = self.train_batches
-            if self.dist.is_main:
-                batches = progress_bar(batches, len(batches), f"{stage} {epoch + 1}/{epochs}")
-            try:
-                metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
-                                      o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None,
-                                      precision=o.precision,
-                                      all_true=self.dist.all_true if self.dist.enabled else None)  # fmt: skip
-            except TrainingDiverged as diverged:
-                kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
-                raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
-            lr_now = optimizer.param_groups[0]["lr"]
-            if after_epoch is not None and after_epoch(model, epoch + 1):
-                optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
-                net = self._net(model)  # DDP holds the parameters it was built with
-            test = self.evaluation(model)
-            seconds = time.perf_counter() - start
-            history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
-                            **{f"train_{k}": v for k, v in metrics.items()},
-                            **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
-            non_finite = first_non_finite(model, gradients=False)
-            if non_finite is not None:  # never save (and rotate out the good one) a diverged model
-                raise TrainingDiverged(f"{stage} epoch {epoch + 1}: training diverged: {non_finite}"
-                                       + (f"; {ckpt.name} keeps epoch {len(history) - 1}" if len(history) > 1 else ""))
-            if self.dist.is_main:
-                save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "ranks": ranks_of(model), "history": history,
-                                       "rng": torch.get_rng_state()}, keep_previous=True)  # fmt: skip
-                self._write_metrics(stage, history)
-            eta = format_eta(seconds * (epochs - epoch - 1))
-            metric = self.task.metric
-            self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics[metric]:.4f}  "
-                     f"test {test[metric]:.4f}  lr {lr_now:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
-        return history
+        with self.dist.synchronized_batchnorm(model, self.device):  # one global batch on every backend
+            net = self._net(model)
+            for epoch in range(len(history), epochs):
+                start = time.perf_counter()
+                self._set_lr(optimizer, epoch, epochs)
+                if before_epoch is not None:
+                    before_epoch(model, epoch)
+                self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
+                batches = self.train_batches
+                if self.dist.is_main:
+                    batches = progress_bar(batches, len(batches), f"{stage} {epoch + 1}/{epochs}")
+                try:
+                    metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
+                                          o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None,
+                                          precision=o.precision,
+                                          all_true=self.dist.all_true if self.dist.enabled else None)  # fmt: skip
+                except TrainingDiverged as diverged:
+                    kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
+                    raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
+                lr_now = optimizer.param_groups[0]["lr"]
+                if after_epoch is not None and after_epoch(model, epoch + 1):
+                    optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
+                    net = self._net(model)  # DDP holds the parameters it was built with
+                test = self.evaluation(model)
+                seconds = time.perf_counter() - start
+                history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
+                                **{f"train_{k}": v for k, v in metrics.items()},
+                                **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
+                non_finite = first_non_finite(model, gradients=False)
+                if non_finite is not None:  # never save (and rotate out the good one) a diverged model
+                    raise TrainingDiverged(f"{stage} epoch {epoch + 1}: training diverged: {non_finite}"
+                                           + (f"; {ckpt.name} keeps epoch {len(history) - 1}" if len(history) > 1 else ""))
+                if self.dist.is_main:
+                    save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "ranks": ranks_of(model), "history": history,
+                                           "rng": torch.get_rng_state()}, keep_previous=True)  # fmt: skip
+                    self._write_metrics(stage, history)
+                eta = format_eta(seconds * (epochs - epoch - 1))
+                metric = self.task.metric
+                self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics[metric]:.4f}  "
+                         f"test {test[metric]:.4f}  lr {lr_now:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
+            return history
 
     def _net(self, model: nn.Module) -> nn.Module:
         """What the training steps call: the model, in DDP when distributed, compiled if asked."""
