@@ -1,6 +1,8 @@
 """A real preset on N torchrun processes (gloo, CPU) against one process at the same global batch
 (issue 11): the ranks pruning chose, every stage's validation loss, the compact model's MACs and
-its exported logits, and the wall time of each stage.
+its exported logits, and the wall time of each stage. A third run, one process at the threads
+each distributed process has, changes only the order of floating-point reductions: how far
+it lands from the first is the yardstick for how far the distributed run may.
 
 The default is the GPT preset (LayerNorm, no dropout: a CNN's BatchNorm normalizes per process
 on CPU, where SyncBatchNorm does not run) shortened to one epoch a stage. Each process of the
@@ -80,25 +82,33 @@ def main() -> None:
         extra += ["--data", str(text)]
     cores = os.cpu_count() or 1
     flags = ["--preset", args.preset, "--export-onnx", "false", *([] if args.full else SHORT), *extra]
-    out = Path(args.out)
-    one, many = out / "one-process", out / f"{args.processes}-processes"
-    wall = [run(flags, one, 1, cores), run(flags, many, args.processes, max(1, cores // args.processes))]
-    config = json.loads((one / "config.json").read_text())
+    out, threads = Path(args.out), max(1, cores // args.processes)
+    # the control: one process at the distributed run's threads per process, a change of the
+    # reduction order alone, for scale
+    runs = {"one-process": (1, cores), f"{args.processes}-processes": (args.processes, threads),
+            f"one-process-{threads}-threads": (1, threads)}  # fmt: skip
+    wall = {name: run(flags, out / name, processes, n) for name, (processes, n) in runs.items()}
+    config = json.loads((out / "one-process" / "config.json").read_text())
     vocabulary = len(set(Path(config["data"]["path"]).read_text()))
-    result = compare(one, many, vocabulary, config["data"]["block_length"])
-    print(f"{'stage':<10} {'loss, 1 process':>16} {f'{args.processes} processes':>14} {'relative':>10} "
-          f"{'s, 1 proc':>10} {f's, {args.processes} procs':>11}")  # fmt: skip
+    names = list(runs)
+    result = {name: compare(out / names[0], out / name, vocabulary, config["data"]["block_length"]) for name in names[1:]}
+    print(f"{'stage':<10} {'loss, ' + names[0]:>20} " + " ".join(f"{name:>24} {'rel.':>7}" for name in names[1:]))
     for stage in STAGES:
-        (la, lb), (sa, sb) = result["loss"][stage], result["seconds"][stage]
-        print(f"{stage:<10} {la:>16.5f} {lb:>14.5f} {abs(lb - la) / la:>10.1e} {sa:>10.1f} {sb:>11.1f}")
-    print(f"same ranks: {result['same_ranks']}  MACs {result['macs']}  exported logits differ by at most "
-          f"{result['logits_max_abs_difference']:.2e} (largest logit {result['logits_max_abs']:.1f})")  # fmt: skip
+        base = result[names[1]]["loss"][stage][0]
+        row = " ".join(f"{r['loss'][stage][1]:>24.5f} {abs(r['loss'][stage][1] - base) / base:>7.1e}" for r in result.values())
+        print(f"{stage:<10} {base:>20.5f} {row}")
+    print("seconds:  " + "  ".join(f"{name} {sum(r['seconds'][s][1] for s in STAGES):.0f}" for name, r in result.items())
+          + f"  {names[0]} {sum(result[names[1]]['seconds'][s][0] for s in STAGES):.0f}")  # fmt: skip
+    for name, r in result.items():
+        print(f"{name} against {names[0]}: {r['ranks_differing']} ranks differ, MACs {r['macs']}, exported logits "
+              f"differ by at most {r['logits_max_abs_difference']:.2e} (largest logit {r['logits_max_abs']:.1f})")  # fmt: skip
     if args.json:
         atomic_write_json(args.json, {
             "benchmark": "distributed_equivalence", "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {cores} cores, torch {torch.__version__}",
             "command": " ".join(sys.argv), "preset": args.preset, "processes": args.processes,
-            "wall_seconds": wall, **result,
+            "threads": {name: n for name, (_, n) in runs.items()}, "wall_seconds": wall,
+            "against_one_process": result,
         })  # fmt: skip
 
 
