@@ -36,10 +36,11 @@ STAGES = ("start", "svd_train", "prune", "finetune")
 SHORT = ["--start-epochs", "1", "--svd-epochs", "1", "--finetune-epochs", "1"]
 
 
-def run(args: list[str], out: Path, processes: int, threads: int) -> float:
-    """Seconds the whole run took (0 when its report was already there)."""
+def run(args: list[str], out: Path, processes: int, threads: int) -> float | None:
+    """Seconds the whole run took (None when its report was already there: the stage times in
+    the reports are what to compare)."""
     if (out / "report.json").exists():
-        return 0.0
+        return None
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     launcher = [torchrun, "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}

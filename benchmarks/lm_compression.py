@@ -6,7 +6,11 @@ each method then starts from it:
   hoyer, l1   the preset: SVD-train (orthogonality + sparsity), prune to the MACs target,
               fine-tune with distillation from the dense model
   truncated   no SVD training: prune the dense model's SVD to the same target, then fine-tune
-              for the SVD-training and fine-tuning epochs together (same distillation)
+              for the SVD-training and fine-tuning epochs together (same distillation);
+              truncated-whiten cuts activation-aware
+  all         the hoyer preset with the levers of svd_vs_truncation.py (gradual cuts, MACs-weighted
+              sparsity, 10x lr on s, distillation during SVD training, activation-aware cuts);
+              any of its other lever names works too
 Validation loss and bits per character of each compact model (its exported TorchScript), its
 parameters and MACs per token, and tokens per second of the compact model against the dense one
 at a batch of 16 sequences (torch eager and ONNX Runtime, interleaved medians). Runs resume:
@@ -41,6 +45,7 @@ from svdtrain.deploy.export import load_compact
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
 from sequence_models import onnx_runner  # noqa: E402
+from svd_vs_truncation import LEVERS, TRUNCATION  # noqa: E402
 
 # model -> method -> (preset, overrides); "truncated" uses the hoyer preset without SVD training.
 PRESETS = {
@@ -49,16 +54,21 @@ PRESETS = {
     "quick": {"hoyer": ("smoke-lm", {}), "l1": ("smoke-lm", {"sparsity_kind": "l1", "sparsity_weight": 1e-4})},
 }
 REDUCTIONS = {"gpt": [2.0, 3.0], "lstm": [1.3, 1.6], "quick": [1.2]}
-METHODS = ("hoyer", "l1", "truncated")
+# hoyer / l1: the presets; truncated, truncated-whiten, truncated-scale: no SVD training, as in
+# svd_vs_truncation.py; any other of its lever names: the hoyer preset with those levers ("all").
+METHODS = ("hoyer", "l1", *TRUNCATION, *(name for name in LEVERS if name != "paper"))
 
 
 def method_config(model: str, method: str, dense_checkpoint: Path, reduction: float) -> tuple[str, dict]:
     """The preset and overrides of one method at one MACs target, from the shared dense model."""
-    preset, overrides = PRESETS[model]["hoyer" if method == "truncated" else method]
+    preset, overrides = PRESETS[model][method if method in ("hoyer", "l1") else "hoyer"]
     overrides = {**overrides, "checkpoint": str(dense_checkpoint), "start_epochs": 0, "target_reduction": reduction}
-    if method == "truncated":
+    if method in TRUNCATION:
         config = resolve_config(preset)
         overrides.update(svd_epochs=0, finetune_epochs=config.svd_train.epochs + config.finetune.epochs)
+        overrides.update(TRUNCATION[method])
+    elif method in LEVERS:
+        overrides.update(LEVERS[method])
     return preset, overrides
 
 
@@ -77,7 +87,7 @@ def tokens_per_second(dense: torch.nn.Module, small: torch.nn.Module, example: t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="gpt,lstm")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default="hoyer,l1,truncated", help=f"of {', '.join(METHODS)}")
     parser.add_argument("--reductions", default="", help="per model, e.g. gpt=2,3;lstm=1.3,1.6")
     parser.add_argument("--out", default="runs/lm_compression")
     parser.add_argument("--rounds", type=int, default=10, help="timing rounds")
@@ -87,6 +97,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     models = ["quick"] if args.quick else args.models.split(",")
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     reductions = dict(REDUCTIONS)
     for part in filter(None, args.reductions.split(";")):
         model, values = part.split("=")
@@ -101,7 +114,7 @@ def main() -> None:
         for _, overrides in methods.values():
             overrides["seed"] = args.seed
     rows = []
-    print(f"{'model':<6} {'method':<10} {'target':>6} {'val loss':>8} {'bpc':>6} {'vs dense':>8} {'params':>9} "
+    print(f"{'model':<6} {'method':<16} {'target':>6} {'val loss':>8} {'bpc':>6} {'vs dense':>8} {'params':>9} "
           f"{'MACs/token':>10} {'MACs cut':>8} {'tok/s eager':>11} {'x':>5} {'tok/s ORT':>10} {'x':>5}")  # fmt: skip
     for model in models:
         dense_dir = out / model / "dense"
@@ -135,7 +148,7 @@ def main() -> None:
                 timing = "" if speed is None else (
                     f" {speed['eager']['compact']:>11,.0f} {speed['eager']['speedup']:>5.2f} "
                     f"{speed['onnxrt']['compact']:>10,.0f} {speed['onnxrt']['speedup']:>5.2f}")  # fmt: skip
-                print(f"{model:<6} {method:<10} {reduction:>5g}x {row['loss']:>8.4f} {row['bits_per_token']:>6.3f} "
+                print(f"{model:<6} {method:<16} {reduction:>5g}x {row['loss']:>8.4f} {row['bits_per_token']:>6.3f} "
                       f"{100 * row['loss_increase']:>+7.2f}% {row['params']:>9,} {row['macs_per_token']:>10,.0f} "
                       f"{row['macs_reduction']:>7.2f}x{timing}", flush=True)  # fmt: skip
     best = {}
