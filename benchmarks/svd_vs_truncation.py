@@ -10,6 +10,7 @@ from the dense model, BatchNorm re-estimated after every cut):
   truncated-whiten  the same, truncated activation-aware (SVD-LLM whitening on training batches)
   truncated-scale   the same with ASVD's activation scaling
   <levers>          the paper's recipe with one change or several (LEVERS below)
+  default           what the product does with the preset and a MACs target (the budget recipe)
   torch-pruning     structured filter pruning (Torch-Pruning, L1 magnitude) of the dense
                     model to the same MACs, fine-tuned for all epochs with the same distillation
 
@@ -36,7 +37,7 @@ import torch
 
 import svdtrain
 from svdtrain.io import atomic_write_json
-from svdtrain.train.config import resolve_config
+from svdtrain.train.config import PAPER_RECIPE, resolve_config
 from svdtrain.train.distill import Distillation
 from svdtrain.train.loop import Regularization
 
@@ -60,14 +61,18 @@ LEVERS = {
     "tail-gradual": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0, "gradual": True},
     "all": {"gradual": True, "macs_weighted": True, "s_lr_scale": 10.0, "distill": True, "calibration": "whiten"},
 }
-METHODS = (*TRUNCATION, *LEVERS, "torch-pruning")
+METHODS = (*TRUNCATION, *LEVERS, "default", "torch-pruning")
 
 
 def method_overrides(method: str, config_epochs: tuple[int, int]) -> dict:
+    """Flags of one method: the paper's recipe pinned (a MACs target would otherwise bring the
+    budget recipe), then the method's changes; "default" is whatever the product defaults to."""
     svd_epochs, finetune_epochs = config_epochs
+    if method == "default":
+        return {}
     if method in TRUNCATION:
-        return {"svd_epochs": 0, "finetune_epochs": svd_epochs + finetune_epochs, **TRUNCATION[method]}
-    return dict(LEVERS[method])
+        return {**PAPER_RECIPE, "svd_epochs": 0, "finetune_epochs": svd_epochs + finetune_epochs, **TRUNCATION[method]}
+    return {**PAPER_RECIPE, **LEVERS[method]}
 
 
 def torch_pruning_run(preset: str, out: Path, overrides: dict, reduction: float, quiet: bool) -> dict:

@@ -166,3 +166,26 @@ def test_empty_sections_and_flag_names_inside_sections(tmp_path):
     path.write_text("prune:\n  # nothing yet\nstart:\n  start_epochs: 3\nfinetune:\n  finetune_lr: 0.01\n")
     config = resolve_config("smoke", path)
     assert config.start.epochs == 3 and config.finetune.lr == 0.01
+
+
+def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(tmp_path):
+    from svdtrain.train.config import BUDGET_RECIPE
+
+    plain = resolve_config("smoke")  # an energy rule: the options' own defaults
+    recipe = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0})
+    for flag, value in BUDGET_RECIPE.items():
+        assert recipe.flat()[flag] == value
+        assert plain.flat()[flag] != value, flag
+    pinned = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0, "gradual": False,
+                                                "s_lr_scale": 3.0})  # fmt: skip
+    assert (pinned.svd_train.gradual, pinned.svd_train.s_lr_scale, pinned.prune.calibration) == (False, 3.0, "whiten")
+    speed = resolve_config("smoke", overrides={"target_speedup": 1.5, "energy": 0.0})
+    assert not speed.svd_train.gradual and speed.svd_train.macs_weighted  # gradual steps towards a MACs factor
+    saved = RunConfig.from_flags(plain.updated(target_reduction=2.0, energy=0.0).flat())
+    assert not saved.svd_train.gradual  # a saved config is what it says: resumes stay as they were
+
+
+def test_the_paper_recipe_is_the_options_defaults():
+    from svdtrain.train.config import OPTIONS, PAPER_RECIPE
+
+    assert {flag: OPTIONS[flag].default for flag in PAPER_RECIPE} == PAPER_RECIPE

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config import OPTIONS, SECTIONS, RunConfig, merge, resolve_config
+from svdtrain.train.config import BUDGET_RECIPE, OPTIONS, SECTIONS, RunConfig, merge, resolve_config
 from svdtrain.train.run_folder import RunFolder
 
 
@@ -46,6 +46,8 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
     for flag, option in OPTIONS.items():
         default = option.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        if flag in BUDGET_RECIPE:
+            shown = f"{shown}; {BUDGET_RECIPE[flag]} with a target, the budget recipe"
         groups[option.section].add_argument(
             "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
             type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})",

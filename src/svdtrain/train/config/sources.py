@@ -1,4 +1,4 @@
-"""Where a config comes from: defaults <- preset <- config file <- command line.
+"""Where a config comes from: defaults <- budget recipe <- preset <- config file <- command line.
 
 A source is a mapping of sections (``prune: {energy: 0.01}``) and/or flags (``energy: 0.01``);
 each is reduced to ``{flag: value}`` with every key and type checked, naming the source.
@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from svdtrain.train.config.recipe import with_budget_recipe
 from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
@@ -102,7 +103,8 @@ def load_preset(name: str) -> dict[str, Any]:
 def resolve_config(
     preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Defaults <- preset <- config file <- overrides, validated."""
+    """Defaults <- (the budget recipe, for a run with a MACs or speed target) <- preset <- config
+    file <- overrides, validated."""
     values: dict[str, Any] = {}
     if preset:
         values = merge(values, load_preset(preset), f"preset {preset}")
@@ -110,4 +112,4 @@ def resolve_config(
         values = merge(values, read_yaml(Path(config_file)), str(config_file))
     if overrides:
         values = merge(values, overrides, "the command line")
-    return RunConfig.from_flags(values)
+    return RunConfig.from_flags(with_budget_recipe(values))
