@@ -4,8 +4,9 @@ its exported logits, and the wall time of each stage. A third run, one process a
 each distributed process has, changes only the order of floating-point reductions: how far
 it lands from the first is the yardstick for how far the distributed run may.
 
-The default is the GPT preset (LayerNorm, no dropout: a CNN's BatchNorm normalizes per process
-on CPU, where SyncBatchNorm does not run) shortened to one epoch a stage. Each process of the
+The default is the GPT preset (LayerNorm, no dropout) shortened to one epoch a stage, with the
+paper's recipe (as recorded; a target would otherwise bring the budget recipe). Language-model
+presets only: the exported models are compared on token ids. Each process of the
 distributed run gets cores / N threads, so both runs use the whole machine. Runs resume: a
 finished run's report is read back, not redone.
 
@@ -31,6 +32,8 @@ import torch
 
 from svdtrain.deploy.export import load_compact
 from svdtrain.io import atomic_write_json
+from svdtrain.models import is_language_model
+from svdtrain.train.config import resolve_config
 
 STAGES = ("start", "svd_train", "prune", "finetune")
 SHORT = ["--start-epochs", "1", "--svd-epochs", "1", "--finetune-epochs", "1"]
@@ -82,7 +85,10 @@ def main() -> None:
         text.write_text("To be, or not to be, that is the question:\n" * 80)
         extra += ["--data", str(text)]
     cores = os.cpu_count() or 1
-    flags = ["--preset", args.preset, "--export-onnx", "false", *([] if args.full else SHORT), *extra]
+    if not is_language_model(resolve_config(args.preset).model):
+        parser.error(f"{args.preset} is not a language-model preset")
+    flags = ["--preset", args.preset, "--export-onnx", "false", "--recipe", "paper", *([] if args.full else SHORT),
+             *extra]  # fmt: skip
     out, threads = Path(args.out), max(1, cores // args.processes)
     # the control: one process at the distributed run's threads per process, a change of the
     # reduction order alone, for scale

@@ -40,7 +40,7 @@ import torch
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.surgery.timing import interleaved_medians
-from svdtrain.train.config import PAPER_RECIPE, resolve_config
+from svdtrain.train.config import resolve_config
 from svdtrain.deploy.export import load_compact
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
@@ -63,7 +63,7 @@ def method_config(model: str, method: str, dense_checkpoint: Path, reduction: fl
     """The preset and overrides of one method at one MACs target, from the shared dense model."""
     preset, overrides = PRESETS[model][method if method in ("hoyer", "l1") else "hoyer"]
     overrides = {**overrides, "checkpoint": str(dense_checkpoint), "start_epochs": 0, "target_reduction": reduction}
-    overrides.update(PAPER_RECIPE)  # the presets' own recipe, not the budget recipe a target brings
+    overrides["recipe"] = "paper"  # the presets' own recipe, not the budget recipe a target brings
     if method in TRUNCATION:
         config = resolve_config(preset)
         overrides.update(svd_epochs=0, finetune_epochs=config.svd_train.epochs + config.finetune.epochs)

@@ -37,7 +37,7 @@ import torch
 
 import svdtrain
 from svdtrain.io import atomic_write_json
-from svdtrain.train.config import PAPER_RECIPE, resolve_config
+from svdtrain.train.config import resolve_config
 from svdtrain.train.distill import Distillation
 from svdtrain.train.loop import Regularization
 
@@ -66,13 +66,14 @@ METHODS = (*TRUNCATION, *LEVERS, "default", "torch-pruning")
 
 def method_overrides(method: str, config_epochs: tuple[int, int]) -> dict:
     """Flags of one method: the paper's recipe pinned (a MACs target would otherwise bring the
-    budget recipe), then the method's changes; "default" is whatever the product defaults to."""
+    budget recipe), then the method's changes; "default" is what the product does by default."""
     svd_epochs, finetune_epochs = config_epochs
     if method == "default":
         return {}
     if method in TRUNCATION:
-        return {**PAPER_RECIPE, "svd_epochs": 0, "finetune_epochs": svd_epochs + finetune_epochs, **TRUNCATION[method]}
-    return {**PAPER_RECIPE, **LEVERS[method]}
+        return {"recipe": "paper", "svd_epochs": 0, "finetune_epochs": svd_epochs + finetune_epochs,
+                **TRUNCATION[method]}  # fmt: skip
+    return {"recipe": "paper", **LEVERS[method]}
 
 
 def torch_pruning_run(preset: str, out: Path, overrides: dict, reduction: float, quiet: bool) -> dict:

@@ -335,3 +335,17 @@ def test_bf16_training_runs_end_to_end(tmp_path):
     assert _run(tmp_path, "--precision", "bf16") == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["optim"]["precision"] == "bf16" and 0 <= report["compact"]["accuracy"] <= 1
+
+
+def test_a_run_resumes_with_the_recipe_it_started_with(tmp_path):
+    """Options no source sets keep the run folder's values on --resume, so a run started before
+    the budget recipe existed (here: with the paper's, then the defaults) continues unchanged."""
+    target = ["--target-reduction", "1.5", "--energy", "0"]
+    assert main(["start", "--out", str(tmp_path), *TINY, *target, "--recipe", "paper"]) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["svd_train"].pop("recipe")  # as an older svdtrain wrote it
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert _run(tmp_path, *target, "--resume") == 0
+    resumed = json.loads((tmp_path / "config.json").read_text())
+    assert resumed["svd_train"]["gradual"] is False and resumed["prune"]["calibration"] == "none"
+    assert _run(tmp_path, *target, "--gradual", "true", "--resume") == 2  # a change it names

@@ -1,6 +1,6 @@
 import pytest
 
-from svdtrain.train.config import RunConfig, load_preset, preset_names, resolve_config
+from svdtrain.train.config import OPTIONS, RunConfig, load_preset, preset_names, resolve_config
 
 PAPER = [n for n in preset_names() if n.startswith("paper-resnet")]
 
@@ -171,21 +171,21 @@ def test_empty_sections_and_flag_names_inside_sections(tmp_path):
 def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(tmp_path):
     from svdtrain.train.config import BUDGET_RECIPE
 
-    plain = resolve_config("smoke")  # an energy rule: the options' own defaults
-    recipe = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0})
+    plain = resolve_config("smoke")  # an energy rule: the options' own defaults, every lever off
+    target = {"target_reduction": 2.0, "energy": 0.0}
+    recipe = resolve_config("smoke", overrides=target)
     for flag, value in BUDGET_RECIPE.items():
         assert recipe.flat()[flag] == value
-        assert plain.flat()[flag] != value, flag
-    pinned = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0, "gradual": False,
-                                                "s_lr_scale": 3.0})  # fmt: skip
+        assert plain.flat()[flag] == OPTIONS[flag].default != value, flag
+    pinned = resolve_config("smoke", overrides={**target, "gradual": False, "s_lr_scale": 3.0})
     assert (pinned.svd_train.gradual, pinned.svd_train.s_lr_scale, pinned.prune.calibration) == (False, 3.0, "whiten")
+    paper = resolve_config("smoke", overrides={**target, "recipe": "paper"})
+    assert all(paper.flat()[flag] == OPTIONS[flag].default for flag in BUDGET_RECIPE)
+    always = resolve_config("smoke", overrides={"recipe": "budget"})  # no target: no gradual cuts
+    assert always.prune.calibration == "whiten" and not always.svd_train.gradual
     speed = resolve_config("smoke", overrides={"target_speedup": 1.5, "energy": 0.0})
     assert not speed.svd_train.gradual and speed.svd_train.macs_weighted  # gradual steps towards a MACs factor
-    saved = RunConfig.from_flags(plain.updated(target_reduction=2.0, energy=0.0).flat())
-    assert not saved.svd_train.gradual  # a saved config is what it says: resumes stay as they were
-
-
-def test_the_paper_recipe_is_the_options_defaults():
-    from svdtrain.train.config import OPTIONS, PAPER_RECIPE
-
-    assert {flag: OPTIONS[flag].default for flag in PAPER_RECIPE} == PAPER_RECIPE
+    undistilled = resolve_config("smoke", overrides={**target, "distill_weight": 0.0})
+    assert not undistilled.svd_train.distill  # distillation set off stays off (no invalid config)
+    resumed = resolve_config("smoke", overrides=target, unset=plain.flat())
+    assert not resumed.svd_train.gradual  # a resumed run keeps the values it started with

@@ -47,7 +47,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
         default = option.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         if flag in BUDGET_RECIPE:
-            shown = f"{shown}; {BUDGET_RECIPE[flag]} with a target, the budget recipe"
+            shown = f"{shown}; {BUDGET_RECIPE[flag]} in the budget recipe"
         groups[option.section].add_argument(
             "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
             type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})",
@@ -64,11 +64,13 @@ def saved_config(folder: RunFolder) -> RunConfig | None:
     return None if saved is None else RunConfig.from_flags(merge({}, saved, str(folder.config)))
 
 
-def config_from(args: argparse.Namespace) -> RunConfig:
-    """Preset/file/flags; for a lone stage with none given, the run folder's config.json."""
+def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:
+    """Preset/file/flags; for a lone stage with none given, the run folder's config.json. When
+    ``continuing`` a run folder that has a config, the options no source sets keep its values
+    (the defaults and the budget recipe of the day it started)."""
     folder = RunFolder(args.out) if args.out else None
-    saved = folder.read_config() if folder and not (args.preset or args.config) else None
-    if saved is not None:
-        values = merge({}, saved, str(folder.config))
-        return RunConfig.from_flags(merge(values, overrides_from(args), "the command line"))
-    return resolve_config(args.preset, args.config, overrides_from(args))
+    saved = saved_config(folder) if folder and (continuing or not (args.preset or args.config)) else None
+    if saved is not None and not (args.preset or args.config):
+        return RunConfig.from_flags(merge(saved.flat(), overrides_from(args), "the command line"))
+    unset = saved.flat() if saved is not None else None
+    return resolve_config(args.preset, args.config, overrides_from(args), unset=unset)

@@ -45,12 +45,12 @@ def run_all(args: argparse.Namespace) -> int:
     """All stages. Under torchrun every process checks the folder and the config alike (so a
     mistake stops them all with the same message); rank 0 alone prepares and writes."""
     dist = Distributed.from_environment()
-    config = config_from(args)
+    config = config_from(args, continuing=args.resume)
     folder = RunFolder(args.out)
     folder.prepare(overwrite=args.overwrite, resume=args.resume, check_only=True)
     saved = saved_config(folder) if args.resume else None
     if saved is not None and saved != config:
-        # Options added since the run started read as their defaults, so older runs still resume.
+        # Options no source sets keep the run's values (config_from), so older runs still resume.
         before, now = saved.flat(), config.flat()
         changed = sorted(k for k in now if before[k] != now[k])
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
@@ -67,7 +67,7 @@ def run_all(args: argparse.Namespace) -> int:
 
 def run_stage(args: argparse.Namespace) -> int:
     dist = Distributed.from_environment()
-    config = config_from(args)
+    config = config_from(args, continuing=True)
     folder = RunFolder(args.out)
     dist.barrier()
     if dist.is_main:

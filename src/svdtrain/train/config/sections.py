@@ -16,6 +16,7 @@ from svdtrain.train.distill import check_distillation
 
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
+RECIPES = ("auto", "budget", "paper")  # see recipe.py
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -136,6 +137,9 @@ class SVDTrainConfig(Section):
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
                            "distill_weight and temperature)")  # fmt: skip
+    recipe: str = option("auto", "budget: unset levers take the budget recipe's values (gradual, macs_weighted, "
+                         "s_lr_scale, distill, distill_weight, calibration); paper: their own defaults, every "
+                         "lever off; auto: budget when a MACs or speed target is set", choices=RECIPES)  # fmt: skip
 
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:

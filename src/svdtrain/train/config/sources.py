@@ -101,10 +101,12 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def resolve_config(
-    preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+    unset: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Defaults <- (the budget recipe, for a run with a MACs or speed target) <- preset <- config
-    file <- overrides, validated."""
+    file <- overrides, validated. ``unset`` (flags: a resumed run's saved config) gives the
+    options no source sets instead of the recipe and defaults, so a run continues as it began."""
     values: dict[str, Any] = {}
     if preset:
         values = merge(values, load_preset(preset), f"preset {preset}")
@@ -112,4 +114,4 @@ def resolve_config(
         values = merge(values, read_yaml(Path(config_file)), str(config_file))
     if overrides:
         values = merge(values, overrides, "the command line")
-    return RunConfig.from_flags(with_budget_recipe(values))
+    return RunConfig.from_flags({**unset, **values} if unset is not None else with_budget_recipe(values))
