@@ -32,7 +32,7 @@ from svdtrain.train.pruner import Pruner
 from svdtrain.train.report import write_report
 from svdtrain.train.run_data import Data, load_data
 from svdtrain.train.run_folder import STAGES, RunFolder
-from svdtrain.train.runtime import seed_everything
+from svdtrain.train.runtime import flush_denormals, seed_everything
 from svdtrain.train.sample import sample_text
 from svdtrain.train.trainer import Trainer
 
@@ -52,6 +52,7 @@ class Experiment:
         self.config, self.folder, self.resume = config, RunFolder(out), resume
         self.log = log if self.dist.is_main else (lambda line: None)
         self.device = self.dist.device(config.run.device)
+        flush_denormals(config.run.flush_denormals)
         self.folder.path.mkdir(parents=True, exist_ok=True)
 
     # -- what the stages share ---------------------------------------------------------------
