@@ -15,10 +15,11 @@ def seed_everything(seed: int) -> None:
 
 
 def flush_denormals(on: bool) -> None:
-    """Subnormal floats as zero (x86 FTZ/DAZ; process-wide). Training drives some weights
-    geometrically towards zero (a dead input channel's entries of Vh after truncation): once
-    subnormal, every convolution touching them slows down; in BENCHMARKS.md section 11 a
-    ResNet-20 fine-tuning epoch went from 110 s to 278 s. Values below 1.2e-38 lose nothing."""
+    """Subnormal floats as zero (x86 FTZ/DAZ). Training drives some weights geometrically
+    towards zero (a dead input channel's entries of Vh after truncation, BENCHMARKS.md section
+    11), and steps that touch subnormal values run slower (benchmarks/subnormal_weights.py).
+    Values below 1.2e-38 lose nothing. The flag is per thread and worker threads copy it when
+    they start, so it is set before the run's first parallel operation."""
     torch.set_flush_denormal(on)
 
 
