@@ -253,6 +253,9 @@ def test_presets_shows_what_a_preset_does(capsys):
     assert main(["presets", "cpu-gpt-hoyer"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
+    assert "budget recipe" not in out  # a language model: the paper's recipe
+    assert main(["presets", "cpu-resnet20-channel-hoyer"]) == 0
+    out = capsys.readouterr().out
     assert "budget recipe" in out.splitlines()[-1] and "calibration: whiten" in out  # what its target adds
     assert main(["presets", "smoke"]) == 0  # an energy rule: nothing added
     assert "budget recipe" not in capsys.readouterr().out

@@ -189,3 +189,6 @@ def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(t
     assert not undistilled.svd_train.distill  # distillation set off stays off (no invalid config)
     resumed = resolve_config("smoke", overrides=target, unset=plain.flat())
     assert not resumed.svd_train.gradual  # a resumed run keeps the values it started with
+    language = resolve_config("smoke-lm")  # a target, but a language model: measured worse there
+    assert language.prune.target_reduction and language.prune.calibration == "none"
+    assert resolve_config("smoke-lm", overrides={"recipe": "budget"}).prune.calibration == "whiten"

@@ -1,16 +1,20 @@
-"""The budget recipe: how a run with a MACs or speed target trains unless its preset, config
-file or flags say otherwise (``recipe: auto``, the default; ``budget`` always, ``paper`` never).
+"""The budget recipe: how an image model with a MACs or speed target trains unless its preset,
+config file or flags say otherwise (``recipe: auto``, the default; ``budget`` always, ``paper``
+never).
 
 Measured against plain and activation-aware truncation at the same MACs and epochs
-(BENCHMARKS.md section 11): the paper's recipe alone (one cut after SVD training, sparsity
-blind to the budget) lost to truncation there; these levers together beat both. A run without a
-target (an energy or threshold rule, as the paper's presets) keeps the options' own defaults,
-every lever off.
+(BENCHMARKS.md section 11): on ResNet-20 the paper's recipe alone (one cut after SVD training,
+sparsity blind to the budget) lost to truncation; these levers together beat both. On the
+small GPT they did worse than the paper's recipe (section 11, language models), so language
+models keep it, as does any run without a target (an energy or threshold rule, as the paper's
+presets): the options' own defaults, every lever off.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from svdtrain.models import is_language_model
 
 BUDGET_RECIPE: dict[str, Any] = {
     "gradual": True,  # cut towards the target after every SVD-training epoch (target_reduction only)
@@ -24,10 +28,12 @@ BUDGET_RECIPE: dict[str, Any] = {
 
 def with_budget_recipe(flags: dict[str, Any]) -> dict[str, Any]:
     """``flags`` (the options a preset, file or command line set) with the budget recipe filling
-    in those left unset, where their ``recipe`` asks for it; otherwise ``flags`` as is."""
+    in those left unset, where their ``recipe`` asks for it (``auto``: an image model with a
+    target); otherwise ``flags`` as is."""
     recipe = flags.get("recipe", "auto")
     has_target = bool(flags.get("target_reduction") or flags.get("target_speedup"))
-    if recipe == "paper" or (recipe == "auto" and not has_target):
+    language = is_language_model(flags.get("model", ""))
+    if recipe == "paper" or (recipe == "auto" and (language or not has_target)):
         return flags
     values = dict(BUDGET_RECIPE)
     if not flags.get("target_reduction"):

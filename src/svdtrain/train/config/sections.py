@@ -139,7 +139,8 @@ class SVDTrainConfig(Section):
                            "distill_weight and temperature)")  # fmt: skip
     recipe: str = option("auto", "budget: unset levers take the budget recipe's values (gradual, macs_weighted, "
                          "s_lr_scale, distill, distill_weight, calibration); paper: their own defaults, every "
-                         "lever off; auto: budget when a MACs or speed target is set", choices=RECIPES)  # fmt: skip
+                         "lever off; auto: budget for an image model with a MACs or speed target (measured better there, "
+                         "worse on a small GPT)", choices=RECIPES)  # fmt: skip
 
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
@@ -206,5 +207,4 @@ class RunSettings(Section):
     seed: int = option(0, "seed of every random choice: data order, initialization, samples", check=non_negative)
     device: str = option("auto", "auto, cpu, mps, cuda or cuda:N", check=_device)
     flush_denormals: bool = option(True, "treat subnormal floats as zero on CPU: weights decaying towards zero "
-                                   "reach them and x86 computes them many times slower (2.5x slower epochs, "
-                                   "measured)")  # fmt: skip
+                                   "reach them, and x86 computes with them more slowly")  # fmt: skip
