@@ -75,7 +75,7 @@ def run_stage(args: argparse.Namespace) -> int:
         if not folder.config.exists():
             atomic_write_json(folder.config, config.to_dict())
     dist.barrier()
-    result = getattr(Experiment(config, folder.path, resume=args.resume), f"run_{args.stage}")()
+    result = Experiment(config, folder.path, resume=args.resume).run_stage(args.stage)
     if args.stage == "report" and dist.is_main:
         _show(result, folder)
     return 0

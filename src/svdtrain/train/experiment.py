@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from svdtrain.train.pruner import Pruner
 from svdtrain.train.report import write_report
 from svdtrain.train.run_data import Data, load_data
 from svdtrain.train.run_folder import STAGES, RunFolder
-from svdtrain.train.runtime import flush_denormals, seed_everything
+from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.train.sample import sample_text
 from svdtrain.train.trainer import Trainer
 
@@ -52,7 +52,6 @@ class Experiment:
         self.config, self.folder, self.resume = config, RunFolder(out), resume
         self.log = log if self.dist.is_main else (lambda line: None)
         self.device = self.dist.device(config.run.device)
-        flush_denormals(config.run.flush_denormals)
         self.folder.path.mkdir(parents=True, exist_ok=True)
 
     # -- what the stages share ---------------------------------------------------------------
@@ -285,4 +284,9 @@ class Experiment:
             if self.resume and self.folder.done(stage):
                 self.log(f"{stage}: already done, skipped")
                 continue
-            getattr(self, f"run_{stage}")()
+            self.run_stage(stage)
+
+    def run_stage(self, stage: str) -> Any:
+        """One stage (its ``run_<stage>``), subnormals flushed to zero as the config says."""
+        with denormals_flushed(self.config.run.flush_denormals):
+            return getattr(self, f"run_{stage}")()
