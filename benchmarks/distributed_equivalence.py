@@ -19,21 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
 from svdtrain.deploy.export import load_compact
-from svdtrain.io import atomic_write_json
 from svdtrain.models import is_language_model
 from svdtrain.train.config import resolve_config
+from _results import write_results  # noqa: E402  (beside this script)
 
 STAGES = ("start", "svd_train", "prune", "finetune")
 SHORT = ["--start-epochs", "1", "--svd-epochs", "1", "--finetune-epochs", "1"]
@@ -110,9 +108,7 @@ def main() -> None:
         print(f"{name} against {names[0]}: {r['ranks_differing']} ranks differ, MACs {r['macs']}, exported logits "
               f"differ by at most {r['logits_max_abs_difference']:.2e} (largest logit {r['logits_max_abs']:.1f})")  # fmt: skip
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "distributed_equivalence", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {cores} cores, torch {torch.__version__}",
+        write_results(args.json, "distributed_equivalence", {
             "command": " ".join(sys.argv), "preset": args.preset, "processes": args.processes,
             "threads": {name: n for name, (_, n) in runs.items()}, "wall_seconds": wall,
             "against_one_process": result,

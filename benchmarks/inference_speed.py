@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import platform
 import warnings
-from datetime import date
 
 import torch
 from torch.fx.experimental.optimization import fuse
 
 import svdtrain
-from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
 from svdtrain.surgery.timing import interleaved_medians
+from _results import write_results  # noqa: E402  (beside this script)
 
 
 VARIANTS = ("compact", "rounded", "measured", "speed")
@@ -144,9 +142,7 @@ def main() -> None:
                                       f"compact {1e3 * medians[variant]:8.2f} ms  speedup {speedup:4.2f}  "
                                       f"ratio {speedup / realized:4.2f}", flush=True)  # fmt: skip
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "inference_speed", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        write_results(args.json, "inference_speed", {
             "rounds": args.rounds, "rows": rows,
         })  # fmt: skip
 

@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
-from datetime import date
 from functools import partial
 from pathlib import Path
 
 import torch
 
 import svdtrain
-from svdtrain.io import atomic_write_json
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train.config import resolve_config
 from svdtrain.deploy.export import load_compact
@@ -46,6 +43,7 @@ from svdtrain.deploy.export import load_compact
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
 from sequence_models import onnx_runner  # noqa: E402
 from svd_vs_truncation import LEVERS, TRUNCATION  # noqa: E402
+from _results import write_results  # noqa: E402  (beside this script)
 
 # model -> method -> (preset, overrides); "truncated" uses the hoyer preset without SVD training.
 PRESETS = {
@@ -159,9 +157,7 @@ def main() -> None:
             best[key] = max(best.get(key, 1.0), row["macs_reduction"])
     print("largest MACs reduction within 5% of the dense validation loss:", best or "none")
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "lm_compression", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        write_results(args.json, "lm_compression", {
             "seed": args.seed, "rows": rows, "largest_within_5_percent": best,
         })  # fmt: skip
 

@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import torch
 
 import svdtrain
 from svdtrain.cli import main as svdtrain_main
-from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization, train_epoch
+from _results import write_results  # noqa: E402  (beside this script)
 
 VARIANTS = {"fp32 eager": ("fp32", False), "bf16 eager": ("bf16", False), "fp32 compiled": ("fp32", True),
             "bf16 compiled": ("bf16", True)}  # fmt: skip
@@ -86,9 +84,7 @@ def main() -> None:
     for name in variants:
         print(f"{name:<14} {times[name]:>8.4f} {times[name] / times['fp32 eager']:>13.2f}x {accuracy[name]:>15.4f}")
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "precision_compile", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        write_results(args.json, "precision_compile", {
             "model": args.model, "batch_size": args.batch_size, "seconds_per_step": times,
             "ratio_to_fp32_eager": {k: v / times["fp32 eager"] for k, v in times.items()},
             "smoke_accuracy": accuracy,

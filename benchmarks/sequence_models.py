@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import platform
 import warnings
-from datetime import date
 from functools import partial
 
 import torch
@@ -35,12 +33,12 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import svdtrain
-from svdtrain.io import atomic_write_json
 from svdtrain.models import GPT, LSTMLanguageModel
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization
 
 from _tensor_memory import training_tensor_bytes  # noqa: E402  (beside this script)
+from _results import write_results  # noqa: E402  (beside this script)
 
 MODELS = {
     "lstm": (partial(LSTMLanguageModel, 65, embedding=256, hidden=512, dropout=0.0), 65, 64),
@@ -244,9 +242,7 @@ def main() -> None:
         parser.error("--models means different things per part: name one part")
     results = {part: run_part(part, args) for part in parts}
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "sequence_models", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        write_results(args.json, "sequence_models", {
             **results,
         })  # fmt: skip
 

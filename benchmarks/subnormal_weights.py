@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import subprocess
 import sys
-from datetime import date
 
 import torch
 
 import svdtrain
-from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization, train_epoch
+from _results import write_results  # noqa: E402  (beside this script)
 
 
 def with_subnormals(model: torch.nn.Module, fraction: float) -> torch.nn.Module:
@@ -86,9 +84,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<11} {r['clean']:>13.4f} {r['subnormal']:>17.4f} {r['subnormal'] / r['clean']:>6.2f}")
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "subnormal_weights", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        write_results(args.json, "subnormal_weights", {
             "batch_size": args.batch_size, "fraction": args.fraction, "seconds_per_step": results,
             "ratio_subnormal_to_clean": {k: r["subnormal"] / r["clean"] for k, r in results.items()},
         })  # fmt: skip

@@ -27,13 +27,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import tempfile
-from datetime import date
 from pathlib import Path
-
-import torch
 
 import svdtrain
 from svdtrain.io import atomic_write_json
@@ -42,6 +38,7 @@ from svdtrain.train.distill import Distillation
 from svdtrain.train.loop import Regularization
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
+from _results import write_results  # noqa: E402  (beside this script)
 
 TRUNCATION = {"truncated": {}, "truncated-whiten": {"calibration": "whiten"},
               "truncated-scale": {"calibration": "scale"}}  # fmt: skip
@@ -203,9 +200,7 @@ def main() -> None:
     if args.plot:
         plot(rows, args.plot)
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "svd_vs_truncation", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        write_results(args.json, "svd_vs_truncation", {
             "preset": args.preset, "base_overrides": base, "rows": rows,
             "mean": {key: statistics.mean(values) for key, values in summary.items()},
         })  # fmt: skip

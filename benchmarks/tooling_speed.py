@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import time
-from datetime import date
 
 import torch
 from torch import nn
 
 import svdtrain
-from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
+from _results import write_results  # noqa: E402  (beside this script)
 
 
 def timed(fn):
@@ -109,9 +107,7 @@ def main() -> None:
         print(f"{r['method']:<32} {r['rank']:>5} {r['seconds']:>8.2f} {r['singular_value_error']:>20.2e} "
               f"{r['approximation_error']:>20.4f} {r['best_error']:>14.4f}")  # fmt: skip
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "tooling_speed", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        write_results(args.json, "tooling_speed", {
             "pipeline": pipeline, "linear": {"shape": [m, n], "decay": args.decay, "rows": rows},
         })  # fmt: skip
 

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
-from datetime import date
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +41,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import svdtrain
-from svdtrain.io import atomic_write_json
 from svdtrain.models import build_model
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.train import Regularization
 
 from _tensor_memory import training_tensor_bytes  # noqa: E402  (beside this script)
+from _results import write_results  # noqa: E402  (beside this script)
 
 VARIANTS = ("dense", "svd", "svd_pair", "svd_lazy4")
 
@@ -206,9 +204,7 @@ def main() -> None:
                   f"{row['tensor_bytes'] / 2**20:>11.1f} {row['tensor_ratio']:>6.3f} "
                   f"{row['added_bytes'] / 2**20:>8.1f} {row['memory_ratio']:>6.3f}", flush=True)  # fmt: skip
     if args.json:
-        atomic_write_json(args.json, {
-            "benchmark": "train_step_overhead", "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        write_results(args.json, "train_step_overhead", {
             "rounds": args.rounds, "rows": rows,
         })  # fmt: skip
 
