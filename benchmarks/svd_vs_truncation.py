@@ -9,7 +9,8 @@ from the dense model, BatchNorm re-estimated after every cut):
   truncated         no SVD training: truncated SVD of the starting model, fine-tuned for all epochs
   truncated-whiten  the same, truncated activation-aware (SVD-LLM whitening on training batches)
   truncated-scale   the same with ASVD's activation scaling
-  <levers>          the paper's recipe with one change or several (LEVERS below)
+  <levers>          the paper's recipe with one change or several (LEVERS below); all-no-X
+                    is the budget recipe's five levers but X (the leave-one-out ablation)
   default           what the product does with the preset and a MACs target (the budget recipe)
   torch-pruning     structured filter pruning (Torch-Pruning, L1 magnitude) of the dense
                     model to the same MACs, fine-tuned for all epochs with the same distillation
@@ -42,21 +43,28 @@ from _results import write_results  # noqa: E402  (beside this script)
 
 TRUNCATION = {"truncated": {}, "truncated-whiten": {"calibration": "whiten"},
               "truncated-scale": {"calibration": "scale"}}  # fmt: skip
-# The paper's recipe with one change or several; values are config flags.
+# The five levers of the budget recipe, each alone on the paper's recipe (values are config flags).
+BUDGET_LEVERS = {
+    "gradual": {"gradual": True},
+    "macs": {"macs_weighted": True},
+    "slr10": {"s_lr_scale": 10.0},
+    "distill": {"distill": True},
+    "whiten": {"calibration": "whiten"},
+}
+ALL_LEVERS = {flag: value for lever in BUDGET_LEVERS.values() for flag, value in lever.items()}
+# The paper's recipe with one change or several: all levers, all but one (the ablation), pairs.
 LEVERS = {
     "paper": {},
-    "whiten": {"calibration": "whiten"},
-    "slr10": {"s_lr_scale": 10.0},
-    "macs": {"macs_weighted": True},
-    "gradual": {"gradual": True},
+    **BUDGET_LEVERS,
     "gradual-whiten": {"gradual": True, "calibration": "whiten"},
-    "distill": {"distill": True},
     "gradual-distill": {"gradual": True, "distill": True},
     "prox-l1": {"sparsity_kind": "l1", "proximal": True, "sparsity_weight": 1.0},
     "tail": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0},
     "tail-grad": {"budget_tail": True, "sparsity_weight": 1.0},
     "tail-gradual": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0, "gradual": True},
-    "all": {"gradual": True, "macs_weighted": True, "s_lr_scale": 10.0, "distill": True, "calibration": "whiten"},
+    "all": ALL_LEVERS,
+    **{f"all-no-{name}": {flag: value for flag, value in ALL_LEVERS.items() if flag not in lever}
+       for name, lever in BUDGET_LEVERS.items()},  # fmt: skip
 }
 METHODS = (*TRUNCATION, *LEVERS, "default", "torch-pruning")
 
