@@ -158,6 +158,18 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(figure)
 
 
+def replot(paths: list[str], plot_path: str, parser: argparse.ArgumentParser) -> None:
+    """One plot of several result files of one protocol (other seeds or targets, same preset and data)."""
+    try:
+        results = [json.loads(Path(path).read_text()) for path in paths]
+        protocols = {json.dumps([r["preset"], r["base_overrides"]], sort_keys=True) for r in results}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        parser.error(f"--replot: cannot read a svd_vs_truncation result: {error}")
+    if len(protocols) > 1:
+        parser.error(f"--replot: these results differ in preset or training data: {'; '.join(sorted(protocols))}")
+    plot([row for result in results for row in result["rows"]], plot_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu-resnet20-channel-hoyer")
@@ -172,7 +184,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the smoke preset on digits, for the test suite")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write the metric-vs-MACs plot here (PNG)")
+    parser.add_argument("--replot", nargs="+", metavar="JSON",
+                        help="no runs: plot the rows of earlier --json results together into --plot")  # fmt: skip
     args = parser.parse_args()
+    if args.replot:
+        if not args.plot:
+            parser.error("--replot needs --plot PATH")
+        replot(args.replot, args.plot, parser)
+        return
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -28,3 +28,22 @@ def test_comparison_levers_are_the_budget_recipe(monkeypatch):
     assert ALL_LEVERS == {flag: value for flag, value in BUDGET_RECIPE.items() if flag != "distill_weight"}
     ablation = [name for name in LEVERS if name.startswith("all-no-")]
     assert len(ablation) == 5 and all(len(LEVERS[name]) == len(ALL_LEVERS) - 1 for name in ablation)
+
+
+def _comparison(path, train_limit, seed):
+    row = {"method": "truncated", "target_reduction": 3.0, "seed": seed, "final": 0.8, "pruned": 0.4,
+           "macs": 1_000_000, "metric": "accuracy"}  # fmt: skip
+    path.write_text(json.dumps({"preset": "p", "base_overrides": {"train_limit": train_limit}, "rows": [row]}))
+    return str(path)
+
+
+def test_comparison_replot_merges_one_protocol_only(tmp_path):
+    script = str(BENCHMARKS[0].parent / "svd_vs_truncation.py")
+    seeds = [_comparison(tmp_path / f"s{seed}.json", 0, seed) for seed in (0, 1)]
+    subprocess.run([sys.executable, script, "--replot", *seeds, "--plot", str(tmp_path / "a.png")], check=True)
+    assert (tmp_path / "a.png").stat().st_size > 0
+    other = _comparison(tmp_path / "subset.json", 10000, 0)
+    mixed = subprocess.run([sys.executable, script, "--replot", seeds[0], other, "--plot", str(tmp_path / "b.png")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert mixed.returncode == 2 and "differ in preset or training data" in mixed.stderr
+    assert not (tmp_path / "b.png").exists()
