@@ -107,6 +107,7 @@ def train_epoch(
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
     precision: str = "fp32",
     all_true: Callable[[bool], bool] | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train one pass over ``batches``; returns the task's training metrics (default task:
     classification, giving mean loss and accuracy).
@@ -117,6 +118,7 @@ def train_epoch(
     LSTM code clips at 0.25). ``reduce`` combines the statistics of several processes.
     ``precision="bf16"`` runs forward and loss under bfloat16 autocast. ``all_true`` makes the
     processes of a distributed run agree each step that every loss is finite, so all stop together.
+    ``before_step(step)`` runs before each step (the trainer sets the learning rate there).
 
     Each step's forward runs under ``torch.nn.utils.parametrize.cached()``: a factored weight
     read more than once in one forward (a module called twice, a weight its parent reads too)
@@ -133,6 +135,8 @@ def train_epoch(
     core = unwrapped(model)  # the regularizers read the factors of the model itself, not of a DDP wrapper
     sums: dict[str, float] = {}
     for step, (inputs, targets) in enumerate(batches):
+        if before_step is not None:
+            before_step(step)
         inputs, targets = inputs.to(device), targets.to(device)
         with parametrize.cached(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(inputs)

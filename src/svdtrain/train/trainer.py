@@ -22,6 +22,7 @@ from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metri
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.train.run_data import Data
 from svdtrain.train.run_folder import STAGES, RunFolder
+from svdtrain.train.schedule import decay_factor
 
 
 class Trainer:
@@ -64,15 +65,17 @@ class Trainer:
             return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
         return torch.optim.Adam(groups, lr=lr)
 
-    def _set_lr(self, optimizer: torch.optim.Optimizer, epoch: int, epochs: int) -> None:
-        """Step decay: lr_gamma once per milestone reached (milestones below 1 are fractions of
-        the stage). Set per epoch from the epoch alone, so a rebuilt optimizer or a resumed
-        stage lands on the same rate."""
+    def _lr_setter(self, optimizer: torch.optim.Optimizer, epoch: int, epochs: int, steps: int) -> Callable[[int], None]:
+        """Sets each group's rate before the epoch's ``step``-th step (step decay, schedule.py),
+        from its initial rate, so a rebuilt optimizer or a resumed stage lands on the same rate."""
         o = self.config.optim
-        milestones = {round(m * epochs) if m < 1 else int(m) for m in o.lr_milestones} - {0}
-        factor = o.lr_gamma ** sum(epoch >= m for m in milestones)
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+
+        def set_lr(step: int) -> None:
+            factor = decay_factor(o.lr_milestones, o.lr_gamma, epoch * steps + step, epochs, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+        return set_lr
 
     def fit(
         self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
@@ -106,7 +109,8 @@ class Trainer:
             net = self._net(model)
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
-                self._set_lr(optimizer, epoch, epochs)
+                set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches))
+                set_lr(0)
                 if before_epoch is not None:
                     before_epoch(model, epoch)
                 self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
@@ -117,7 +121,8 @@ class Trainer:
                     metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
                                           o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None,
                                           precision=o.precision,
-                                          all_true=self.dist.all_true if self.dist.enabled else None)  # fmt: skip
+                                          all_true=self.dist.all_true if self.dist.enabled else None,
+                                          before_step=set_lr)  # fmt: skip
                 except TrainingDiverged as diverged:
                     kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
                     raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
