@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=0, help="training images (0: all)")
     parser.add_argument("--svd-epochs", type=int, help="SVD-training epochs (default: the preset's)")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the preset's)")
+    parser.add_argument("--distill-weight", type=float,
+                        help="distillation weight of every method's fine-tuning (default: the preset's)")  # fmt: skip
     parser.add_argument("--reductions", default="3", help="MACs reduction targets, e.g. 2,3")
     parser.add_argument("--seeds", default="0", help="e.g. 0,1")
     parser.add_argument("--methods", default="paper,truncated,truncated-whiten", help=f"from: {', '.join(METHODS)}")
@@ -205,8 +207,10 @@ def main() -> None:
         args.reductions = "1.5"
     if args.checkpoint:
         base["checkpoint"] = args.checkpoint
-    for flag in ("train_limit", "svd_epochs", "finetune_epochs"):
-        if getattr(args, flag):
+    if args.train_limit:
+        base["train_limit"] = args.train_limit
+    for flag in ("svd_epochs", "finetune_epochs", "distill_weight"):
+        if getattr(args, flag) is not None:
             base[flag] = getattr(args, flag)
     rows = []
     print(f"{'method':<18} {'target':>6} {'seed':>4} {'pruned':>8} {'final':>8} {'MACs':>12}", flush=True)
