@@ -50,8 +50,8 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
             shown = f"{shown}; {BUDGET_RECIPE[flag]} in the budget recipe"
         groups[option.section].add_argument(
             "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
-            type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})",
-        )  # fmt: skip
+            type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})".replace("%", "%%"),
+        )  # fmt: skip  (argparse formats help with %)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class OptimConfig(Section):
                               check=non_negative)  # fmt: skip
     lr_milestones: list[float] = option([81, 122], "epochs of each stage where lr is multiplied by lr_gamma; "
                                         "values below 1 are fractions of the stage, counted in steps (0.75 of a "
-                                        "1-epoch stage drops at 75% of its steps)", check=_non_negative_list)  # fmt: skip
+                                        "1-epoch stage: three quarters into it)", check=_non_negative_list)  # fmt: skip
     lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=positive)
     precision: str = option("fp32", "bf16: train under bfloat16 autocast (the factor products, Gram matrices and "
                             "Hoyer ratio stay float32); evaluation stays float32", choices=("fp32", "bf16"))
