@@ -123,20 +123,20 @@ class ConvKind(WeightKind):
 
     def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
         """Channel-wise: the input patches (in*k per output position), as F.unfold lays them out,
-        which is the kernel's own (in, *k) order. Spatial-wise columns mix output channels:
-        no input vectors to see."""
+        which is the kernel's own (in, *k) order. Spatial-wise: the vertical patches (in*kh) the
+        first thin conv sees at every row it computes and every input column, in M's (in, kh)
+        row order; summing them over the kw columns an output reads treats those columns as
+        independent (the cross-column correlations are left out)."""
         x = inputs[0] if inputs else kwargs.get("input")
-        if view_of(module, name) != "channel" or not isinstance(x, torch.Tensor) or module.padding_mode != "zeros":
+        if not isinstance(x, torch.Tensor) or module.padding_mode != "zeros" or module.padding == "same":
             return None
-        if isinstance(module.padding, str):
-            if module.padding == "same":
-                return None
-            padding = (0,) * len(module.kernel_size)
-        else:
-            padding = module.padding
+        padding = (0,) * len(module.kernel_size) if module.padding == "valid" else module.padding
         if x.dim() == len(module.kernel_size) + 1:  # unbatched
             x = x.unsqueeze(0)
-        if len(module.kernel_size) == 1:  # F.unfold is 2-d only: a 1-d conv is a 2-d one of height 1
+        if view_of(module, name) == "spatial":
+            kernel = (module.kernel_size[0], 1)
+            extra = dict(dilation=(module.dilation[0], 1), padding=(padding[0], 0), stride=(module.stride[0], 1))
+        elif len(module.kernel_size) == 1:  # F.unfold is 2-d only: a 1-d conv is a 2-d one of height 1
             x, kernel = x.unsqueeze(2), (1, *module.kernel_size)
             extra = dict(dilation=(1, *module.dilation), padding=(0, *padding), stride=(1, *module.stride))
         else:
@@ -144,6 +144,9 @@ class ConvKind(WeightKind):
             extra = dict(dilation=module.dilation, padding=padding, stride=module.stride)
         patches = torch.nn.functional.unfold(x, kernel, **extra)  # (B, in*k, positions)
         return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+    def inputs_enter_rows(self, module: nn.Module, name: str) -> bool:
+        return view_of(module, name) == "spatial"
 
     def deploy(self, module: nn.Module, pairs: dict[str, Factors]) -> nn.Module:
         return conv_pair(module, view_of(module, "weight"), pairs["weight"]) if "weight" in pairs else module

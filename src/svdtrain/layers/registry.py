@@ -73,9 +73,15 @@ class WeightKind:
 
     def matrix_inputs(self, module: nn.Module, name: str, inputs: tuple, kwargs: dict) -> torch.Tensor | None:
         """The vectors weight ``name``'s matrix multiplies in this call, as rows (N, n) (its
-        outputs are rows @ matrix.T), for activation-aware truncation; None where they cannot be
-        seen from the module's inputs (a recurrent W_hh, a spatial-wise conv kernel)."""
+        outputs are rows @ matrix.T, or rows @ matrix where :meth:`inputs_enter_rows`), for
+        activation-aware truncation; None where they cannot be seen from the module's inputs
+        (a recurrent W_hh)."""
         return None
+
+    def inputs_enter_rows(self, module: nn.Module, name: str) -> bool:
+        """Whether :meth:`matrix_inputs` multiply the matrix's rows rather than its columns (a
+        spatial-wise conv: its vertical patches meet M (in*kh, out*kw) from the left)."""
+        return False
 
     def product_macs(self, module: nn.Module, inputs: tuple, kwargs: dict) -> int | None:
         """MACs of weightless products the module runs itself (attention scores and values),

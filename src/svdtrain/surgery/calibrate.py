@@ -33,10 +33,12 @@ class InputStats:
     gram: torch.Tensor  # (n, n) float64: sum of x xᵀ (each batch's product in float32)
     abs_sum: torch.Tensor  # (n,) float64: sum of |x|
     count: int = 0
+    rows: bool = False  # the inputs meet the matrix's rows (outputs x @ M), not its columns (M x)
 
     @classmethod
-    def empty(cls, n: int, device: torch.device) -> InputStats:
-        return cls(torch.zeros(n, n, dtype=torch.float64, device=device), torch.zeros(n, dtype=torch.float64, device=device))
+    def empty(cls, n: int, device: torch.device, rows: bool = False) -> InputStats:
+        zeros = torch.zeros(n, n, dtype=torch.float64, device=device)
+        return cls(zeros, torch.zeros(n, dtype=torch.float64, device=device), rows=rows)
 
     @torch.no_grad()
     def add(self, rows: torch.Tensor) -> None:
@@ -93,6 +95,11 @@ class Calibration:
         root = eigenvalues.clamp_min(float(eigenvalues.max()) * 1e-12).sqrt()
         return Q * root, (Q / root).T
 
+    def _oriented(self, name: str, layer: FactoredWeight) -> torch.Tensor:
+        """The matrix W with the inputs on its columns (W x): a row-input matrix transposed."""
+        matrix = layer.matrix().double()
+        return matrix.T if self.stats[name].rows else matrix
+
     @torch.no_grad()
     def output_spectrum(self, name: str, layer: FactoredWeight) -> torch.Tensor:
         """Singular values of W S (descending): what each direction contributes to the outputs.
@@ -100,18 +107,21 @@ class Calibration:
         transform = self.transform(name)
         if transform is None:
             return layer.s.detach().abs().double().sort(descending=True).values
-        return torch.linalg.svdvals(layer.matrix().double() @ transform[0])
+        return torch.linalg.svdvals(self._oriented(name, layer) @ transform[0])
 
     @torch.no_grad()
     def truncate_(self, name: str, layer: FactoredWeight, rank: int) -> None:
         """Replace ``layer``'s factors by the rank-``rank`` matrix closest to it on the
         calibration inputs, as orthonormal U, Vh and its singular values s."""
         S, S_inv = self.transform(name)
-        U, sigma, Vh = torch.linalg.svd(layer.matrix().double() @ S, full_matrices=False)
+        U, sigma, Vh = torch.linalg.svd(self._oriented(name, layer) @ S, full_matrices=False)
         U, sigma, right = U[:, :rank], sigma[:rank], Vh[:rank] @ S_inv  # W_r = U diag(σ) right
         Q, R = torch.linalg.qr(right.T)  # right = Rᵀ Qᵀ, Q (n, r) orthonormal
         inner_U, s, inner_Vh = torch.linalg.svd(sigma[:, None] * R.T)  # diag(σ) Rᵀ, (r, r)
-        layer.set_factors_(U @ inner_U, s, inner_Vh @ Q.T)
+        left, right = U @ inner_U, inner_Vh @ Q.T  # W_r = left diag(s) right
+        if self.stats[name].rows:  # the layer's matrix is W_rᵀ = rightᵀ diag(s) leftᵀ
+            left, right = right.T, left.T
+        layer.set_factors_(left, s, right)
 
 
 def _call(model: nn.Module, batch: object) -> None:
@@ -132,8 +142,9 @@ def calibrate(
     ``(inputs, targets)`` pairs, or dicts of keyword inputs), run in eval mode.
 
     Weights whose inputs cannot be seen from their module's call (an LSTM's W_hh or deeper
-    W_ih, a spatial-wise conv, cross-attention's packed projection) get none and are later
-    truncated by their own singular values.
+    W_ih, cross-attention's packed projection) get none and are later truncated by their own
+    singular values. A spatial-wise conv's statistics are of its vertical patches, which meet
+    its matrix from the left.
 
     Raises:
         ValueError: no factored weights, an unknown method, or no batch at all.
@@ -145,12 +156,15 @@ def calibrate(
         by_module.setdefault(id(layer.module), []).append((name, layer))
 
     def record(module, args, kwargs):
+        kind = kind_for(module)
         for name, layer in by_module[id(module)]:
-            rows = kind_for(module).matrix_inputs(module, layer.param, args, kwargs)
-            if rows is None or rows.shape[-1] != layer.shape[1]:
+            rows = kind.matrix_inputs(module, layer.param, args, kwargs)
+            enter_rows = kind.inputs_enter_rows(module, layer.param)
+            n = layer.shape[0] if enter_rows else layer.shape[1]
+            if rows is None or rows.shape[-1] != n:
                 continue
             if name not in calibration.stats:
-                calibration.stats[name] = InputStats.empty(layer.shape[1], rows.device)
+                calibration.stats[name] = InputStats.empty(n, rows.device, rows=enter_rows)
             calibration.stats[name].add(rows)
 
     modules = {id(layer.module): layer.module for layer in layers.values()}
