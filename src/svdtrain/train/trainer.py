@@ -110,7 +110,6 @@ class Trainer:
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
                 set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches))
-                set_lr(0)
                 if before_epoch is not None:
                     before_epoch(model, epoch)
                 self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
