@@ -40,6 +40,14 @@ def test_truncation_on_the_calibration_inputs_beats_plain_truncation(method, at_
     assert (layer.s[:-1] >= layer.s[1:]).all() and (layer.s > 0).all()
 
 
+def _best_on_inputs(W: torch.Tensor, X: torch.Tensor, rank: int) -> torch.Tensor:
+    """The rank-``rank`` matrix minimizing ||(W - W_r) X|| in closed form, through a Cholesky
+    factor of X Xᵀ (SVD-LLM's own construction)."""
+    L = torch.linalg.cholesky(X @ X.T)
+    U, s, Vh = torch.linalg.svd(W @ L)
+    return (U[:, :rank] * s[:rank]) @ Vh[:rank] @ torch.linalg.inv(L)
+
+
 def test_whitening_reaches_the_optimum_of_the_output_error():
     """With an undamped Gram, no rank-r matrix does better on the calibration inputs: compare
     with the closed form through a Cholesky factor (SVD-LLM's own construction)."""
@@ -47,10 +55,7 @@ def test_whitening_reaches_the_optimum_of_the_output_error():
     dense, x = nn.Linear(16, 12, bias=False), _correlated(400, 16)
     model = svdtrain.decompose(copy.deepcopy(dense))
     svdtrain.prune(model, rank=4, calibration=svdtrain.calibrate(model, [x], damping=0.0))
-    W, X = dense.weight.detach().double(), x.double().T
-    L = torch.linalg.cholesky(X @ X.T)
-    U, s, Vh = torch.linalg.svd(W @ L)
-    best = (U[:, :4] * s[:4]) @ Vh[:4] @ torch.linalg.inv(L)
+    best = _best_on_inputs(dense.weight.detach().double(), x.double().T, 4)
     torch.testing.assert_close(model.weight.detach().double(), best, atol=1e-4, rtol=1e-4)
 
 
@@ -102,10 +107,7 @@ def test_a_spatial_conv_of_width_one_is_whitened_to_the_optimum():
     calibration = svdtrain.calibrate(model, [x], damping=0.0)
     assert calibration.stats["weight"].rows
     svdtrain.prune(model, rank=2, calibration=calibration)
-    X = rows.double().T
-    L = torch.linalg.cholesky(X @ X.T)
-    U, s, Vh = torch.linalg.svd(L.T @ M.double())
-    best = torch.linalg.inv(L.T) @ (U[:, :2] * s[:2]) @ Vh[:2]
+    best = _best_on_inputs(M.double().T, rows.double().T, 2).T  # the inputs meet M from the left
     torch.testing.assert_close(svdtrain.factored_weights(model)["weight"].matrix().detach().double(), best,
                                atol=1e-4, rtol=1e-4)  # fmt: skip
 
