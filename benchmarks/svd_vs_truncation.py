@@ -10,7 +10,8 @@ from the dense model, BatchNorm re-estimated after every cut):
   truncated-whiten  the same, truncated activation-aware (SVD-LLM whitening on training batches)
   truncated-scale   the same with ASVD's activation scaling
   <levers>          the paper's recipe with one change or several (LEVERS below); all-no-X
-                    is the budget recipe's five levers but X (the leave-one-out ablation)
+                    is the budget recipe's five levers but X (the leave-one-out ablation);
+                    runlr: one learning-rate schedule over SVD training and fine-tuning
   default           what the product does with the preset and a MACs target (the budget recipe)
   torch-pruning     structured filter pruning (Torch-Pruning, L1 magnitude) of the dense
                     model to the same MACs, fine-tuned for all epochs with the same distillation
@@ -62,7 +63,9 @@ LEVERS = {
     "tail": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0},
     "tail-grad": {"budget_tail": True, "sparsity_weight": 1.0},
     "tail-gradual": {"budget_tail": True, "proximal": True, "sparsity_weight": 2.0, "gradual": True},
+    "runlr": {"lr_schedule": "run"},
     "all": ALL_LEVERS,
+    "all-runlr": {**ALL_LEVERS, "lr_schedule": "run"},
     **{f"all-no-{name}": {flag: value for flag, value in ALL_LEVERS.items() if flag not in lever}
        for name, lever in BUDGET_LEVERS.items()},  # fmt: skip
 }

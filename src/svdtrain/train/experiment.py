@@ -34,6 +34,7 @@ from svdtrain.train.run_data import Data, load_data
 from svdtrain.train.run_folder import STAGES, RunFolder
 from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.train.sample import sample_text
+from svdtrain.train.schedule import shared_span
 from svdtrain.train.trainer import Trainer
 
 __all__ = ["STAGES", "Experiment"]
@@ -199,7 +200,8 @@ class Experiment:
 
         history = self.trainer.fit("svd_train", model, t.epochs, regularization, s_lr_scale=t.s_lr_scale,
                                    distillation=self.distillation if t.distill else None, before_epoch=before_epoch,
-                                   after_epoch=self.pruner.gradual_step if t.gradual else None)  # fmt: skip
+                                   after_epoch=self.pruner.gradual_step if t.gradual else None,
+                                   lr_span=self._lr_span("svd_train"))  # fmt: skip
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
                         seconds=time.perf_counter() - started, **self._last_or_evaluate(history, model))  # fmt: skip
@@ -224,9 +226,13 @@ class Experiment:
         model, _ = self.load_stage("prune")
         regularization = Regularization(ortho_weight=c.svd_train.ortho_weight, every=c.svd_train.regularize_every)
         history = self.trainer.fit("finetune", model, f.epochs, regularization, lr=f.lr or c.optim.lr,
-                                   distillation=self.distillation)  # fmt: skip
+                                   distillation=self.distillation, lr_span=self._lr_span("finetune"))  # fmt: skip
         self.save_stage("finetune", model, history=history, seconds=time.perf_counter() - started,
                         **self._last_or_evaluate(history, model))  # fmt: skip
+
+    def _lr_span(self, stage: str) -> tuple[int, int] | None:
+        c = self.config
+        return shared_span(c.optim.lr_schedule, stage, c.svd_train.epochs, c.finetune.epochs)
 
     def run_export(self) -> None:
         self.data  # every process: loading the data is collective the first time  # noqa: B018

@@ -65,13 +65,15 @@ class Trainer:
             return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
         return torch.optim.Adam(groups, lr=lr)
 
-    def _lr_setter(self, optimizer: torch.optim.Optimizer, epoch: int, epochs: int, steps: int) -> Callable[[int], None]:
+    def _lr_setter(self, optimizer: torch.optim.Optimizer, epoch: int, epochs: int, steps: int,
+                   lr_span: tuple[int, int] | None) -> Callable[[int], None]:  # fmt: skip
         """Sets each group's rate before the epoch's ``step``-th step (step decay, schedule.py),
         from its initial rate, so a rebuilt optimizer or a resumed stage lands on the same rate."""
         o = self.config.optim
+        before, span = lr_span or (0, epochs)
 
         def set_lr(step: int) -> None:
-            factor = decay_factor(o.lr_milestones, o.lr_gamma, epoch * steps + step, epochs, steps)
+            factor = decay_factor(o.lr_milestones, o.lr_gamma, (before + epoch) * steps + step, span, steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
 
@@ -81,9 +83,12 @@ class Trainer:
         self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
         distillation: Distillation | None = None, s_lr_scale: float = 1.0,
         before_epoch: Callable[[nn.Module, int], None] | None = None,
-        after_epoch: Callable[[nn.Module, int], bool] | None = None,
+        after_epoch: Callable[[nn.Module, int], bool] | None = None, lr_span: tuple[int, int] | None = None,
     ) -> list[dict]:  # fmt: skip
         """Train ``model`` in place for ``epochs`` (at ``lr``, default optim's); returns the history.
+
+        ``lr_span``, (epochs before this stage, epochs in all), places the stage in a learning-rate
+        schedule it shares with other stages (schedule.py); None: the stage's own.
 
         ``before_epoch(model, epoch)`` runs before each epoch (on the resumed model too);
         ``after_epoch(model, epochs_done)`` after each, returning True when it replaced
@@ -109,7 +114,7 @@ class Trainer:
             net = self._net(model)
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
-                set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches))
+                set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches), lr_span)
                 if before_epoch is not None:
                     before_epoch(model, epoch)
                 self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order

@@ -17,6 +17,7 @@ from svdtrain.train.distill import check_distillation
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
 RECIPES = ("auto", "budget", "paper")  # see recipe.py
+LR_SCHEDULES = ("stage", "run")  # see schedule.py
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -108,6 +109,10 @@ class OptimConfig(Section):
                                         "values below 1 are fractions of the stage, counted in steps (0.75 of a "
                                         "1-epoch stage: three quarters into it)", check=_non_negative_list)  # fmt: skip
     lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=positive)
+    lr_schedule: str = option("stage", "stage: lr_milestones restart in every stage (the paper's); run: SVD "
+                              "training and fine-tuning share one schedule, the milestones counted over both "
+                              "(fine-tuning goes on from where SVD training left the rate)",
+                              choices=LR_SCHEDULES)  # fmt: skip
     precision: str = option("fp32", "bf16: train under bfloat16 autocast (the factor products, Gram matrices and "
                             "Hoyer ratio stay float32); evaluation stays float32", choices=("fp32", "bf16"))
     compile: bool = option(False, "torch.compile the model for training (the first steps compile)")
