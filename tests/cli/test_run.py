@@ -257,6 +257,8 @@ def test_presets_shows_what_a_preset_does(capsys):
     assert main(["presets", "cpu-resnet20-channel-hoyer"]) == 0
     out = capsys.readouterr().out
     assert "budget recipe" in out.splitlines()[-1] and "calibration: whiten" in out  # what its target adds
+    assert main(["presets", "cpu-resnet20-spatial-hoyer"]) == 0
+    assert "truncation recipe" in capsys.readouterr().out.splitlines()[-1]  # what measured best spatial-wise
     assert main(["presets", "smoke"]) == 0  # an energy rule: nothing added
     assert "budget recipe" not in capsys.readouterr().out
 

@@ -192,3 +192,22 @@ def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(t
     language = resolve_config("smoke-lm")  # a target, but a language model: measured worse there
     assert language.prune.target_reduction and language.prune.calibration == "none"
     assert resolve_config("smoke-lm", overrides={"recipe": "budget"}).prune.calibration == "whiten"
+
+
+def test_a_spatial_wise_target_brings_the_truncation_recipe():
+    from svdtrain.train.config import TRUNCATION_RECIPE
+
+    target = {"target_reduction": 2.0, "energy": 0.0, "scheme": "spatial", "svd_epochs": 3, "finetune_epochs": 2}
+    truncation = resolve_config("smoke", overrides=target)
+    assert truncation.svd_train.recipe == "truncation"  # named in the run's config.json
+    assert (truncation.svd_train.epochs, truncation.finetune.epochs) == (0, 5)  # the same epochs, all fine-tuning
+    assert all(truncation.flat()[flag] == value for flag, value in TRUNCATION_RECIPE.items())
+    assert not truncation.svd_train.gradual and truncation.svd_train.s_lr_scale == 1.0
+    budget = resolve_config("smoke", overrides={**target, "recipe": "budget"})  # SVD training when asked
+    assert (budget.svd_train.epochs, budget.finetune.epochs, budget.svd_train.gradual) == (3, 2, True)
+    assert resolve_config("smoke", overrides={**target, "scheme": "channel"}).svd_train.recipe == "budget"
+    assert resolve_config("smoke", overrides={**target, "target_reduction": 0.0}).svd_train.recipe == "paper"
+    resumed = resolve_config("smoke", overrides=target, unset=truncation.flat())  # the sources name 3 + 2 again
+    assert resumed.flat() == truncation.flat()
+    asked = resolve_config("smoke", overrides={"recipe": "truncation", "svd_epochs": 3, "finetune_epochs": 2})
+    assert (asked.svd_train.epochs, asked.finetune.epochs, asked.prune.calibration) == (0, 5, "whiten")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from svdtrain.train.config import load_preset, preset_names, preset_path, with_budget_recipe
+from svdtrain.train.config import chosen_recipe, load_preset, preset_names, preset_path, with_recipe
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +17,11 @@ def run(args: argparse.Namespace) -> int:
     if args.name:
         print(preset_path(args.name).read_text().rstrip())
         flags = load_preset(args.name)
-        added = {flag: value for flag, value in with_budget_recipe(flags).items() if flag not in flags}
-        if added:
-            settings = ", ".join(f"{flag}: {value}" for flag, value in added.items())
-            print(f"# and, since it sets a target, the budget recipe where it does not say otherwise: {settings}")
+        changed = {flag: value for flag, value in with_recipe(flags).items()
+                   if flags.get(flag, ...) != value and flag != "recipe"}  # fmt: skip
+        if changed:
+            settings = ", ".join(f"{flag}: {value}" for flag, value in changed.items())
+            print(f"# and, since it sets a target, the {chosen_recipe(flags)} recipe: {settings}")
     else:
         print("\n".join(preset_names()))
     return 0

@@ -1,13 +1,18 @@
-"""The budget recipe: how an image model with a MACs or speed target trains unless its preset,
-config file or flags say otherwise (``recipe: auto``, the default; ``budget`` always, ``paper``
-never).
+"""The recipes: how a run with a MACs or speed target trains unless its preset, config file or
+flags say otherwise (``recipe: auto``, the default; ``budget``, ``truncation`` or ``paper``
+asked for by name).
 
 Measured against plain and activation-aware truncation at the same MACs and epochs
-(BENCHMARKS.md section 11): on ResNet-20 the paper's recipe alone (one cut after SVD training,
-sparsity blind to the budget) lost to truncation; these levers together beat both. On the
-small GPT they did worse than the paper's recipe (section 11, language models), so language
-models keep it, as does any run without a target (an energy or threshold rule, as the paper's
-presets): the options' own defaults, every lever off.
+(BENCHMARKS.md section 11), ResNet-20 at 3x fewer MACs, two seeds each:
+
+- channel-wise, the paper's recipe alone (one cut after SVD training, sparsity blind to the
+  budget) lost to truncation; the budget recipe's levers together beat both truncations;
+- spatial-wise, where a cut costs less, activation-aware truncation with every epoch spent
+  fine-tuning beat the budget recipe (by 0.29 points), so ``auto`` gives spatial-wise runs the
+  truncation recipe;
+- on the small GPT the budget recipe did worse than the paper's, so language models keep it,
+  as does any run without a target (an energy or threshold rule, as the paper's presets): the
+  options' own defaults, every lever off.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from svdtrain.models import is_language_model
+from svdtrain.train.config.run_config import OPTIONS
 
 BUDGET_RECIPE: dict[str, Any] = {
     "gradual": True,  # cut towards the target after every SVD-training epoch (target_reduction only)
@@ -24,20 +30,40 @@ BUDGET_RECIPE: dict[str, Any] = {
     "distill": True,  # ... and during SVD training (unless distillation is set off)
     "calibration": "whiten",  # cut what the layer's outputs miss least (SVD-LLM whitening)
 }
+# No SVD training: its epochs are spent fine-tuning the activation-aware truncation instead.
+TRUNCATION_RECIPE: dict[str, Any] = {"distill_weight": 0.9, "calibration": "whiten"}
 
 
-def with_budget_recipe(flags: dict[str, Any]) -> dict[str, Any]:
-    """``flags`` (the options a preset, file or command line set) with the budget recipe filling
-    in those left unset, where their ``recipe`` asks for it (``auto``: an image model with a
-    target); otherwise ``flags`` as is."""
+def chosen_recipe(flags: dict[str, Any]) -> str:
+    """The recipe ``flags`` (the options a preset, file or command line set) run with."""
     recipe = flags.get("recipe", "auto")
-    has_target = bool(flags.get("target_reduction") or flags.get("target_speedup"))
-    language = is_language_model(flags.get("model", ""))
-    if recipe == "paper" or (recipe == "auto" and (language or not has_target)):
-        return flags
+    if recipe != "auto":
+        return recipe
+    if is_language_model(flags.get("model", "")) or not (flags.get("target_reduction") or flags.get("target_speedup")):
+        return "paper"
+    return "truncation" if flags.get("scheme") == "spatial" else "budget"
+
+
+def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
+    """``flags`` with their recipe's values filling in the options left unset, and the recipe
+    named (so the run folder's config says which one ran, and a resumed run keeps it)."""
+    recipe = chosen_recipe(flags)
+    if recipe == "truncation":
+        return epochs_moved({**TRUNCATION_RECIPE, **flags, "recipe": recipe})
+    if recipe == "paper":
+        return {**flags, "recipe": recipe}
     values = dict(BUDGET_RECIPE)
     if not flags.get("target_reduction"):
         del values["gradual"]  # gradual cuts step towards a MACs factor
     if flags.get("distill_weight") == 0:
         del values["distill"]  # distillation set off stays off
-    return {**values, **flags}
+    return {**values, **flags, "recipe": recipe}
+
+
+def epochs_moved(flags: dict[str, Any]) -> dict[str, Any]:
+    """Under the truncation recipe, the SVD-training epochs fine-tune instead (the same epochs
+    in all); the same on a resumed run, whose sources name the epochs as they did at its start."""
+    if flags.get("recipe") != "truncation":
+        return flags
+    epochs = {flag: flags.get(flag, OPTIONS[flag].default) for flag in ("svd_epochs", "finetune_epochs")}
+    return {**flags, "svd_epochs": 0, "finetune_epochs": epochs["svd_epochs"] + epochs["finetune_epochs"]}

@@ -16,7 +16,7 @@ from svdtrain.train.distill import check_distillation
 
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
-RECIPES = ("auto", "budget", "paper")  # see recipe.py
+RECIPES = ("auto", "budget", "truncation", "paper")  # see recipe.py
 LR_SCHEDULES = ("stage", "run")  # see schedule.py
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -144,9 +144,11 @@ class SVDTrainConfig(Section):
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
                            "distill_weight and temperature)")  # fmt: skip
     recipe: str = option("auto", "budget: unset levers take the budget recipe's values (gradual, macs_weighted, "
-                         "s_lr_scale, distill, distill_weight, calibration); paper: their own defaults, every "
-                         "lever off; auto: budget for an image model with a MACs or speed target (measured better there, "
-                         "worse on a small GPT)", choices=RECIPES)  # fmt: skip
+                         "s_lr_scale, distill, distill_weight, calibration); truncation: no SVD training, its epochs "
+                         "fine-tune the activation-aware truncation (calibration whiten, distill_weight 0.9); paper: "
+                         "the options' own defaults, every lever off; auto: for an image model with a MACs or speed "
+                         "target, budget channel-wise and truncation spatial-wise (measured best there), else paper",
+                         choices=RECIPES)  # fmt: skip
 
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:

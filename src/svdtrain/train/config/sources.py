@@ -1,4 +1,4 @@
-"""Where a config comes from: defaults <- budget recipe <- preset <- config file <- command line.
+"""Where a config comes from: defaults <- recipe (recipe.py) <- preset <- config file <- command line.
 
 A source is a mapping of sections (``prune: {energy: 0.01}``) and/or flags (``energy: 0.01``);
 each is reduced to ``{flag: value}`` with every key and type checked, naming the source.
@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config.recipe import with_budget_recipe
+from svdtrain.train.config.recipe import epochs_moved, with_recipe
 from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
@@ -104,7 +104,7 @@ def resolve_config(
     preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
     unset: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Defaults <- (the budget recipe, for a run with a MACs or speed target) <- preset <- config
+    """Defaults <- (the recipe, for a run with a MACs or speed target: recipe.py) <- preset <- config
     file <- overrides, validated. ``unset`` (flags: a resumed run's saved config) gives the
     options no source sets instead of the recipe and defaults, so a run continues as it began."""
     values: dict[str, Any] = {}
@@ -114,4 +114,4 @@ def resolve_config(
         values = merge(values, read_yaml(Path(config_file)), str(config_file))
     if overrides:
         values = merge(values, overrides, "the command line")
-    return RunConfig.from_flags({**unset, **values} if unset is not None else with_budget_recipe(values))
+    return RunConfig.from_flags(epochs_moved({**unset, **values}) if unset is not None else with_recipe(values))
