@@ -12,7 +12,8 @@ from the dense model, BatchNorm re-estimated after every cut):
   <levers>          the paper's recipe with one change or several (LEVERS below); all-no-X
                     is the budget recipe's five levers but X (the leave-one-out ablation);
                     runlr: one learning-rate schedule over SVD training and fine-tuning
-  default           what the product does with the preset and a MACs target (the budget recipe)
+  default           what the product does with the preset and a MACs target (recipe auto:
+                    the budget recipe channel-wise, the truncation recipe spatial-wise)
   torch-pruning     structured filter pruning (Torch-Pruning, L1 magnitude) of the dense
                     model to the same MACs, fine-tuned for all epochs with the same distillation
 

@@ -211,3 +211,13 @@ def test_a_spatial_wise_target_brings_the_truncation_recipe():
     assert resumed.flat() == truncation.flat()
     asked = resolve_config("smoke", overrides={"recipe": "truncation", "svd_epochs": 3, "finetune_epochs": 2})
     assert (asked.svd_train.epochs, asked.finetune.epochs, asked.prune.calibration) == (0, 5, "whiten")
+
+
+@pytest.mark.parametrize("named", [{}, {"svd_epochs": 3}, {"finetune_epochs": 2}, {"svd_epochs": 3, "finetune_epochs": 2}])
+def test_a_resumed_truncation_run_moves_the_epochs_its_sources_name_as_at_its_start(named):
+    sources = {"model": "digits_cnn", "dataset": "digits", "scheme": "spatial", "target_reduction": 2.0, **named}
+    started = resolve_config(overrides=sources)
+    assert started.svd_train.recipe == "truncation" and started.svd_train.epochs == 0
+    assert resolve_config(overrides=sources, unset=started.flat()).flat() == started.flat()
+    again = resolve_config(overrides={**sources, "recipe": "auto"}, unset=started.flat())  # auto named: resolved
+    assert again.flat() == started.flat()

@@ -67,7 +67,7 @@ def saved_config(folder: RunFolder) -> RunConfig | None:
 def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:
     """Preset/file/flags; for a lone stage with none given, the run folder's config.json. When
     ``continuing`` a run folder that has a config, the options no source sets keep its values
-    (the defaults and the budget recipe of the day it started)."""
+    (the defaults and the recipe of the day it started)."""
     folder = RunFolder(args.out) if args.out else None
     saved = saved_config(folder) if folder and (continuing or not (args.preset or args.config)) else None
     if saved is not None and not (args.preset or args.config):

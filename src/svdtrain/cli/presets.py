@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
                    if flags.get(flag, ...) != value and flag != "recipe"}  # fmt: skip
         if changed:
             settings = ", ".join(f"{flag}: {value}" for flag, value in changed.items())
-            print(f"# and, since it sets a target, the {chosen_recipe(flags)} recipe: {settings}")
+            why = "its" if "recipe" in flags else "since it sets a target, the"
+            print(f"# and, {why} {chosen_recipe(flags)} recipe: {settings}")
     else:
         print("\n".join(preset_names()))
     return 0

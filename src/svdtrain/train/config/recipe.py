@@ -49,7 +49,7 @@ def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
     named (so the run folder's config says which one ran, and a resumed run keeps it)."""
     recipe = chosen_recipe(flags)
     if recipe == "truncation":
-        return epochs_moved({**TRUNCATION_RECIPE, **flags, "recipe": recipe})
+        return {**TRUNCATION_RECIPE, **flags, "recipe": recipe, **_epochs_moved(flags)}
     if recipe == "paper":
         return {**flags, "recipe": recipe}
     values = dict(BUDGET_RECIPE)
@@ -60,10 +60,17 @@ def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
     return {**values, **flags, "recipe": recipe}
 
 
-def epochs_moved(flags: dict[str, Any]) -> dict[str, Any]:
-    """Under the truncation recipe, the SVD-training epochs fine-tune instead (the same epochs
-    in all); the same on a resumed run, whose sources name the epochs as they did at its start."""
-    if flags.get("recipe") != "truncation":
-        return flags
-    epochs = {flag: flags.get(flag, OPTIONS[flag].default) for flag in ("svd_epochs", "finetune_epochs")}
-    return {**flags, "svd_epochs": 0, "finetune_epochs": epochs["svd_epochs"] + epochs["finetune_epochs"]}
+def resumed_with_recipe(saved: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run's flags: the ``saved`` values for the options ``flags`` (its sources) leave
+    unset, a recipe the sources name resolved as at the start, and the truncation recipe's epochs
+    moved again from what the sources name (the saved ones are already moved)."""
+    merged = {**saved, **flags}
+    if flags.get("recipe") == "auto":
+        merged["recipe"] = chosen_recipe(merged)
+    return {**merged, **_epochs_moved(flags)} if merged.get("recipe") == "truncation" else merged
+
+
+def _epochs_moved(flags: dict[str, Any]) -> dict[str, int]:
+    """The truncation recipe's epochs: the SVD-training ones fine-tune instead (the same in all)."""
+    svd, finetune = (flags.get(flag, OPTIONS[flag].default) for flag in ("svd_epochs", "finetune_epochs"))
+    return {"svd_epochs": 0, "finetune_epochs": svd + finetune}

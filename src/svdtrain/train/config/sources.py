@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config.recipe import epochs_moved, with_recipe
+from svdtrain.train.config.recipe import resumed_with_recipe, with_recipe
 from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
@@ -114,4 +114,4 @@ def resolve_config(
         values = merge(values, read_yaml(Path(config_file)), str(config_file))
     if overrides:
         values = merge(values, overrides, "the command line")
-    return RunConfig.from_flags(epochs_moved({**unset, **values}) if unset is not None else with_recipe(values))
+    return RunConfig.from_flags(resumed_with_recipe(unset, values) if unset is not None else with_recipe(values))
