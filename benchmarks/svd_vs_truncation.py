@@ -125,7 +125,8 @@ def one_run(preset: str, method: str, out: Path, overrides: dict, reduction: flo
     epochs = (config.svd_train.epochs, config.finetune.epochs)
     overrides = {**overrides, "target_reduction": reduction}
     if method == "torch-pruning":
-        result = torch_pruning_run(preset, out, overrides, reduction, quiet)
+        paper = {**overrides, "recipe": "paper"}  # distilled as the preset says, as every other method
+        result = torch_pruning_run(preset, out, paper, reduction, quiet)
         metric = "loss" if config.task == "language_modeling" else "accuracy"
         return {"final": result[metric], "pruned": result["pruned"], "macs": result["macs"], "metric": metric}
     run_preset(preset, out, {**overrides, **method_overrides(method, epochs)}, quiet=quiet)
