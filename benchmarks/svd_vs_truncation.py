@@ -144,7 +144,7 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method in dict.fromkeys(row["method"] for row in rows):
+    for method in sorted({row["method"] for row in rows}):  # sorted: a method keeps its colour across plots
         mine = [row for row in rows if row["method"] == method]
         points = {}
         for row in mine:
