@@ -254,9 +254,11 @@ def test_presets_shows_what_a_preset_does(capsys):
     out = capsys.readouterr().out
     assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
     assert "budget recipe" not in out  # a language model: the paper's recipe
-    assert main(["presets", "cpu-resnet20-channel-hoyer"]) == 0
+    assert main(["presets", "cpu-resnet56-channel-hoyer"]) == 0
     out = capsys.readouterr().out
-    assert "budget recipe" in out.splitlines()[-1] and "calibration: whiten" in out  # what its target adds
+    assert "budget recipe" in out.splitlines()[-1] and "calibration: whiten" in out  # what its 3x target adds
+    assert main(["presets", "cpu-resnet20-channel-hoyer"]) == 0
+    assert "truncation recipe" in capsys.readouterr().out.splitlines()[-1]  # 2x: what measured best there
     assert main(["presets", "cpu-resnet20-spatial-hoyer"]) == 0
     assert "truncation recipe" in capsys.readouterr().out.splitlines()[-1]  # what measured best spatial-wise
     assert main(["presets", "smoke"]) == 0  # an energy rule: nothing added

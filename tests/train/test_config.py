@@ -172,7 +172,7 @@ def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(t
     from svdtrain.train.config import BUDGET_RECIPE
 
     plain = resolve_config("smoke")  # an energy rule: the options' own defaults, every lever off
-    target = {"target_reduction": 2.0, "energy": 0.0}
+    target = {"target_reduction": 3.0, "energy": 0.0}
     recipe = resolve_config("smoke", overrides=target)
     for flag, value in BUDGET_RECIPE.items():
         assert recipe.flat()[flag] == value
@@ -205,12 +205,28 @@ def test_a_spatial_wise_target_brings_the_truncation_recipe():
     assert not truncation.svd_train.gradual and truncation.svd_train.s_lr_scale == 1.0
     budget = resolve_config("smoke", overrides={**target, "recipe": "budget"})  # SVD training when asked
     assert (budget.svd_train.epochs, budget.finetune.epochs, budget.svd_train.gradual) == (3, 2, True)
-    assert resolve_config("smoke", overrides={**target, "scheme": "channel"}).svd_train.recipe == "budget"
+    channel = {**target, "scheme": "channel"}
+    assert resolve_config("smoke", overrides=channel).svd_train.recipe == "truncation"  # a small cut: truncation
+    assert resolve_config("smoke", overrides={**channel, "target_reduction": 2.5}).svd_train.recipe == "budget"
     assert resolve_config("smoke", overrides={**target, "target_reduction": 0.0}).svd_train.recipe == "paper"
     resumed = resolve_config("smoke", overrides=target, unset=truncation.flat())  # the sources name 3 + 2 again
     assert resumed.flat() == truncation.flat()
     asked = resolve_config("smoke", overrides={"recipe": "truncation", "svd_epochs": 3, "finetune_epochs": 2})
     assert (asked.svd_train.epochs, asked.finetune.epochs, asked.prune.calibration) == (0, 5, "whiten")
+
+
+@pytest.mark.parametrize(("lever", "value"), [("gradual", True), ("macs_weighted", True), ("s_lr_scale", 3.0),
+                                              ("distill", True), ("budget_tail", True), ("proximal", True)])
+def test_a_named_svd_training_lever_keeps_svd_training_under_auto(lever, value):
+    """The truncation recipe skips SVD training, so it would silently ignore the lever."""
+    small = {"target_reduction": 2.0, "energy": 0.0, "sparsity_kind": "l1", "distill_weight": 0.5}
+    assert resolve_config("smoke", overrides=small).svd_train.recipe == "truncation"
+    asked = resolve_config("smoke", overrides={**small, lever: value})
+    assert asked.svd_train.recipe == "budget" and asked.svd_train.epochs > 0
+    spatial = resolve_config("smoke", overrides={**small, lever: value, "scheme": "spatial"})
+    assert spatial.svd_train.recipe == "budget"
+    with pytest.raises(ValueError, match=f"{lever} act\\(s\\) in SVD training, which recipe truncation skips"):
+        resolve_config("smoke", overrides={**small, lever: value, "recipe": "truncation"})
 
 
 @pytest.mark.parametrize("named", [{}, {"svd_epochs": 3}, {"finetune_epochs": 2}, {"svd_epochs": 3, "finetune_epochs": 2}])

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
-from svdtrain.train.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
+from svdtrain.train.config.options import (
+    check_fields, default_of, non_negative, option, positive, using, zero_or_above_one,
+)  # fmt: skip
 from svdtrain.train.distill import check_distillation
 
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
 RECIPES = ("auto", "budget", "truncation", "paper")  # see recipe.py
+# svd_train options that act only in SVD training, which the truncation recipe skips.
+SVD_TRAINING_LEVERS = ("gradual", "macs_weighted", "s_lr_scale", "distill", "budget_tail", "proximal")
 LR_SCHEDULES = ("stage", "run")  # see schedule.py
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -147,12 +151,19 @@ class SVDTrainConfig(Section):
                          "s_lr_scale, distill, distill_weight, calibration); truncation: no SVD training, its epochs "
                          "fine-tune the activation-aware truncation (calibration whiten, distill_weight 0.9); paper: "
                          "the options' own defaults, every lever off; auto: for an image model with a MACs or speed "
-                         "target, budget channel-wise and truncation spatial-wise (measured best there), else paper",
+                         "target, budget channel-wise from a 2.5x MACs cut (or a speed target) or when an SVD-training "
+                         "lever is set, truncation spatial-wise and for smaller cuts (measured best there), else paper",
                          choices=RECIPES)  # fmt: skip
 
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
             raise ValueError(f"proximal needs sparsity_kind l1 (or budget_tail), got {self.sparsity_kind!r}")
+        if self.recipe == "truncation":
+            defaults = {f.name: default_of(f) for f in fields(self)}
+            levers = [name for name in SVD_TRAINING_LEVERS if getattr(self, name) != defaults[name]]
+            if levers:
+                raise ValueError(f"{', '.join(levers)} act(s) in SVD training, which recipe truncation skips: "
+                                 "drop it or set recipe budget")
 
 
 @dataclass
