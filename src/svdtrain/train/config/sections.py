@@ -162,7 +162,7 @@ class SVDTrainConfig(Section):
             defaults = {f.name: default_of(f) for f in fields(self)}
             levers = [name for name in SVD_TRAINING_LEVERS if getattr(self, name) != defaults[name]]
             if levers:
-                raise ValueError(f"{', '.join(levers)} act(s) in SVD training, which recipe truncation skips: "
+                raise ValueError(f"recipe truncation skips SVD training, so {', '.join(levers)} would do nothing: "
                                  "drop it or set recipe budget")
 
 
