@@ -5,7 +5,7 @@ with one energy threshold for all layers (the paper's rule) and with greedy per-
 ranks (ranks_for_macs), each evaluated without BatchNorm recalibration and after it on plain or on
 augmented training batches. No fine-tuning: this isolates the policy.
 
-    python benchmarks/prune_policies.py --run runs/cpu/channel-hoyer
+    python benchmarks/prune_policies.py --run runs/cpu/channel-hoyer   # run with --recipe paper (section 3)
     python benchmarks/prune_policies.py --quick     # builds a seconds-long digits run first
 """
 

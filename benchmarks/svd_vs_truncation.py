@@ -13,7 +13,7 @@ from the dense model, BatchNorm re-estimated after every cut):
                     is the budget recipe's five levers but X (the leave-one-out ablation);
                     runlr: one learning-rate schedule over SVD training and fine-tuning
   default           what the product does with the preset and a MACs target (recipe auto:
-                    the budget recipe channel-wise, the truncation recipe spatial-wise)
+                    the budget recipe channel-wise from 2.5x, else the truncation recipe)
   torch-pruning     structured filter pruning (Torch-Pruning, L1 magnitude) of the dense
                     model to the same MACs, fine-tuned for all epochs with the same distillation
 
@@ -75,7 +75,7 @@ METHODS = (*TRUNCATION, *LEVERS, "default", "torch-pruning")
 
 def method_overrides(method: str, config_epochs: tuple[int, int]) -> dict:
     """Flags of one method: the paper's recipe pinned (a MACs target would otherwise bring the
-    budget recipe), then the method's changes; "default" is what the product does by default."""
+    recipe auto picks), then the method's changes; "default" is what the product does by default."""
     svd_epochs, finetune_epochs = config_epochs
     if method == "default":
         return {}

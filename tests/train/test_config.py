@@ -225,8 +225,12 @@ def test_a_named_svd_training_lever_keeps_svd_training_under_auto(lever, value):
     assert asked.svd_train.recipe == "budget" and asked.svd_train.epochs > 0
     spatial = resolve_config("smoke", overrides={**small, lever: value, "scheme": "spatial"})
     assert spatial.svd_train.recipe == "budget"
+    refused = {**small, lever: value, "recipe": "truncation"}
     with pytest.raises(ValueError, match=f"recipe truncation skips SVD training, so {lever} would do nothing"):
-        resolve_config("smoke", overrides={**small, lever: value, "recipe": "truncation"})
+        resolve_config("smoke", overrides=refused)
+    saved = {**resolve_config("smoke", overrides={**small, "recipe": "truncation"}).flat(), lever: value}
+    resumed = resolve_config("smoke", overrides={**small, lever: value}, unset=saved)  # saved before the check
+    assert resumed.svd_train.recipe == "truncation"  # it resumes as it started
 
 
 @pytest.mark.parametrize("named", [{}, {"svd_epochs": 3}, {"finetune_epochs": 2}, {"svd_epochs": 3, "finetune_epochs": 2}])

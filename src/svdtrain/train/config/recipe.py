@@ -9,7 +9,8 @@ Measured against plain and activation-aware truncation at the same MACs and epoc
   budget) lost to truncation; the budget recipe's levers together beat both truncations at 3x
   (by 0.83 points), but at 2x, where the cut costs less, activation-aware truncation beat it in
   both seeds (by 0.2), so ``auto`` gives channel-wise runs the budget recipe from a 2.5x MACs
-  cut (between the two measured points) and for speed targets, the truncation recipe below;
+  cut (between the two measured points) and with a speed target, and smaller cuts the
+  truncation recipe;
 - spatial-wise, where a cut costs less, activation-aware truncation with every epoch spent
   fine-tuning beat the budget recipe (by 0.29 points; at 2x, one seed, by 0.9), so ``auto``
   gives spatial-wise runs the truncation recipe;
@@ -48,7 +49,7 @@ def chosen_recipe(flags: dict[str, Any]) -> str:
     reduction, speedup = flags.get("target_reduction"), flags.get("target_speedup")
     if is_language_model(flags.get("model", "")) or not (reduction or speedup):
         return "paper"
-    if any(flags.get(lever, OPTIONS[lever].default) != OPTIONS[lever].default for lever in SVD_TRAINING_LEVERS):
+    if _levers_set(flags):
         return "budget"  # a source asking for SVD training: truncation would skip what it set
     cut_pays = flags.get("scheme") != "spatial" and (speedup or reduction >= BUDGET_FROM_REDUCTION)
     return "budget" if cut_pays else "truncation"
@@ -59,6 +60,9 @@ def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
     named (so the run folder's config says which one ran, and a resumed run keeps it)."""
     recipe = chosen_recipe(flags)
     if recipe == "truncation":
+        if _levers_set(flags):  # at the start only: a folder saved before this check still resumes
+            raise ValueError(f"recipe truncation skips SVD training, so {', '.join(_levers_set(flags))} would do "
+                             "nothing: drop it or set recipe budget")
         return {**TRUNCATION_RECIPE, **flags, "recipe": recipe, **_epochs_moved(flags)}
     if recipe == "paper":
         return {**flags, "recipe": recipe}
@@ -78,6 +82,12 @@ def resumed_with_recipe(saved: dict[str, Any], flags: dict[str, Any]) -> dict[st
     if flags.get("recipe") == "auto":
         merged["recipe"] = chosen_recipe(merged)
     return {**merged, **_epochs_moved(flags)} if merged.get("recipe") == "truncation" else merged
+
+
+def _levers_set(flags: dict[str, Any]) -> list[str]:
+    """The SVD-training levers ``flags`` set away from their defaults."""
+    defaults = {lever: OPTIONS[lever].default for lever in SVD_TRAINING_LEVERS}
+    return [lever for lever, default in defaults.items() if flags.get(lever, default) != default]
 
 
 def _epochs_moved(flags: dict[str, Any]) -> dict[str, int]:

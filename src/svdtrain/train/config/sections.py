@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
-from svdtrain.train.config.options import (
-    check_fields, default_of, non_negative, option, positive, using, zero_or_above_one,
-)  # fmt: skip
+from svdtrain.train.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
 from svdtrain.train.distill import check_distillation
 
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
 RECIPES = ("auto", "budget", "truncation", "paper")  # see recipe.py
-# svd_train options that act only in SVD training, which the truncation recipe skips.
+# The budget recipe's svd_train levers: they act only in SVD training, which the truncation recipe skips.
 SVD_TRAINING_LEVERS = ("gradual", "macs_weighted", "s_lr_scale", "distill", "budget_tail", "proximal")
 LR_SCHEDULES = ("stage", "run")  # see schedule.py
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -158,12 +156,6 @@ class SVDTrainConfig(Section):
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
             raise ValueError(f"proximal needs sparsity_kind l1 (or budget_tail), got {self.sparsity_kind!r}")
-        if self.recipe == "truncation":
-            defaults = {f.name: default_of(f) for f in fields(self)}
-            levers = [name for name in SVD_TRAINING_LEVERS if getattr(self, name) != defaults[name]]
-            if levers:
-                raise ValueError(f"recipe truncation skips SVD training, so {', '.join(levers)} would do nothing: "
-                                 "drop it or set recipe budget")
 
 
 @dataclass
