@@ -60,9 +60,10 @@ def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
     named (so the run folder's config says which one ran, and a resumed run keeps it)."""
     recipe = chosen_recipe(flags)
     if recipe == "truncation":
-        if _levers_set(flags):  # at the start only: a folder saved before this check still resumes
-            raise ValueError(f"recipe truncation skips SVD training, so {', '.join(_levers_set(flags))} would do "
-                             "nothing: drop it or set recipe budget")
+        levers = _levers_set(flags)  # checked at the start only: a folder saved before this check still resumes
+        if levers:
+            raise ValueError(f"recipe truncation skips SVD training, so {', '.join(levers)} would do nothing: "
+                             "drop it or set recipe budget")
         return {**TRUNCATION_RECIPE, **flags, "recipe": recipe, **_epochs_moved(flags)}
     if recipe == "paper":
         return {**flags, "recipe": recipe}
