@@ -356,3 +356,13 @@ def test_a_run_resumes_with_the_recipe_it_started_with(tmp_path):
     resumed = json.loads((tmp_path / "config.json").read_text())
     assert resumed["svd_train"]["gradual"] is False and resumed["prune"]["calibration"] == "none"
     assert _run(tmp_path, *target, "--gradual", "true", "--resume") == 2  # a change it names
+
+
+def test_a_reader_that_leaves_early_ends_the_output_quietly():
+    """``svdtrain presets NAME | head``: a closed pipe is the reader's choice, not an error to print."""
+    child = subprocess.Popen([sys.executable, "-m", "svdtrain", "presets", "cpu-resnet20-channel-hoyer"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has imported torch, let alone printed
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141
+    assert stderr == ""

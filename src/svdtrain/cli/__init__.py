@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader left (``svdtrain presets x | head``): not an error, stop quietly
+        _silence_stdout()
+        return 128 + 13  # what a shell reports for a writer ended by SIGPIPE
     except (ValueError, ImportError, OSError) as error:  # user mistakes: one line, exit status 2
         print(f"svdtrain {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -38,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise into the pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
