@@ -250,19 +250,21 @@ def test_help_groups_flags_by_section_each_with_a_line(capsys):
 
 
 def test_presets_shows_what_a_preset_does(capsys):
+    """The preset's file, then one line: the recipe it runs, why, and what that sets, by section."""
+    def last_line(name):
+        assert main(["presets", name]) == 0
+        return capsys.readouterr().out.rstrip().splitlines()[-1]
+
     assert main(["presets", "cpu-gpt-hoyer"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
-    assert "budget recipe" not in out  # a language model: the paper's recipe
-    assert main(["presets", "cpu-resnet56-channel-hoyer"]) == 0
-    out = capsys.readouterr().out
-    assert "budget recipe" in out.splitlines()[-1] and "calibration: whiten" in out  # what its 3x target adds
-    assert main(["presets", "cpu-resnet20-channel-hoyer"]) == 0
-    assert "truncation recipe" in capsys.readouterr().out.splitlines()[-1]  # 2x: what measured best there
-    assert main(["presets", "cpu-resnet20-spatial-hoyer"]) == 0
-    assert "truncation recipe" in capsys.readouterr().out.splitlines()[-1]  # what measured best spatial-wise
-    assert main(["presets", "smoke"]) == 0  # an energy rule: nothing added
-    assert "budget recipe" not in capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1] == "# recipe auto picks paper (a language model: the budget recipe measured worse there)"
+    r56 = last_line("cpu-resnet56-channel-hoyer")  # its 3x target
+    assert r56.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")
+    assert "svd_train.gradual: true" in r56 and "prune.calibration: whiten" in r56
+    assert "svd_train.epochs: 0" in last_line("cpu-resnet20-channel-hoyer")  # 2x: truncation measured best there
+    assert "(a spatial-wise cut" in last_line("cpu-resnet20-spatial-hoyer")
+    assert last_line("smoke") == "# recipe auto picks paper (no MACs or speed target)"  # an energy rule: nothing set
 
 
 def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):

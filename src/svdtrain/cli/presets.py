@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from svdtrain.train.config import chosen_recipe, load_preset, preset_names, preset_path, with_recipe
+from svdtrain.train.config import OPTIONS, load_preset, preset_names, preset_path, recipe_choice, with_recipe
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,13 +16,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.name:
         print(preset_path(args.name).read_text().rstrip())
-        flags = load_preset(args.name)
-        changed = {flag: value for flag, value in with_recipe(flags).items()
-                   if flags.get(flag, ...) != value and flag != "recipe"}  # fmt: skip
-        if changed:
-            settings = ", ".join(f"{flag}: {value}" for flag, value in changed.items())
-            why = "its" if "recipe" in flags else "since it sets a target, the"
-            print(f"# and, {why} {chosen_recipe(flags)} recipe: {settings}")
+        print(recipe_line(load_preset(args.name)))
     else:
         print("\n".join(preset_names()))
     return 0
+
+
+def recipe_line(flags: dict) -> str:
+    """The recipe a preset runs, why, and what it changes, named as the preset's sections name them."""
+    recipe, why = recipe_choice(flags)
+    line = f"# recipe {recipe} ({why})" if why == "named" else f"# recipe auto picks {recipe} ({why})"
+    changed = {flag: value for flag, value in with_recipe(flags).items()
+               if flags.get(flag, ...) != value and flag != "recipe"}  # fmt: skip
+    if changed:
+        line += ", which sets " + ", ".join(f"{OPTIONS[flag].section}.{OPTIONS[flag].name}: {_yaml(value)}"
+                                            for flag, value in changed.items())  # fmt: skip
+    return line
+
+
+def _yaml(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -43,16 +43,28 @@ BUDGET_FROM_REDUCTION = 2.5
 
 def chosen_recipe(flags: dict[str, Any]) -> str:
     """The recipe ``flags`` (the options a preset, file or command line set) run with."""
+    return recipe_choice(flags)[0]
+
+
+def recipe_choice(flags: dict[str, Any]) -> tuple[str, str]:
+    """The recipe ``flags`` run with, and why, in a few words (``svdtrain presets NAME`` shows it)."""
     recipe = flags.get("recipe", "auto")
     if recipe != "auto":
-        return recipe
+        return recipe, "named"
     reduction, speedup = flags.get("target_reduction"), flags.get("target_speedup")
-    if is_language_model(flags.get("model", "")) or not (reduction or speedup):
-        return "paper"
+    if is_language_model(flags.get("model", "")):
+        return "paper", "a language model: the budget recipe measured worse there"
+    if not (reduction or speedup):
+        return "paper", "no MACs or speed target"
     if _levers_set(flags):
-        return "budget"  # a source asking for SVD training: truncation would skip what it set
-    cut_pays = flags.get("scheme") != "spatial" and (speedup or reduction >= BUDGET_FROM_REDUCTION)
-    return "budget" if cut_pays else "truncation"
+        return "budget", f"{', '.join(_levers_set(flags))} asks for SVD training"
+    if flags.get("scheme") == "spatial":
+        return "truncation", "a spatial-wise cut: truncation measured best there"
+    if speedup:
+        return "budget", "a channel-wise speed target"
+    if reduction >= BUDGET_FROM_REDUCTION:
+        return "budget", f"a channel-wise cut of {BUDGET_FROM_REDUCTION}x or more: SVD training measured best there"
+    return "truncation", f"a channel-wise cut under {BUDGET_FROM_REDUCTION}x: truncation measured best there"
 
 
 def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
