@@ -119,8 +119,20 @@ def test_stages_run_one_by_one(tmp_path):
 
 
 def test_stage_before_its_input_is_a_clear_error(tmp_path, capsys):
-    assert main(["prune", "--out", str(tmp_path), *TINY]) == 2
+    assert main(["prune", "--out", str(tmp_path)]) == 2  # nothing here: not the default config's data error
+    assert capsys.readouterr().err.strip() == f"svdtrain prune: error: {tmp_path} holds no run: run 'svdtrain start' or 'svdtrain run' there first"
+    assert main(["start", "--out", str(tmp_path), *TINY]) == 0
+    assert main(["prune", "--out", str(tmp_path)]) == 2
     assert "run the 'svd_train' stage first" in capsys.readouterr().err
+
+
+def test_a_run_stopped_by_its_input_leaves_the_folder_free(tmp_path, capsys):
+    """A mistake found after config.json is written (a wrong data path) does not lock the folder:
+    the corrected command needs neither --resume nor --overwrite."""
+    assert _run(tmp_path, "--dataset", "image_folder", "--data", "/no/such/dir") == 2
+    assert (tmp_path / "config.json").exists()
+    assert _run(tmp_path, "--dataset", "image_folder", "--data", "/no/such/other") == 2
+    assert "data not found: /no/such/other" in capsys.readouterr().err  # it got past the folder guard
 
 
 @pytest.mark.parametrize(

@@ -67,8 +67,10 @@ def run_all(args: argparse.Namespace) -> int:
 
 def run_stage(args: argparse.Namespace) -> int:
     dist = Distributed.from_environment()
-    config = config_from(args, continuing=True)
     folder = RunFolder(args.out)
+    if args.stage != "start" and not folder.config.exists():  # before the config: its errors would mislead
+        raise ValueError(f"{folder.path} holds no run: run 'svdtrain start' or 'svdtrain run' there first")
+    config = config_from(args, continuing=True)
     dist.barrier()
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
