@@ -56,6 +56,8 @@ def test_demo_refuses_finished_run(tmp_path, capsys):
         ("--sparsity-kind", "hoyr", "unknown sparsity kind 'hoyr'"),
         ("--sparsity-weight", "-1", "sparsity_weight must be >= 0"),
         ("--dense-epochs", "0", "dense_epochs must be >= 1"),
+        ("--seed", "-1", "seed must be >= 0, got -1"),
+        ("--ortho-weight", "-0.5", "ortho_weight must be >= 0"),
     ],
 )
 def test_demo_bad_input_is_one_line(tmp_path, capsys, flag, value, message):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from svdtrain.data import ImageArrays, TensorBatches, random_crop_flip
@@ -42,6 +43,11 @@ def test_normalization_uses_0_255_scale():
     x, _ = next(iter(batches))
     expected = (torch.from_numpy(_arrays(2).images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
     torch.testing.assert_close(x, expected)
+
+
+def test_mean_and_std_of_the_wrong_length_name_the_flags_and_counts():
+    with pytest.raises(ValueError, match=r"--mean, --std\) need 3 value\(s\) each for these 3-channel images, got 1 and 1"):
+        TensorBatches(_arrays(2), 2, mean=[0.5], std=[0.25])
 
 
 def test_limit_takes_a_fixed_subset_that_spans_class_sorted_data():

@@ -94,8 +94,17 @@ def test_sections_and_flags_are_two_spellings_of_one_config(tmp_path):
 def test_unknown_key_inside_a_section_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lrr: 0.01\n")
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) in .*bad.yaml: optim.lrr"):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) in .*bad.yaml: optim.lrr \(did you mean optim.lr\?\)"):
         resolve_config("smoke", bad)
+
+
+def test_unknown_keys_get_the_closest_name_where_one_is_close(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("traget_reduction: 3\nzzz: 1\n")
+    with pytest.raises(ValueError) as error:
+        resolve_config("smoke", bad)
+    assert str(error.value).endswith(": traget_reduction (did you mean target_reduction?), zzz; "
+                                     "`svdtrain run --help` lists the options")
 
 
 def test_a_config_saved_flat_by_an_older_svdtrain_reads_the_same():
@@ -241,3 +250,14 @@ def test_a_resumed_truncation_run_moves_the_epochs_its_sources_name_as_at_its_st
     assert resolve_config(overrides=sources, unset=started.flat()).flat() == started.flat()
     again = resolve_config(overrides={**sources, "recipe": "auto"}, unset=started.flat())  # auto named: resolved
     assert again.flat() == started.flat()
+
+
+def test_a_later_target_replaces_the_other_kind_set_earlier(tmp_path):
+    """A run has one target: the command line's speed target drops the preset's MACs target, but
+    one source setting both is still refused."""
+    config = resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5})
+    assert (config.prune.target_speedup, config.prune.target_reduction) == (1.5, 0.0)
+    both = tmp_path / "both.yaml"
+    both.write_text("target_speedup: 1.5\ntarget_reduction: 3\n")
+    with pytest.raises(ValueError, match="set target_speedup or target_reduction, not both"):
+        resolve_config("smoke", both)

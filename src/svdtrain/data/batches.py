@@ -52,7 +52,8 @@ class TensorBatches:
         self.labels = torch.from_numpy(arrays.labels[keep]).to(device)
         channels = self.images.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean/std need {channels} values for {channels}-channel images")
+            raise ValueError(f"mean and std (--mean, --std) need {channels} value(s) each for these {channels}-channel "
+                             f"images, got {len(mean)} and {len(std)}")
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed

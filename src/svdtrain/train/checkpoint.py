@@ -75,10 +75,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     expected = checksum_path(path).read_text().strip() if checksum_path(path).exists() else None
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise CorruptCheckpoint(f"{path} is corrupted (its bytes do not match {checksum_path(path).name})")
+    if not data.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (older versions a pickle)
+        raise CorruptCheckpoint(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle)")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types
-        raise CorruptCheckpoint(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+        detail = (str(error).splitlines() or [""])[0]  # some say no more than a number (a pickle opcode)
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint (torch.load: {type(error).__name__}"
+                                f"{': ' + detail if detail else ''})") from None
 
 
 def damage(path: str | Path) -> str | None:

@@ -18,7 +18,7 @@ from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
 from svdtrain.surgery import compact, count_macs, count_params, decompose, factored_weights, prune
-from svdtrain.train.config.options import option
+from svdtrain.train.config.options import non_negative, option
 from svdtrain.train.loop import Regularization, evaluate, train_epoch
 
 
@@ -44,6 +44,7 @@ class DemoConfig:
         for name in ("width", "batch_size", "dense_epochs", "svd_epochs", "finetune_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        non_negative("seed", self.seed)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 

@@ -6,6 +6,7 @@ each is reduced to ``{flag: value}`` with every key and type checked, naming the
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,31 @@ def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
         else:
             unknown.append(key)
     if unknown:
-        valid = ", ".join([*SECTIONS, *OPTIONS])
-        shown = ", ".join(key if key.isprintable() else repr(key) for key in map(str, unknown))
-        raise ValueError(f"unknown config key(s) in {source}: {shown}; valid keys: {valid}")
+        shown = ", ".join(_with_suggestion(key) for key in map(str, unknown))
+        raise ValueError(f"unknown config key(s) in {source}: {shown}; `svdtrain run --help` lists the options")
     return {flag: coerce(flag, value) for flag, value in flags.items()}
+
+
+def _with_suggestion(key: str) -> str:
+    """``key`` as shown in an error, with the closest valid name where one is close."""
+    section, _, name = key.rpartition(".")
+    names = list(_section_keys(section)) if section in SECTIONS else [*SECTIONS, *OPTIONS]
+    close = difflib.get_close_matches(name, names, n=1)
+    shown = key if key.isprintable() else repr(key)
+    return f"{shown} (did you mean {section + '.' if section else ''}{close[0]}?)" if close else shown
+
+
+# A run has one target: a later source's target replaces the other kind an earlier one set
+# (``--preset cpu-resnet56-channel-hoyer --target-speedup 1.5`` drops the preset's 3x MACs target).
+_RIVAL_TARGETS = {"target_speedup": "target_reduction", "target_reduction": "target_speedup"}
 
 
 def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[str, Any]:
     """``base`` ({flag: value}) updated with ``updates`` (sections and/or flags) from ``source``."""
-    return {**base, **to_flags(updates, source)}
+    new = to_flags(updates, source)
+    dropped = {rival: OPTIONS[rival].default for flag, rival in _RIVAL_TARGETS.items()
+               if new.get(flag) and rival not in new and base.get(rival)}  # fmt: skip
+    return {**base, **dropped, **new}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
