@@ -259,6 +259,9 @@ def test_help_groups_flags_by_section_each_with_a_line(capsys):
     for title in ("data:", "start:", "optim:", "svd_train:", "prune:", "finetune:", "export:", "run:"):
         assert title in text, title
     assert "--sparsity-kind TEXT" in text and "sparsity term on s" in text and "(default: hoyer)" in text
+    flat = " ".join(text.split())  # argparse wraps the help
+    assert "(default: none; whiten in the budget and truncation recipes)" in flat  # --calibration
+    assert "(default: 164; 0 in the truncation recipe)" in flat  # --svd-epochs
 
 
 def test_presets_shows_what_a_preset_does(capsys):

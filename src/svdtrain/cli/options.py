@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config import BUDGET_RECIPE, OPTIONS, SECTIONS, RunConfig, merge, resolve_config
+from svdtrain.train.config import BUDGET_RECIPE, OPTIONS, SECTIONS, TRUNCATION_RECIPE, RunConfig, merge, resolve_config
 from svdtrain.train.run_folder import RunFolder
 
 
@@ -46,12 +46,22 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
     for flag, option in OPTIONS.items():
         default = option.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        if flag in BUDGET_RECIPE:
-            shown = f"{shown}; {BUDGET_RECIPE[flag]} in the budget recipe"
+        shown = f"{shown}{_in_recipes(flag)}"
         groups[option.section].add_argument(
             "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
             type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})".replace("%", "%%"),
         )  # fmt: skip  (argparse formats help with %)
+
+
+def _in_recipes(flag: str) -> str:
+    """What the recipes set ``flag`` to, for its help: "; whiten in the budget and truncation recipes"."""
+    recipes = {"budget": BUDGET_RECIPE, "truncation": {**TRUNCATION_RECIPE, "svd_epochs": 0}}
+    by_value: dict[str, list[str]] = {}
+    for name, values in recipes.items():
+        if flag in values:
+            by_value.setdefault(str(values[flag]), []).append(name)
+    return "".join(f"; {value} in the {' and '.join(names)} recipe{'s' * (len(names) > 1)}"
+                   for value, names in by_value.items())  # fmt: skip
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
