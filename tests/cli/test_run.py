@@ -120,7 +120,8 @@ def test_stages_run_one_by_one(tmp_path):
 
 def test_stage_before_its_input_is_a_clear_error(tmp_path, capsys):
     assert main(["prune", "--out", str(tmp_path)]) == 2  # nothing here: not the default config's data error
-    assert capsys.readouterr().err.strip() == f"svdtrain prune: error: {tmp_path} holds no run: run 'svdtrain start' or 'svdtrain run' there first"
+    expected = f"svdtrain prune: error: {tmp_path} holds no run: run 'svdtrain start' or 'svdtrain run' there first"
+    assert capsys.readouterr().err.strip() == expected
     assert main(["start", "--out", str(tmp_path), *TINY]) == 0
     assert main(["prune", "--out", str(tmp_path)]) == 2
     assert "run the 'svd_train' stage first" in capsys.readouterr().err
@@ -130,7 +131,7 @@ def test_a_run_stopped_by_its_input_leaves_the_folder_free(tmp_path, capsys):
     """A mistake found after config.json is written (a wrong data path) does not lock the folder:
     the corrected command needs neither --resume nor --overwrite."""
     assert _run(tmp_path, "--dataset", "image_folder", "--data", "/no/such/dir") == 2
-    assert (tmp_path / "config.json").exists()
+    assert not (tmp_path / "config.json").exists()  # the config it wrote is gone with it
     assert _run(tmp_path, "--dataset", "image_folder", "--data", "/no/such/other") == 2
     assert "data not found: /no/such/other" in capsys.readouterr().err  # it got past the folder guard
 
@@ -207,11 +208,12 @@ def test_threshold_rule_applies_when_set(tmp_path):
     assert all(layer["rank"] == 1 for layer in report["layers"])
 
 
-def test_sweep_rejects_a_macs_target_before_touching_the_folder(tmp_path, capsys):
+@pytest.mark.parametrize("target", ["--target-reduction", "--target-speedup"])
+def test_sweep_rejects_a_target_before_touching_the_folder(tmp_path, capsys, target):
     (tmp_path / "sweep.json").write_text("{}")
-    code = main(["sweep", "--out", str(tmp_path), *TINY, "--target-reduction", "2", "--overwrite",
+    code = main(["sweep", "--out", str(tmp_path), *TINY, target, "2", "--overwrite",
                  "--sparsity-weights", "0.01", "--energies", "0.01"])
-    assert code == 2 and "set --target-reduction 0" in capsys.readouterr().err
+    assert code == 2 and "which a target would override: set --target-reduction 0" in capsys.readouterr().err
     assert (tmp_path / "sweep.json").read_text() == "{}"
 
 
@@ -273,7 +275,8 @@ def test_presets_shows_what_a_preset_does(capsys):
     assert main(["presets", "cpu-gpt-hoyer"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
-    assert out.rstrip().splitlines()[-1] == "# recipe auto picks paper (a language model: the budget recipe measured worse there)"
+    why = "a language model: the budget recipe measured worse there"
+    assert out.rstrip().splitlines()[-1] == f"# recipe auto picks paper ({why})"
     r56 = last_line("cpu-resnet56-channel-hoyer")  # its 3x target
     assert r56.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")
     assert "svd_train.gradual: true" in r56 and "prune.calibration: whiten" in r56
@@ -383,3 +386,14 @@ def test_a_reader_that_leaves_early_ends_the_output_quietly():
     stderr = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141
     assert stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys):
+    from svdtrain.cli import presets
+
+    def breaks(args):
+        raise BrokenPipeError(32, "Broken pipe (a data loader's worker)")
+
+    monkeypatch.setattr(presets, "run", breaks)
+    assert main(["presets"]) == 2
+    assert capsys.readouterr().err == "svdtrain presets: error: [Errno 32] Broken pipe (a data loader's worker)\n"

@@ -46,7 +46,8 @@ def test_normalization_uses_0_255_scale():
 
 
 def test_mean_and_std_of_the_wrong_length_name_the_flags_and_counts():
-    with pytest.raises(ValueError, match=r"--mean, --std\) need 3 value\(s\) each for these 3-channel images, got 1 and 1"):
+    message = r"--mean, --std\) need 3 value\(s\) each for these 3-channel images, got 1 and 1"
+    with pytest.raises(ValueError, match=message):
         TensorBatches(_arrays(2), 2, mean=[0.5], std=[0.25])
 
 

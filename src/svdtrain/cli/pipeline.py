@@ -55,11 +55,17 @@ def run_all(args: argparse.Namespace) -> int:
         changed = sorted(k for k in now if before[k] != now[k])
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
     dist.barrier()
+    fresh = not args.resume  # the config written below is this command's: prepare cleared or found none
     if dist.is_main:
         folder.prepare(overwrite=args.overwrite, resume=args.resume)
         atomic_write_json(folder.config, config.to_dict())
     dist.barrier()
-    Experiment(config, folder.path, resume=args.resume).run()
+    try:
+        Experiment(config, folder.path, resume=args.resume).run()
+    except BaseException:
+        if dist.is_main and fresh and folder.written_files() == [folder.config]:
+            folder.config.unlink()  # stopped before any work (a wrong data path): leave the folder free
+        raise
     if dist.is_main:
         _show(json.loads(folder.report.read_text()), folder)
     return 0
@@ -68,7 +74,7 @@ def run_all(args: argparse.Namespace) -> int:
 def run_stage(args: argparse.Namespace) -> int:
     dist = Distributed.from_environment()
     folder = RunFolder(args.out)
-    if args.stage != "start" and not folder.config.exists():  # before the config: its errors would mislead
+    if args.stage != "start" and not folder.written_files():  # before the config: its errors would mislead
         raise ValueError(f"{folder.path} holds no run: run 'svdtrain start' or 'svdtrain run' there first")
     config = config_from(args, continuing=True)
     dist.barrier()

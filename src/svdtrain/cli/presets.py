@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from svdtrain.cli.options import shown_value
 from svdtrain.train.config import OPTIONS, load_preset, preset_names, preset_path, recipe_choice, with_recipe
 
 
@@ -29,10 +30,6 @@ def recipe_line(flags: dict) -> str:
     changed = {flag: value for flag, value in with_recipe(flags).items()
                if flags.get(flag, ...) != value and flag != "recipe"}  # fmt: skip
     if changed:
-        line += ", which sets " + ", ".join(f"{OPTIONS[flag].section}.{OPTIONS[flag].name}: {_yaml(value)}"
+        line += ", which sets " + ", ".join(f"{OPTIONS[flag].section}.{OPTIONS[flag].name}: {shown_value(value)}"
                                             for flag, value in changed.items())  # fmt: skip
     return line
-
-
-def _yaml(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

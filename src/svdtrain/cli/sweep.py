@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"sparsity weights must be >= 0, got {args.sparsity_weights}")
     if any(not 0 <= e < 1 for e in args.energies):
         raise ValueError(f"energies must be in [0, 1), got {args.energies}")
-    if config.prune.target_reduction:
-        raise ValueError("a sweep varies the energy; set --target-reduction 0")
+    if config.prune.target_reduction or config.prune.target_speedup:
+        raise ValueError("a sweep varies the energy, which a target would override: set --target-reduction 0 "
+                         "and --target-speedup 0")
     folder = RunFolder(args.out)
     folder.prepare(overwrite=args.overwrite, resume=args.resume)
     result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)

@@ -111,12 +111,6 @@ class RunFolder:
             paths += [tmp for tmp in folder.glob(".*.tmp") if tmp.name[1:].split(".")[0] in _NAMES]
         return [path for path in paths if path.is_file()]
 
-    def started(self) -> bool:
-        """Whether a run here has written anything beyond its config: a config alone (a run that
-        stopped at a mistake in its input, as a wrong data path) loses nothing when replaced."""
-        return any(path != self.config for path in self.written_files()) or any(
-            sub.started() for sub in self.sweep_runs())
-
     def sweep_runs(self) -> list[RunFolder]:
         return [RunFolder(sub) for sub in sorted(self.path.glob(_SWEEP_RUNS)) if (sub / "config.json").is_file()]
 
@@ -141,7 +135,7 @@ class RunFolder:
         finished = [path.name for path in (self.report, self.sweep) if path.is_file()]
         if finished and not overwrite:
             raise ValueError(f"{out} already holds a finished run ({finished[0]}); pass --overwrite or choose another --out")
-        started = out.is_dir() and self.started()
+        started = out.is_dir() and (self.written_files() or self.sweep_runs())
         if started and not finished and not (resume or overwrite):
             raise ValueError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over")
         if check_only:

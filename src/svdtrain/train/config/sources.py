@@ -70,15 +70,17 @@ def _with_suggestion(key: str) -> str:
     return f"{shown} (did you mean {section + '.' if section else ''}{close[0]}?)" if close else shown
 
 
-# A run has one target: a later source's target replaces the other kind an earlier one set
-# (``--preset cpu-resnet56-channel-hoyer --target-speedup 1.5`` drops the preset's 3x MACs target).
-_RIVAL_TARGETS = {"target_speedup": "target_reduction", "target_reduction": "target_speedup"}
-
-
 def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[str, Any]:
     """``base`` ({flag: value}) updated with ``updates`` (sections and/or flags) from ``source``."""
-    new = to_flags(updates, source)
-    dropped = {rival: OPTIONS[rival].default for flag, rival in _RIVAL_TARGETS.items()
+    return {**base, **to_flags(updates, source)}
+
+
+def _later_target_wins(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``new`` (flags), where a target ``new`` sets replaces the other kind
+    ``base`` set: a run has one (``--preset cpu-resnet56-channel-hoyer --target-speedup 1.5``
+    drops the preset's 3x MACs target; one source setting both is still refused)."""
+    rivals = {"target_speedup": "target_reduction", "target_reduction": "target_speedup"}
+    dropped = {rival: OPTIONS[rival].default for flag, rival in rivals.items()
                if new.get(flag) and rival not in new and base.get(rival)}  # fmt: skip
     return {**base, **dropped, **new}
 
@@ -126,9 +128,9 @@ def resolve_config(
     options no source sets instead of the recipe and defaults, so a run continues as it began."""
     values: dict[str, Any] = {}
     if preset:
-        values = merge(values, load_preset(preset), f"preset {preset}")
+        values = _later_target_wins(values, load_preset(preset))
     if config_file:
-        values = merge(values, read_yaml(Path(config_file)), str(config_file))
+        values = _later_target_wins(values, to_flags(read_yaml(Path(config_file)), str(config_file)))
     if overrides:
-        values = merge(values, overrides, "the command line")
+        values = _later_target_wins(values, to_flags(overrides, "the command line"))
     return RunConfig.from_flags(resumed_with_recipe(unset, values) if unset is not None else with_recipe(values))
