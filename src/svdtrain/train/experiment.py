@@ -24,7 +24,7 @@ from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
     damage, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
-from svdtrain.train.config import RunConfig
+from svdtrain.train.config import RECIPE_SUMMARIES, RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import Regularization
@@ -286,6 +286,8 @@ class Experiment:
         """Run ``stages`` in order, skipping those already finished when resuming."""
         if self.resume:
             self._drop_damaged_stage_files()
+        recipe = self.config.svd_train.recipe
+        self.log(f"recipe {recipe}: {RECIPE_SUMMARIES.get(recipe, 'the options as set')}")
         for stage in stages:
             if self.resume and self.folder.done(stage):
                 self.log(f"{stage}: already done, skipped")

@@ -37,6 +37,14 @@ BUDGET_RECIPE: dict[str, Any] = {
 }
 # No SVD training: its epochs are spent fine-tuning the activation-aware truncation instead.
 TRUNCATION_RECIPE: dict[str, Any] = {"distill_weight": 0.9, "calibration": "whiten"}
+# What each recipe does, as a run's log opens with it.
+RECIPE_SUMMARIES = {
+    "budget": "SVD training towards the target (gradual cuts, MACs-weighted sparsity, s at 10x the rate, "
+              "distillation, activation-aware cuts), then fine-tuning",
+    "truncation": "no SVD training: activation-aware truncation, every epoch fine-tuning it "
+                  "(--recipe budget SVD-trains)",
+    "paper": "SVD training with the options as set, one cut, then fine-tuning",
+}
 # Channel-wise MACs cuts from this factor on SVD-train (measured: truncation ahead at 2x, behind at 3x).
 BUDGET_FROM_REDUCTION = 2.5
 
