@@ -258,6 +258,8 @@ def test_a_later_target_replaces_the_other_kind_set_earlier(tmp_path):
     one source setting both is still refused."""
     config = resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5})
     assert (config.prune.target_speedup, config.prune.target_reduction) == (1.5, 0.0)
+    resumed = resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5}, unset=config.flat())
+    assert resumed == config  # the same command with --resume continues it
     both = tmp_path / "both.yaml"
     both.write_text("target_speedup: 1.5\ntarget_reduction: 3\n")
     with pytest.raises(ValueError, match="set target_speedup or target_reduction, not both"):
