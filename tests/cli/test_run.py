@@ -268,6 +268,9 @@ def test_help_groups_flags_by_section_each_with_a_line(capsys):
 
 def test_presets_shows_what_a_preset_does(capsys):
     """The preset's file, then one line: the recipe it runs, why, and what that sets, by section."""
+    from svdtrain.cli.presets import recipe_line
+    from svdtrain.train.config import load_preset
+
     def last_line(name):
         assert main(["presets", name]) == 0
         return capsys.readouterr().out.rstrip().splitlines()[-1]
@@ -277,9 +280,11 @@ def test_presets_shows_what_a_preset_does(capsys):
     assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
     why = "a language model: the budget recipe measured worse there"
     assert out.rstrip().splitlines()[-1] == f"# recipe auto picks paper ({why})"
-    r56 = last_line("cpu-resnet56-channel-hoyer")  # its 3x target
-    assert r56.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")
-    assert "svd_train.gradual: true" in r56 and "prune.calibration: whiten" in r56
+    r56 = last_line("cpu-resnet56-channel-hoyer")  # names the recipe measured best on ResNet-56 at 3x
+    assert r56.startswith("# recipe truncation (set above), which sets prune.calibration: whiten")
+    at_3x = recipe_line({**load_preset("cpu-resnet20-channel-hoyer"), "target_reduction": 3.0})
+    assert at_3x.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")
+    assert "svd_train.gradual: true" in at_3x and "prune.calibration: whiten" in at_3x
     assert "svd_train.epochs: 0" in last_line("cpu-resnet20-channel-hoyer")  # 2x: truncation measured best there
     assert "(a spatial-wise cut" in last_line("cpu-resnet20-spatial-hoyer")
     assert last_line("smoke") == "# recipe auto picks paper (no MACs or speed target)"  # an energy rule: nothing set

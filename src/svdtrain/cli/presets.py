@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 def recipe_line(flags: dict) -> str:
     """The recipe a preset runs, why, and what it changes, named as the preset's sections name them."""
     recipe, why = recipe_choice(flags)
-    line = f"# recipe {recipe} ({why})" if why == "named" else f"# recipe auto picks {recipe} ({why})"
+    line = f"# recipe {recipe} (set above)" if why == "named" else f"# recipe auto picks {recipe} ({why})"
     changed = {flag: value for flag, value in with_recipe(flags).items()
                if flags.get(flag, ...) != value and flag != "recipe"}  # fmt: skip
     if changed:
