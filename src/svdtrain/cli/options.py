@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config import BUDGET_RECIPE, OPTIONS, SECTIONS, TRUNCATION_RECIPE, RunConfig, merge, resolve_config
+from svdtrain.train.config import OPTIONS, RECIPE_SETTINGS, SECTIONS, RunConfig, merge, resolve_config
 from svdtrain.train.run_folder import RunFolder
 
 
@@ -55,10 +55,8 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
 
 def _in_recipes(flag: str) -> str:
     """What the recipes set ``flag`` to, for its help: "; whiten in the budget and truncation recipes"."""
-    moved = {"svd_epochs": 0, "finetune_epochs": "svd_epochs + finetune_epochs"}  # recipe.py's _epochs_moved
-    recipes = {"budget": BUDGET_RECIPE, "truncation": {**TRUNCATION_RECIPE, **moved}}
     by_value: dict[str, list[str]] = {}
-    for name, values in recipes.items():
+    for name, values in RECIPE_SETTINGS.items():
         if flag in values:
             by_value.setdefault(shown_value(values[flag]), []).append(name)
     return "".join(f"; {value} in the {' and '.join(names)} recipe{'s' * (len(names) > 1)}"

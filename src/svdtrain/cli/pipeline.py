@@ -55,7 +55,6 @@ def run_all(args: argparse.Namespace) -> int:
         changed = sorted(k for k in now if before[k] != now[k])
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
     dist.barrier()
-    fresh = not args.resume  # the config written below is this command's: prepare cleared or found none
     if dist.is_main:
         folder.prepare(overwrite=args.overwrite, resume=args.resume)
         atomic_write_json(folder.config, config.to_dict())
@@ -63,8 +62,10 @@ def run_all(args: argparse.Namespace) -> int:
     try:
         Experiment(config, folder.path, resume=args.resume).run()
     except BaseException:
-        if dist.is_main and fresh and folder.written_files() == [folder.config]:
-            folder.config.unlink()  # stopped before any work (a wrong data path): leave the folder free
+        # Not resuming, the config is this command's (prepare cleared the folder or found it empty);
+        # a run that stopped before any other file (a wrong data path) leaves the folder free.
+        if dist.is_main and not args.resume and folder.written_files() == [folder.config]:
+            folder.config.unlink()
         raise
     if dist.is_main:
         _show(json.loads(folder.report.read_text()), folder)

@@ -39,6 +39,11 @@ BUDGET_RECIPE: dict[str, Any] = {
 }
 # No SVD training: its epochs are spent fine-tuning the activation-aware truncation instead.
 TRUNCATION_RECIPE: dict[str, Any] = {"distill_weight": 0.9, "calibration": "whiten"}
+# What the recipes set, as ``--help`` shows it: the truncation recipe's epochs as _epochs_moved moves them.
+RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
+    "budget": BUDGET_RECIPE,
+    "truncation": {**TRUNCATION_RECIPE, "svd_epochs": 0, "finetune_epochs": "svd_epochs + finetune_epochs"},
+}
 # What each recipe does, as a run's log opens with it.
 RECIPE_SUMMARIES = {
     "budget": "SVD training towards the target (gradual cuts, MACs-weighted sparsity, s at 10x the rate, "
@@ -66,8 +71,8 @@ def recipe_choice(flags: dict[str, Any]) -> tuple[str, str]:
         return "paper", "a language model: the budget recipe measured worse there"
     if not (reduction or speedup):
         return "paper", "no MACs or speed target"
-    if _levers_set(flags):
-        return "budget", f"{', '.join(_levers_set(flags))} asks for SVD training"
+    if levers := _levers_set(flags):
+        return "budget", f"{', '.join(levers)} asks for SVD training"
     if flags.get("scheme") == "spatial":
         return "truncation", "a spatial-wise cut: truncation measured best there"
     if speedup:
