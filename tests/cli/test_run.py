@@ -280,13 +280,17 @@ def test_presets_shows_what_a_preset_does(capsys):
     assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
     why = "a language model: the budget recipe measured worse there"
     assert out.rstrip().splitlines()[-1] == f"# recipe auto picks paper ({why})"
-    r56 = last_line("cpu-resnet56-channel-hoyer")  # names the recipe measured best on ResNet-56 at 3x
-    assert r56.startswith("# recipe truncation (set above), which sets prune.calibration: whiten")
-    at_3x = recipe_line({**load_preset("cpu-resnet20-channel-hoyer"), "target_reduction": 3.0})
-    assert at_3x.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")
+    r56 = last_line("cpu-resnet56-channel-hoyer")  # from a checkpoint with a MACs target: measured at the start
+    assert r56.startswith("# recipe auto measures the activation-aware cut when the run starts: the budget recipe if")
+    budget, truncation = r56.split("; else the truncation recipe")
+    assert "svd_train.gradual: true" in budget and "svd_train.epochs: 0" in truncation
+    at_3x = recipe_line({**load_preset("cpu-resnet20-channel-hoyer"), "target_reduction": 3.0, "start_epochs": 1})
+    assert at_3x.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")  # nothing to measure
     assert "svd_train.gradual: true" in at_3x and "prune.calibration: whiten" in at_3x
-    assert "svd_train.epochs: 0" in last_line("cpu-resnet20-channel-hoyer")  # 2x: truncation measured best there
-    assert "(a spatial-wise cut" in last_line("cpu-resnet20-spatial-hoyer")
+    spatial = recipe_line({**load_preset("cpu-resnet20-spatial-hoyer"), "start_epochs": 1})
+    assert "(a spatial-wise cut" in spatial and "svd_train.epochs: 0" in spatial
+    named = recipe_line({**load_preset("cpu-resnet20-channel-hoyer"), "recipe": "truncation"})
+    assert named.startswith("# recipe truncation (set above), which sets prune.calibration: whiten")
     assert last_line("smoke") == "# recipe auto picks paper (no MACs or speed target)"  # an energy rule: nothing set
 
 

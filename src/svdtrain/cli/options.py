@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config import OPTIONS, RECIPE_SETTINGS, SECTIONS, RunConfig, merge, resolve_config
+from svdtrain.train.config import OPTIONS, RECIPE_SETTINGS, SECTIONS, Measure, RunConfig, merge, resolve_config
 from svdtrain.train.run_folder import RunFolder
 
 
@@ -78,13 +78,13 @@ def saved_config(folder: RunFolder) -> RunConfig | None:
     return None if saved is None else RunConfig.from_flags(merge({}, saved, str(folder.config)))
 
 
-def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:
+def config_from(args: argparse.Namespace, *, continuing: bool = False, measure: Measure | None = None) -> RunConfig:
     """Preset/file/flags; for a lone stage with none given, the run folder's config.json. When
     ``continuing`` a run folder that has a config, the options no source sets keep its values
-    (the defaults and the recipe of the day it started)."""
+    (the defaults and the recipe of the day it started); ``measure``: see resolve_config."""
     folder = RunFolder(args.out) if args.out else None
     saved = saved_config(folder) if folder and (continuing or not (args.preset or args.config)) else None
     if saved is not None and not (args.preset or args.config):
         return RunConfig.from_flags(merge(saved.flat(), overrides_from(args), "the command line"))
     unset = saved.flat() if saved is not None else None
-    return resolve_config(args.preset, args.config, overrides_from(args), unset=unset)
+    return resolve_config(args.preset, args.config, overrides_from(args), unset=unset, measure=measure)

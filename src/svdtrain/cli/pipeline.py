@@ -8,6 +8,7 @@ import json
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
+from svdtrain.train.cut_probe import measured_by_probe
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.experiment import STAGES, Experiment
 from svdtrain.train.run_folder import RunFolder
@@ -54,6 +55,8 @@ def run_all(args: argparse.Namespace) -> int:
         before, now = saved.flat(), config.flat()
         changed = sorted(k for k in now if before[k] != now[k])
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
+    if saved is None:  # a new run: recipe auto may measure its cut, now that the folder is known to be free
+        config = config_from(args, continuing=args.resume, measure=measured_by_probe(dist=dist))
     dist.barrier()
     if dist.is_main:
         folder.prepare(overwrite=args.overwrite, resume=args.resume)

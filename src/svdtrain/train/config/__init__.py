@@ -1,15 +1,15 @@
 """The pipeline's config: sections by concern, one flag per option, presets and files."""
 
 from svdtrain.train.config.recipe import (
-    BUDGET_RECIPE, RECIPE_SETTINGS, RECIPE_SUMMARIES, TRUNCATION_RECIPE, chosen_recipe, recipe_choice,
-    with_recipe,
+    BUDGET_RECIPE, RECIPE_SETTINGS, RECIPE_SUMMARIES, TRUNCATION_RECIPE, Measure, chosen_recipe, measures_cut,
+    recipe_choice, with_recipe,
 )  # fmt: skip
 from svdtrain.train.config.run_config import CONFIG_VERSION, OPTIONS, SECTIONS, Option, RunConfig
 from svdtrain.train.config.sections import IMAGE_DATASETS, RECIPES, TEXT_DATASETS
 from svdtrain.train.config.sources import load_preset, merge, preset_names, preset_path, read_yaml, resolve_config
 
 __all__ = [
-    "BUDGET_RECIPE", "CONFIG_VERSION", "IMAGE_DATASETS", "OPTIONS", "Option", "RECIPES", "RECIPE_SETTINGS",
-    "RECIPE_SUMMARIES", "RunConfig", "SECTIONS", "TEXT_DATASETS", "TRUNCATION_RECIPE", "chosen_recipe", "load_preset",
+    "BUDGET_RECIPE", "CONFIG_VERSION", "IMAGE_DATASETS", "Measure", "OPTIONS", "Option", "RECIPES", "RECIPE_SETTINGS",
+    "RECIPE_SUMMARIES", "RunConfig", "SECTIONS", "TEXT_DATASETS", "TRUNCATION_RECIPE", "chosen_recipe", "load_preset", "measures_cut",
     "merge", "preset_names", "preset_path", "read_yaml", "recipe_choice", "resolve_config", "with_recipe",
 ]  # fmt: skip

@@ -3,30 +3,27 @@ flags say otherwise (``recipe: auto``, the default; ``budget``, ``truncation`` o
 asked for by name).
 
 Measured against plain and activation-aware truncation at the same MACs and epochs
-(BENCHMARKS.md section 11), ResNet-20 at 3x fewer MACs, two seeds each:
-
-- channel-wise, the paper's recipe alone (one cut after SVD training, sparsity blind to the
-  budget) lost to truncation; the budget recipe's levers together beat both truncations at 3x
-  (by 0.83 points), but at 2x, where the cut costs less, activation-aware truncation beat it in
-  both seeds (by 0.2), so ``auto`` gives channel-wise runs the budget recipe from a 2.5x MACs
-  cut (between the two measured points) and with a speed target, and smaller cuts the
-  truncation recipe (ResNet-20's measurements: on ResNet-56 at 3x channel-wise, one seed,
-  activation-aware truncation beat the budget recipe by 0.62, so its preset names truncation;
-  a factor alone does not say what a cut costs a given model);
-- spatial-wise, where a cut costs less, activation-aware truncation with every epoch spent
-  fine-tuning beat the budget recipe (by 0.29 points; at 2x, one seed, by 0.9), so ``auto``
-  gives spatial-wise runs the truncation recipe;
-- on the small GPT the budget recipe did worse than the paper's, so language models keep it,
-  as does any run without a target (an energy or threshold rule, as the paper's presets): the
-  options' own defaults, every lever off.
+(BENCHMARKS.md section 11): the budget recipe's levers together beat both truncations on
+ResNet-20 channel-wise at 3x fewer MACs (by 0.84 points on CPU over two seeds, 0.77 on a GPU
+over four), where the paper's recipe alone lost; it lost wherever the cut cost the model less:
+ResNet-20 channel-wise at 2x (by 0.19), spatial-wise at 3x and 2x (0.29, 1.0), and ResNet-56
+channel-wise at 3x (0.62). What separates them is what the cut costs, not the factor or the
+scheme, so ``auto`` measures it when it can (a run from a checkpoint with a MACs target, no
+dense epochs first; cut_probe.py): the activation-aware cut keeps 63% of the starting
+accuracy where SVD training won and 76% to 94% where it lost, and ``auto`` SVD-trains under
+70%. Without the measurement (``svdtrain presets``, a speed target, a start that trains
+first) it falls back on the factor: channel-wise from 2.5x (or a speed target) the budget
+recipe, else truncation. On the small GPT the budget recipe did worse than the paper's, so
+language models keep it, as does any run without a target (an energy or threshold rule, as
+the paper's presets): the options' own defaults, every lever off.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from svdtrain.models import is_language_model
-from svdtrain.train.config.run_config import OPTIONS
+from svdtrain.train.config.run_config import OPTIONS, RunConfig
 from svdtrain.train.config.sections import SVD_TRAINING_LEVERS
 
 BUDGET_RECIPE: dict[str, Any] = {
@@ -52,17 +49,23 @@ RECIPE_SUMMARIES = {
                   "(--recipe budget SVD-trains)",
     "paper": "SVD training with the options as set, one cut, then fine-tuning",
 }
-# Channel-wise MACs cuts from this factor on SVD-train (measured: truncation ahead at 2x, behind at 3x).
+# SVD-train where the activation-aware cut keeps less of the starting accuracy than this (measured
+# points: SVD training won at 63%, lost at 76% to 94%; benchmarks/results/cut_probe_points.json).
+BUDGET_BELOW_KEPT = 0.70
+# Without that measurement: channel-wise MACs cuts from this factor on SVD-train (truncation ahead at 2x, behind at 3x).
 BUDGET_FROM_REDUCTION = 2.5
+# Measures a run's cut: the kept fraction of the starting accuracy (svdtrain.train.cut_probe).
+Measure = Callable[[RunConfig], float]
 
 
-def chosen_recipe(flags: dict[str, Any]) -> str:
+def chosen_recipe(flags: dict[str, Any], measure: Measure | None = None) -> str:
     """The recipe ``flags`` (the options a preset, file or command line set) run with."""
-    return recipe_choice(flags)[0]
+    return recipe_choice(flags, measure)[0]
 
 
-def recipe_choice(flags: dict[str, Any]) -> tuple[str, str]:
-    """The recipe ``flags`` run with, and why, in a few words (``svdtrain presets NAME`` shows it)."""
+def recipe_choice(flags: dict[str, Any], measure: Measure | None = None) -> tuple[str, str]:
+    """The recipe ``flags`` run with, and why, in a few words (``svdtrain presets NAME`` shows it);
+    with ``measure``, recipe auto measures the cut where :func:`measures_cut` says it can."""
     recipe = flags.get("recipe", "auto")
     if recipe != "auto":
         return recipe, "named"
@@ -73,6 +76,12 @@ def recipe_choice(flags: dict[str, Any]) -> tuple[str, str]:
         return "paper", "no MACs or speed target"
     if levers := _levers_set(flags):
         return "budget", f"{', '.join(levers)} asks for SVD training"
+    if measure is not None and measures_cut(flags):
+        kept = measure(RunConfig.from_flags(with_recipe({**flags, "recipe": "truncation"})))
+        side = "under" if kept < BUDGET_BELOW_KEPT else "at or over"
+        recipe = "budget" if kept < BUDGET_BELOW_KEPT else "truncation"
+        return recipe, (f"the activation-aware cut keeps {kept:.0%} of the starting accuracy, {side} "
+                        f"{BUDGET_BELOW_KEPT:.0%}: {'SVD training' if recipe == 'budget' else recipe} measured best there")
     if flags.get("scheme") == "spatial":
         return "truncation", "a spatial-wise cut: truncation measured best there"
     if speedup:
@@ -82,10 +91,18 @@ def recipe_choice(flags: dict[str, Any]) -> tuple[str, str]:
     return "truncation", f"a channel-wise cut under {BUDGET_FROM_REDUCTION}x: truncation measured best there"
 
 
-def with_recipe(flags: dict[str, Any]) -> dict[str, Any]:
+def measures_cut(flags: dict[str, Any]) -> bool:
+    """Whether recipe auto can measure the cut before the run trains: a MACs target, and a start
+    that is a checkpoint decomposed as it is (no dense epochs first)."""
+    start_epochs = flags.get("start_epochs", OPTIONS["start_epochs"].default)
+    return bool(flags.get("target_reduction") and flags.get("checkpoint") and not start_epochs
+                and flags.get("init", OPTIONS["init"].default) == "svd")  # fmt: skip
+
+
+def with_recipe(flags: dict[str, Any], measure: Measure | None = None) -> dict[str, Any]:
     """``flags`` with their recipe's values filling in the options left unset, and the recipe
     named (so the run folder's config says which one ran, and a resumed run keeps it)."""
-    recipe = chosen_recipe(flags)
+    recipe = chosen_recipe(flags, measure)
     if recipe == "truncation":
         levers = _levers_set(flags)  # checked at the start only: a folder saved before this check still resumes
         if levers:
@@ -107,8 +124,8 @@ def resumed_with_recipe(saved: dict[str, Any], flags: dict[str, Any]) -> dict[st
     unset, a recipe the sources name resolved as at the start, and the truncation recipe's epochs
     moved again from what the sources name (the saved ones are already moved)."""
     merged = {**saved, **flags}
-    if flags.get("recipe") == "auto":
-        merged["recipe"] = chosen_recipe(merged)
+    if flags.get("recipe") == "auto":  # the start chose, perhaps by measuring: keep its choice
+        merged["recipe"] = saved["recipe"] if saved.get("recipe", "auto") != "auto" else chosen_recipe(merged)
     return {**merged, **_epochs_moved(flags)} if merged.get("recipe") == "truncation" else merged
 
 

@@ -149,8 +149,11 @@ class SVDTrainConfig(Section):
                          "s_lr_scale, distill, distill_weight, calibration); truncation: no SVD training, its epochs "
                          "fine-tune the activation-aware truncation (calibration whiten, distill_weight 0.9); paper: "
                          "the options' own defaults, every lever off; auto: for an image model with a MACs or speed "
-                         "target, budget channel-wise from a 2.5x MACs cut (or a speed target) or when an SVD-training "
-                         "lever is set, truncation spatial-wise and for smaller cuts (measured best there), else paper",
+                         "target, budget when an SVD-training lever is set; from a checkpoint with a MACs target, "
+                         "budget where the activation-aware cut keeps under 70% of the starting accuracy (measured "
+                         "before training), else truncation; without that measurement, budget channel-wise from a "
+                         "2.5x cut (or a speed target), else truncation; paper for language models and runs with no "
+                         "target",
                          choices=RECIPES)  # fmt: skip
 
     def validate(self) -> None:

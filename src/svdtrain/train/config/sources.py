@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config.recipe import resumed_with_recipe, with_recipe
+from svdtrain.train.config.recipe import Measure, resumed_with_recipe, with_recipe
 from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
@@ -121,11 +121,12 @@ def load_preset(name: str) -> dict[str, Any]:
 
 def resolve_config(
     preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-    unset: dict[str, Any] | None = None,
+    unset: dict[str, Any] | None = None, measure: Measure | None = None,
 ) -> RunConfig:
     """Defaults <- (the recipe, for a run with a MACs or speed target: recipe.py) <- preset <- config
     file <- overrides, validated. ``unset`` (flags: a resumed run's saved config) gives the
-    options no source sets instead of the recipe and defaults, so a run continues as it began."""
+    options no source sets instead of the recipe and defaults, so a run continues as it began;
+    ``measure`` lets recipe auto measure a new run's cut (recipe.py)."""
     values: dict[str, Any] = {}
     if preset:
         values = _later_target_wins(values, load_preset(preset))
@@ -133,4 +134,4 @@ def resolve_config(
         values = _later_target_wins(values, to_flags(read_yaml(Path(config_file)), str(config_file)))
     if overrides:
         values = _later_target_wins(values, to_flags(overrides, "the command line"))
-    return RunConfig.from_flags(resumed_with_recipe(unset, values) if unset is not None else with_recipe(values))
+    return RunConfig.from_flags(resumed_with_recipe(unset, values) if unset is not None else with_recipe(values, measure))
