@@ -89,6 +89,10 @@ def test_a_run_records_the_recipe_its_measured_cut_picked_and_resumes_with_it(de
     assert main(["run", *common, "--recipe", "auto", "--resume"]) == 0
     assert "recipe auto: the activation-aware cut" not in capsys.readouterr().out
     assert json.loads((tmp_path / "config.json").read_text()) == saved
+    # A lone first stage in a new folder picks its recipe the same way.
+    lone = [arg if arg != str(tmp_path) else str(tmp_path / "lone") for arg in common]
+    assert main(["start", *lone]) == 0
+    assert json.loads((tmp_path / "lone" / "config.json").read_text())["svd_train"]["recipe"] == "truncation"
 
 
 def test_a_probe_with_a_missing_checkpoint_stops_with_one_line_and_writes_nothing(tmp_path, capsys):

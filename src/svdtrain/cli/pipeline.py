@@ -80,7 +80,9 @@ def run_stage(args: argparse.Namespace) -> int:
     folder = RunFolder(args.out)
     if args.stage != "start" and not folder.written_files():  # before the config: its errors would mislead
         raise ValueError(f"{folder.path} holds no run: run 'svdtrain start' or 'svdtrain run' there first")
-    config = config_from(args, continuing=True)
+    # The first stage of a new folder picks the recipe as `svdtrain run` does, measuring where auto can.
+    measure = None if folder.config.exists() else measured_by_probe(dist=dist)
+    config = config_from(args, continuing=True, measure=measure)
     dist.barrier()
     if dist.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
