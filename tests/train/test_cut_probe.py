@@ -5,10 +5,13 @@ import json
 import pytest
 
 from svdtrain.cli import main
+from svdtrain.cli.options import saved_config
 from svdtrain.train.config import BUDGET_RECIPE, load_preset, recipe_choice, resolve_config
+from svdtrain.train.config import BUDGET_BELOW_KEPT
+from svdtrain.train import cut_probe
 from svdtrain.train.config import recipe
-from svdtrain.train.config.recipe import BUDGET_BELOW_KEPT
-from svdtrain.train.cut_probe import probe_cut
+from svdtrain.train.cut_probe import CutProbe, probe_cut
+from svdtrain.train.run_folder import RunFolder
 
 SMALL = ["--train-limit", "640", "--test-limit", "300"]
 
@@ -75,30 +78,49 @@ def test_recipe_auto_picks_by_the_measured_cut_where_it_can(dense_checkpoint):
 
 def test_a_run_records_the_recipe_its_measured_cut_picked_and_resumes_with_it(dense_checkpoint, tmp_path, capsys,
                                                                               monkeypatch):  # fmt: skip
-    monkeypatch.setattr(recipe, "BUDGET_BELOW_KEPT", 0.0)  # any cut keeps enough: truncation, where the
+    # Any cut keeps enough: truncation, where the factor rule gives a channel-wise 3x cut the budget recipe.
+    monkeypatch.setattr(recipe, "BUDGET_BELOW_KEPT", 0.0)
     common = ["--out", str(tmp_path), "--preset", "smoke", "--checkpoint", dense_checkpoint, "--init", "svd",
               "--start-epochs", "0", "--svd-epochs", "1", "--finetune-epochs", "1", "--energy", "0",
-              "--target-reduction", "3", *SMALL]  # factor rule would give a channel-wise 3x cut the budget recipe
+              "--target-reduction", "3", *SMALL]  # fmt: skip
     assert main(["run", *common]) == 0
     out = capsys.readouterr().out
-    assert "recipe auto: the activation-aware cut to 3x fewer MACs keeps" in out and "recipe truncation:" in out
+    assert "recipe auto: measuring the activation-aware cut to 3x fewer MACs" in out
+    assert "recipe auto: the cut keeps" in out and "recipe truncation:" in out
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["svd_train"]["recipe"] == "truncation" and saved["finetune"]["epochs"] == 2
     # Resumed (cut off before its report), even with auto named again, the run keeps what it picked.
     (tmp_path / "report.json").unlink()
     assert main(["run", *common, "--recipe", "auto", "--resume"]) == 0
-    assert "recipe auto: the activation-aware cut" not in capsys.readouterr().out
+    assert "recipe auto: measuring" not in capsys.readouterr().out
     assert json.loads((tmp_path / "config.json").read_text()) == saved
     # A lone first stage in a new folder picks its recipe the same way.
     lone = [arg if arg != str(tmp_path) else str(tmp_path / "lone") for arg in common]
     assert main(["start", *lone]) == 0
     assert json.loads((tmp_path / "lone" / "config.json").read_text())["svd_train"]["recipe"] == "truncation"
+    # Every cut too costly: the budget recipe, its values in the run's config.
+    monkeypatch.setattr(recipe, "BUDGET_BELOW_KEPT", 1.01)
+    costly = [arg if arg != str(tmp_path) else str(tmp_path / "costly") for arg in common]
+    assert main(["start", *costly]) == 0
+    flat = saved_config(RunFolder(tmp_path / "costly")).flat()
+    assert flat["recipe"] == "budget" and all(flat[flag] == value for flag, value in BUDGET_RECIPE.items())
+
+
+def test_a_starting_model_near_chance_leaves_the_choice_to_the_factor_rule():
+    lines = []
+    weak = CutProbe(dense=0.15, cut=0.05, images=640, classes=10)  # chance is 0.1
+    assert not weak.informative and CutProbe(0.25, 0.05, 640, 10).informative
+    assert cut_probe._kept(weak, lines.append) is None and "near chance" in lines[0]
+    flags = {**load_preset("smoke"), "checkpoint": "x.pt", "init": "svd", "start_epochs": 0, "energy": 0.0,
+             "target_reduction": 3.0}  # fmt: skip
+    assert recipe_choice(flags, lambda config: None) == recipe_choice(flags)  # the factor rule's answer
 
 
 def test_a_probe_with_a_missing_checkpoint_stops_with_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--out", str(out), "--preset", "smoke", "--checkpoint", str(tmp_path / "none.pt"),
-                 "--init", "svd", "--start-epochs", "0", "--target-reduction", "2", "--energy", "0", *SMALL])  # fmt: skip
+                 "--init", "svd", "--start-epochs", "0", "--target-reduction", "2", "--energy", "0",
+                 *SMALL])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "none.pt" in err
     assert not (out / "config.json").exists()

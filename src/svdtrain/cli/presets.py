@@ -6,9 +6,8 @@ import argparse
 
 from svdtrain.cli.options import shown_value
 from svdtrain.train.config import (
-    OPTIONS, load_preset, measures_cut, preset_names, preset_path, recipe_choice, with_recipe,
+    BUDGET_BELOW_KEPT, OPTIONS, load_preset, measures_cut, preset_names, preset_path, recipe_choice, with_recipe,
 )  # fmt: skip
-from svdtrain.train.config.recipe import BUDGET_BELOW_KEPT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

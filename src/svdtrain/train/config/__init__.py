@@ -5,11 +5,12 @@ from svdtrain.train.config.recipe import (
     recipe_choice, with_recipe,
 )  # fmt: skip
 from svdtrain.train.config.run_config import CONFIG_VERSION, OPTIONS, SECTIONS, Option, RunConfig
-from svdtrain.train.config.sections import IMAGE_DATASETS, RECIPES, TEXT_DATASETS
+from svdtrain.train.config.sections import BUDGET_BELOW_KEPT, IMAGE_DATASETS, RECIPES, TEXT_DATASETS
 from svdtrain.train.config.sources import load_preset, merge, preset_names, preset_path, read_yaml, resolve_config
 
 __all__ = [
-    "BUDGET_RECIPE", "CONFIG_VERSION", "IMAGE_DATASETS", "Measure", "OPTIONS", "Option", "RECIPES", "RECIPE_SETTINGS",
-    "RECIPE_SUMMARIES", "RunConfig", "SECTIONS", "TEXT_DATASETS", "TRUNCATION_RECIPE", "chosen_recipe", "load_preset", "measures_cut",
-    "merge", "preset_names", "preset_path", "read_yaml", "recipe_choice", "resolve_config", "with_recipe",
+    "BUDGET_BELOW_KEPT", "BUDGET_RECIPE", "CONFIG_VERSION", "IMAGE_DATASETS", "Measure", "OPTIONS", "Option",
+    "RECIPES", "RECIPE_SETTINGS", "RECIPE_SUMMARIES", "RunConfig", "SECTIONS", "TEXT_DATASETS", "TRUNCATION_RECIPE",
+    "chosen_recipe", "load_preset", "measures_cut", "merge", "preset_names", "preset_path", "read_yaml",
+    "recipe_choice", "resolve_config", "with_recipe",
 ]  # fmt: skip

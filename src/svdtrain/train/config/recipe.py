@@ -4,7 +4,7 @@ asked for by name).
 
 Measured against plain and activation-aware truncation at the same MACs and epochs
 (BENCHMARKS.md section 11): the budget recipe's levers together beat both truncations on
-ResNet-20 channel-wise at 3x fewer MACs (by 0.84 points on CPU over two seeds, 0.77 on a GPU
+ResNet-20 channel-wise at 3x fewer MACs (by 0.83 points on CPU over two seeds, 0.77 on a GPU
 over four), where the paper's recipe alone lost; it lost wherever the cut cost the model less:
 ResNet-20 channel-wise at 2x (by 0.19), spatial-wise at 3x and 2x (0.29, 1.0), and ResNet-56
 channel-wise at 3x (0.62). What separates them is what the cut costs, not the factor or the
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from svdtrain.models import is_language_model
 from svdtrain.train.config.run_config import OPTIONS, RunConfig
-from svdtrain.train.config.sections import SVD_TRAINING_LEVERS
+from svdtrain.train.config.sections import BUDGET_BELOW_KEPT, SVD_TRAINING_LEVERS
 
 BUDGET_RECIPE: dict[str, Any] = {
     "gradual": True,  # cut towards the target after every SVD-training epoch (target_reduction only)
@@ -49,13 +49,11 @@ RECIPE_SUMMARIES = {
                   "(--recipe budget SVD-trains)",
     "paper": "SVD training with the options as set, one cut, then fine-tuning",
 }
-# SVD-train where the activation-aware cut keeps less of the starting accuracy than this (measured
-# points: SVD training won at 63%, lost at 76% to 94%; benchmarks/results/cut_probe_points.json).
-BUDGET_BELOW_KEPT = 0.70
 # Without that measurement: channel-wise MACs cuts from this factor on SVD-train (truncation ahead at 2x, behind at 3x).
 BUDGET_FROM_REDUCTION = 2.5
-# Measures a run's cut: the kept fraction of the starting accuracy (svdtrain.train.cut_probe).
-Measure = Callable[[RunConfig], float]
+# Measures a run's cut: the kept fraction of the starting accuracy, or None where the starting
+# model is too weak for it to mean anything (svdtrain.train.cut_probe).
+Measure = Callable[[RunConfig], "float | None"]
 
 
 def chosen_recipe(flags: dict[str, Any], measure: Measure | None = None) -> str:
@@ -76,12 +74,13 @@ def recipe_choice(flags: dict[str, Any], measure: Measure | None = None) -> tupl
         return "paper", "no MACs or speed target"
     if levers := _levers_set(flags):
         return "budget", f"{', '.join(levers)} asks for SVD training"
-    if measure is not None and measures_cut(flags):
-        kept = measure(RunConfig.from_flags(with_recipe({**flags, "recipe": "truncation"})))
-        side = "under" if kept < BUDGET_BELOW_KEPT else "at or over"
+    kept = measure(RunConfig.from_flags(with_recipe({**flags, "recipe": "truncation"}))) if (
+        measure is not None and measures_cut(flags)) else None  # fmt: skip
+    if kept is not None:
         recipe = "budget" if kept < BUDGET_BELOW_KEPT else "truncation"
+        side, best = ("under", "SVD training") if recipe == "budget" else ("at or over", "truncation")
         return recipe, (f"the activation-aware cut keeps {kept:.0%} of the starting accuracy, {side} "
-                        f"{BUDGET_BELOW_KEPT:.0%}: {'SVD training' if recipe == 'budget' else recipe} measured best there")
+                        f"{BUDGET_BELOW_KEPT:.0%}: {best} measured best there")
     if flags.get("scheme") == "spatial":
         return "truncation", "a spatial-wise cut: truncation measured best there"
     if speedup:
@@ -92,11 +91,13 @@ def recipe_choice(flags: dict[str, Any], measure: Measure | None = None) -> tupl
 
 
 def measures_cut(flags: dict[str, Any]) -> bool:
-    """Whether recipe auto can measure the cut before the run trains: a MACs target, and a start
-    that is a checkpoint decomposed as it is (no dense epochs first)."""
+    """Whether recipe auto measures the cut before the run trains: an image model left to auto
+    with no SVD-training lever set, a MACs target, and a start that is a checkpoint decomposed as
+    it is (no dense epochs first)."""
     start_epochs = flags.get("start_epochs", OPTIONS["start_epochs"].default)
-    return bool(flags.get("target_reduction") and flags.get("checkpoint") and not start_epochs
-                and flags.get("init", OPTIONS["init"].default) == "svd")  # fmt: skip
+    return bool(flags.get("recipe", "auto") == "auto" and not is_language_model(flags.get("model", ""))
+                and not _levers_set(flags) and flags.get("target_reduction") and flags.get("checkpoint")
+                and not start_epochs and flags.get("init", OPTIONS["init"].default) == "svd")  # fmt: skip
 
 
 def with_recipe(flags: dict[str, Any], measure: Measure | None = None) -> dict[str, Any]:

@@ -126,7 +126,8 @@ def resolve_config(
     """Defaults <- (the recipe, for a run with a MACs or speed target: recipe.py) <- preset <- config
     file <- overrides, validated. ``unset`` (flags: a resumed run's saved config) gives the
     options no source sets instead of the recipe and defaults, so a run continues as it began;
-    ``measure`` lets recipe auto measure a new run's cut (recipe.py)."""
+    ``measure`` (svdtrain.train.cut_probe.measured_by_probe) lets recipe auto measure a new run's
+    cut, as ``svdtrain run`` does; without it auto decides by scheme and factor (recipe.py)."""
     values: dict[str, Any] = {}
     if preset:
         values = _later_target_wins(values, load_preset(preset))
@@ -134,4 +135,5 @@ def resolve_config(
         values = _later_target_wins(values, to_flags(read_yaml(Path(config_file)), str(config_file)))
     if overrides:
         values = _later_target_wins(values, to_flags(overrides, "the command line"))
-    return RunConfig.from_flags(resumed_with_recipe(unset, values) if unset is not None else with_recipe(values, measure))
+    resolved = resumed_with_recipe(unset, values) if unset is not None else with_recipe(values, measure)
+    return RunConfig.from_flags(resolved)
