@@ -6,14 +6,15 @@ Measured against plain and activation-aware truncation at the same MACs and epoc
 (BENCHMARKS.md section 11): the budget recipe's levers together beat both truncations on
 ResNet-20 channel-wise at 3x fewer MACs (by 0.83 points on CPU over two seeds, 0.77 on a GPU
 over four), where the paper's recipe alone lost; it lost wherever the cut cost the model less:
-ResNet-20 channel-wise at 2x (by 0.19), spatial-wise at 3x and 2x (0.29, 1.0), and ResNet-56
+ResNet-20 channel-wise at 2x (by 0.20), spatial-wise at 3x and 2x (0.29, 1.0), and ResNet-56
 channel-wise at 3x (0.62). What separates them is what the cut costs, not the factor or the
 scheme, so ``auto`` measures it when it can (a run from a checkpoint with a MACs target, no
 dense epochs first; cut_probe.py): the activation-aware cut keeps 63% of the starting
 accuracy where SVD training won and 76% to 94% where it lost, and ``auto`` SVD-trains under
-70%. Without the measurement (``svdtrain presets``, a speed target, a start that trains
-first) it falls back on the factor: channel-wise from 2.5x (or a speed target) the budget
-recipe, else truncation. On the small GPT the budget recipe did worse than the paper's, so
+70%; ResNet-20 spatial-wise at 5x, run after the line was drawn, kept 54% and SVD training won
+by 1.14, where the factor rule below would have picked truncation. Without the measurement
+(``svdtrain presets``, a speed target, a start that trains first) it falls back on the factor:
+channel-wise from 2.5x (or a speed target) the budget recipe, else truncation. On the small GPT the budget recipe did worse than the paper's, so
 language models keep it, as does any run without a target (an energy or threshold rule, as
 the paper's presets): the options' own defaults, every lever off.
 """

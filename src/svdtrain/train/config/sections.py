@@ -18,7 +18,7 @@ IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
 RECIPES = ("auto", "budget", "truncation", "paper")  # see recipe.py
 # recipe auto SVD-trains where the activation-aware cut keeps less of the starting accuracy than this
-# (measured points: SVD training won at 63%, lost at 76% to 94%; benchmarks/results/cut_probe_points.json).
+# (measured: SVD training won at 54% and 63%, lost at 76% to 94%; benchmarks/results/cut_probe_points.json).
 BUDGET_BELOW_KEPT = 0.70
 # The budget recipe's svd_train levers: they act only in SVD training, which the truncation recipe skips.
 SVD_TRAINING_LEVERS = ("gradual", "macs_weighted", "s_lr_scale", "distill", "budget_tail", "proximal")
