@@ -14,9 +14,10 @@ accuracy where SVD training won and 76% to 94% where it lost, and ``auto`` SVD-t
 70%; ResNet-20 spatial-wise at 5x, run after the line was drawn, kept 54% and SVD training won
 by 1.14, where the factor rule below would have picked truncation. Without the measurement
 (``svdtrain presets``, a speed target, a start that trains first) it falls back on the factor:
-channel-wise from 2.5x (or a speed target) the budget recipe, else truncation. On the small GPT the budget recipe did worse than the paper's, so
-language models keep it, as does any run without a target (an energy or threshold rule, as
-the paper's presets): the options' own defaults, every lever off.
+channel-wise from 2.5x (or a speed target) the budget recipe, else truncation. On the small
+GPT the budget recipe did worse than the paper's, so language models keep it, as does any run
+without a target (an energy or threshold rule, as the paper's presets): the options' own
+defaults, every lever off.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ RECIPE_SUMMARIES = {
                   "(--recipe budget SVD-trains)",
     "paper": "SVD training with the options as set, one cut, then fine-tuning",
 }
-# Without that measurement: channel-wise MACs cuts from this factor on SVD-train (truncation ahead at 2x, behind at 3x).
+# Without that measurement: channel-wise MACs cuts from this factor on SVD-train (truncation
+# measured ahead at 2x, behind at 3x).
 BUDGET_FROM_REDUCTION = 2.5
 # Measures a run's cut: the kept fraction of the starting accuracy, or None where the starting
 # model is too weak for it to mean anything (svdtrain.train.cut_probe).
