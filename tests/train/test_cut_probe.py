@@ -6,10 +6,8 @@ import pytest
 
 from svdtrain.cli import main
 from svdtrain.cli.options import saved_config
-from svdtrain.train.config import BUDGET_RECIPE, load_preset, recipe_choice, resolve_config
-from svdtrain.train.config import BUDGET_BELOW_KEPT
 from svdtrain.train import cut_probe
-from svdtrain.train.config import recipe
+from svdtrain.train.config import BUDGET_BELOW_KEPT, BUDGET_RECIPE, load_preset, recipe, recipe_choice, resolve_config
 from svdtrain.train.cut_probe import CutProbe, probe_cut
 from svdtrain.train.run_folder import RunFolder
 
