@@ -38,7 +38,7 @@ import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.train.config import resolve_config
 from svdtrain.train.distill import Distillation
-from svdtrain.train.loop import Regularization
+from svdtrain.train.regularization import Regularization
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
 from _results import write_results  # noqa: E402  (beside this script)

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from svdtrain.cli import demo, pipeline, presets, sweep
-from svdtrain.train.loop import TrainingDiverged
+from svdtrain.train.watch import TrainingDiverged
 
 SUBCOMMANDS = (demo, pipeline, sweep, presets)
 

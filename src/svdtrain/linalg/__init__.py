@@ -12,7 +12,9 @@ from svdtrain.linalg.factors import (
 from svdtrain.linalg.penalties import (
     SPARSITY_KINDS,
     check_sparsity_kind,
+    orthogonality_penalties,
     orthogonality_penalty,
+    sparsity_penalties,
     sparsity_penalty,
 )
 from svdtrain.linalg.rank import (
@@ -53,9 +55,11 @@ __all__ = [
     "lowrank_svd_factors",
     "matrix_to_kernel",
     "matrix_to_weight",
+    "orthogonality_penalties",
     "orthogonality_penalty",
     "random_factors",
     "resolve_rank",
+    "sparsity_penalties",
     "sparsity_penalty",
     "svd_factors",
     "threshold_rank",

@@ -20,13 +20,22 @@ def orthogonality_penalty(factor: torch.Tensor) -> torch.Tensor:
     G = A A^T when m <= n (rows should be orthonormal, as for Vh), else A^T A (columns,
     as for U). Dividing by size(G)^2 = r^2 makes layers of different rank weigh alike.
     """
-    m, n = factor.shape
-    with torch.autocast(factor.device.type, enabled=False):  # in float32 under bf16 autocast too
-        factor = factor.float() if factor.dtype in (torch.float16, torch.bfloat16) else factor
-        gram = factor @ factor.T if m <= n else factor.T @ factor  # (k, k), k = min(m, n)
-        k = gram.shape[0]
-        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
-        return (gram - eye).pow(2).sum() / (k * k)
+    return orthogonality_penalties(factor.unsqueeze(0))[0]
+
+
+def orthogonality_penalties(factors: torch.Tensor, eye: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`orthogonality_penalty` of each of ``factors`` (G, m, n) at once: (G,).
+
+    One batched product for a stack of same-shape factors: on a GPU a handful of kernel
+    launches for a whole group of layers instead of a handful per layer. ``eye``, the
+    min(m, n) identity, may be passed in by a caller that keeps it (one op less a call)."""
+    _, m, n = factors.shape
+    with torch.autocast(factors.device.type, enabled=False):  # in float32 under bf16 autocast too
+        factors = factors.float() if factors.dtype in (torch.float16, torch.bfloat16) else factors
+        gram = factors @ factors.mT if m <= n else factors.mT @ factors  # (G, k, k), k = min(m, n)
+        k = gram.shape[-1]
+        eye = torch.eye(k, dtype=gram.dtype, device=gram.device) if eye is None else eye
+        return (gram - eye).pow(2).sum((1, 2)) / (k * k)
 
 
 def sparsity_penalty(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
@@ -38,15 +47,21 @@ def sparsity_penalty(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
     gradient unchanged mathematically but keeps tiny or huge spectra finite. An all-zero
     s gives 0 with a zero gradient instead of 0/0.
     """
+    return sparsity_penalties(s.unsqueeze(0), kind)[0]
+
+
+def sparsity_penalties(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
+    """:func:`sparsity_penalty` of each row of ``s`` (G, r) at once: (G,)."""
     check_sparsity_kind(kind)
     magnitude = s.abs().float() if s.dtype in (torch.float16, torch.bfloat16) else s.abs()  # the ratio in float32
     if kind == "l1":
-        return magnitude.sum()
-    peak = magnitude.detach().max()
+        return magnitude.sum(1)
+    peak = magnitude.detach().amax(1, keepdim=True)
     nonzero = peak > 0
     scaled = magnitude / torch.where(nonzero, peak, torch.ones_like(peak))
-    l1 = scaled.sum()
-    l2_sq = scaled.pow(2).sum()
+    l1 = scaled.sum(1)
+    l2_sq = scaled.pow(2).sum(1)
+    nonzero = nonzero.squeeze(1)
     safe_l2_sq = torch.where(nonzero, l2_sq, torch.ones_like(l2_sq))
     ratio = l1 / safe_l2_sq.sqrt() if kind == "hoyer" else l1.pow(2) / safe_l2_sq
     return torch.where(nonzero, ratio - 1.0, torch.zeros_like(ratio))

@@ -5,17 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from svdtrain.linalg import check_sparsity_kind, sparsity_penalty
+from svdtrain.linalg import check_sparsity_kind
+from svdtrain.surgery.groups import FactorGroups
 from svdtrain.surgery.walk import require_factored_weights
 
 
 def orthogonality_loss(model: nn.Module) -> torch.Tensor:
-    """Sum over factored weights of ||U^T U - I||^2/r^2 + ||Vh Vh^T - I||^2/r^2 (a scalar tensor).
+    """Sum over factored weights of ||U^T U - I||^2/r^2 + ||Vh Vh^T - I||^2/r^2 (a scalar tensor),
+    computed for each group of same-shape factors at once (:class:`FactorGroups`).
 
     Raises:
         ValueError: the model has no factored weights.
     """
-    return torch.stack([w.orthogonality_penalty() for w in require_factored_weights(model).values()]).sum()
+    return FactorGroups(model).orthogonality()
 
 
 def sparsity_loss(model: nn.Module, kind: str = "hoyer", scales: dict[str, float] | None = None) -> torch.Tensor:
@@ -26,18 +28,13 @@ def sparsity_loss(model: nn.Module, kind: str = "hoyer", scales: dict[str, float
         ValueError: unknown kind, or the model has no factored weights.
     """
     check_sparsity_kind(kind)
-    scales = scales or {}
-    terms = [sparsity_penalty(w.s, kind) * scales.get(name, 1.0) for name, w in require_factored_weights(model).items()]
-    return torch.stack(terms).sum()
+    return FactorGroups(model, scales).sparsity(kind)
 
 
 def tail_l1_loss(model: nn.Module, tails: dict[str, torch.Tensor], scales: dict[str, float] | None = None) -> torch.Tensor:
     """Sum over factored weights of the L1 norm of the singular values ``tails[name]`` marks
     (a bool mask over s): the ones a pruning budget is going to drop, and only those."""
-    scales = scales or {}
-    layers = require_factored_weights(model)
-    terms = [layers[name].s[mask].abs().sum() * scales.get(name, 1.0) for name, mask in tails.items()]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
+    return FactorGroups(model, scales, tails).tail_l1()
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ class Task:
         """Mean task loss of a batch."""
         raise NotImplementedError
 
-    def stats(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> dict[str, float]:
-        """Additive statistics of one batch (sums and counts)."""
+    def stats(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor | int]:
+        """Additive statistics of one batch (sums and counts): device tensors, so the training
+        loop adds them up without reading them back each step."""
         raise NotImplementedError
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:

@@ -17,7 +17,7 @@ class Classification(Task):
 
     def stats(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> dict[str, float]:
         count = targets.numel()
-        return {"loss_sum": loss.item() * count, "correct": (outputs.argmax(1) == targets).sum().item(), "count": count}
+        return {"loss_sum": loss.detach() * count, "correct": (outputs.argmax(1) == targets).sum(), "count": count}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         count = max(sums.get("count", 0), 1)

@@ -22,7 +22,7 @@ class LanguageModeling(Task):
 
     def stats(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> dict[str, float]:
         count = targets.numel()
-        return {"loss_sum": loss.item() * count, "count": count}
+        return {"loss_sum": loss.detach() * count, "count": count}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums.get("loss_sum", 0.0) / max(sums.get("count", 0), 1)

@@ -19,7 +19,8 @@ from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
 from svdtrain.surgery import compact, count_macs, count_params, decompose, factored_weights, prune
 from svdtrain.train.config.options import non_negative, option
-from svdtrain.train.loop import Regularization, evaluate, train_epoch
+from svdtrain.train.loop import evaluate, train_epoch
+from svdtrain.train.regularization import Regularization
 
 
 @dataclass(frozen=True)

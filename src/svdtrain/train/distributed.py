@@ -85,13 +85,14 @@ class Distributed:
         dist.all_reduce(values)
         return dict(zip(keys, values.tolist()))
 
-    def all_true(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on every process (so all stop together, none waits forever)."""
+    def min(self, value: int) -> int:
+        """The smallest of every process's ``value`` (the first step any process diverged at,
+        so all stop together and none waits forever)."""
         if not self.enabled:
-            return flag
-        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        dist.all_reduce(value, op=dist.ReduceOp.MIN)
-        return bool(value.item())
+            return value
+        box = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(box, op=dist.ReduceOp.MIN)
+        return int(box.item())
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """``model`` in DistributedDataParallel (re-wrap after its parameters are replaced); as is

@@ -27,7 +27,7 @@ from svdtrain.train.checkpoint import (
 from svdtrain.train.config import RECIPE_SUMMARIES, RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
-from svdtrain.train.loop import Regularization
+from svdtrain.train.regularization import Regularization
 from svdtrain.train.pruner import Pruner
 from svdtrain.train.report import write_report
 from svdtrain.train.run_data import Data, load_data

@@ -18,11 +18,14 @@ from svdtrain.train.checkpoint import load_latest_good, load_matching, ranks_of,
 from svdtrain.train.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed, unwrapped
-from svdtrain.train.loop import Regularization, TrainingDiverged, evaluate_metrics, first_non_finite, train_epoch
+from svdtrain.train.loop import evaluate_metrics, train_epoch
+from svdtrain.train.regularization import Regularization
+from svdtrain.train.watch import TrainingDiverged, first_non_finite
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.train.run_data import Data
 from svdtrain.train.run_folder import STAGES, RunFolder
 from svdtrain.train.schedule import decay_factor
+from svdtrain.train.step import StepLoss
 
 
 class Trainer:
@@ -61,9 +64,10 @@ class Trainer:
         groups = [{"lr": lr, **g} for g in groups if g["params"]]
         for group in groups:
             group["initial_lr"] = group["lr"]
+        # fused: one kernel for all parameters, and it skips a non-finite step on the device
         if o.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
-        return torch.optim.Adam(groups, lr=lr)
+            return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, fused=True)
+        return torch.optim.Adam(groups, lr=lr, fused=True)
 
     def _lr_setter(self, optimizer: torch.optim.Optimizer, epoch: int, epochs: int, steps: int,
                    lr_span: tuple[int, int] | None) -> Callable[[int], None]:  # fmt: skip
@@ -111,7 +115,7 @@ class Trainer:
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
         with self.dist.synchronized_batchnorm(model, self.device):  # one global batch on every backend
-            net = self._net(model)
+            net, step_loss = self._step(model, regularization, distillation)
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
                 set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches), lr_span)
@@ -124,16 +128,15 @@ class Trainer:
                 try:
                     metrics = train_epoch(net, batches, optimizer, regularization, self.device, distillation, self.task,
                                           o.grad_clip, reduce=self.dist.sum if self.dist.enabled else None,
-                                          precision=o.precision,
-                                          all_true=self.dist.all_true if self.dist.enabled else None,
-                                          before_step=set_lr)  # fmt: skip
+                                          all_min=self.dist.min if self.dist.enabled else None,
+                                          before_step=set_lr, step_loss=step_loss)  # fmt: skip
                 except TrainingDiverged as diverged:
                     kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
                     raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
                 lr_now = optimizer.param_groups[0]["lr"]
                 if after_epoch is not None and after_epoch(model, epoch + 1):
                     optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
-                    net = self._net(model)  # DDP holds the parameters it was built with
+                    net, step_loss = self._step(model, regularization, distillation)  # new factors: regroup, re-wrap
                 test = self.evaluation(model)
                 seconds = time.perf_counter() - start
                 history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
@@ -154,10 +157,15 @@ class Trainer:
                          f"test {test[metric]:.4f}  lr {lr_now:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
             return history
 
-    def _net(self, model: nn.Module) -> nn.Module:
-        """What the training steps call: the model, in DDP when distributed, compiled if asked."""
+    def _step(self, model: nn.Module, regularization: Regularization,
+              distillation: Distillation | None) -> tuple[nn.Module, StepLoss]:  # fmt: skip
+        """The model in DDP when distributed, and its step's forward and loss, compiled if asked.
+        Built again after pruning: DDP holds the parameters it was built with, the regularizers
+        group the factors, a compiled step guards on their shapes."""
+        o = self.config.optim
         net = self.dist.wrap(model, self.device)
-        return torch.compile(net) if self.config.optim.compile else net
+        return net, StepLoss(net, regularization, self.task, distillation, o.precision,
+                             compile=o.compile_mode if o.compile else None)
 
     def _write_metrics(self, stage: str, history: list[dict]) -> None:
         buffer = io.StringIO()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
 from svdtrain.train.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
 from svdtrain.train.distill import check_distillation
+from svdtrain.train.step import COMPILE_MODES
 
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
@@ -120,7 +121,14 @@ class OptimConfig(Section):
                               choices=LR_SCHEDULES)  # fmt: skip
     precision: str = option("fp32", "bf16: train under bfloat16 autocast (the factor products, Gram matrices and "
                             "Hoyer ratio stay float32); evaluation stays float32", choices=("fp32", "bf16"))
-    compile: bool = option(False, "torch.compile the model for training (the first steps compile)")
+    compile: bool = option(False, "torch.compile each training step's forward, loss and regularizers in one graph "
+                           "(the first steps compile)")
+    compile_mode: str = option("default", "with compile: torch.compile's mode; reduce-overhead replays the step as "
+                               "CUDA graphs on a GPU", choices=COMPILE_MODES)  # fmt: skip
+
+    def validate(self) -> None:
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode {self.compile_mode!r} takes effect only with compile: set it true")
 
 
 @dataclass
