@@ -9,10 +9,10 @@ import sys
 
 import torch
 
-from svdtrain.cli import demo, pipeline, presets, sweep
+from svdtrain.cli import demo, parallel, pipeline, presets, sweep
 from svdtrain.train.watch import TrainingDiverged
 
-SUBCOMMANDS = (demo, pipeline, sweep, presets)
+SUBCOMMANDS = (demo, pipeline, sweep, parallel, presets)
 
 
 def build_parser() -> argparse.ArgumentParser:

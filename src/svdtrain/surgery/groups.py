@@ -1,9 +1,12 @@
-"""Factored weights grouped by shape, so each regularizer is a few batched ops per group.
+"""Factored weights grouped by shape, so the regularizers are a few batched ops a step.
 
-A ResNet-20 has 20 factored weights but only 11 factor shapes and 4 lengths of s. Computed
-weight by weight, the two regularizers are ~2,100 small ops a step (forward alone); on a
-GPU each is a kernel launch, and the step is bound by launches, not arithmetic. Stacked by
-shape they are ~100.
+A ResNet-20 has 20 factored weights but 11 factor shapes and 4 lengths of s. Computed weight
+by weight, the two regularizers were ~2,100 small ops a step (forward alone, counted as
+torch.profiler's aten events); on a GPU each is a kernel launch, and the step is bound by
+launches, not arithmetic. Here each factor shape is one batched Gram product, the Gram
+matrices' distance to I is one multi-tensor (``torch._foreach_*``) op over all groups, and
+every s is zero-padded into one (weights, longest s) matrix, which changes no term: zeros
+add nothing to |s|_1 or |s|_2 and do not raise the peak.
 """
 
 from __future__ import annotations
@@ -11,19 +14,17 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from svdtrain.linalg import check_sparsity_kind, orthogonality_penalties, sparsity_penalties
+from svdtrain.linalg import check_sparsity_kind, sparsity_penalties
 from svdtrain.surgery.walk import require_factored_weights
 
 
-def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
-
-
 class FactorGroups:
-    """The factors of a model's factored weights, grouped by shape, with each weight's
-    sparsity scale and tail mask stacked beside them once (no host-to-device copy a step).
+    """The factors of a model's factored weights, grouped by shape, with the constants of the
+    terms (identities, 1/r^2, each weight's sparsity scale and tail mask) made once, on the
+    factors' device (no host-to-device copy a step).
 
     Holds the factor parameters themselves: pruning replaces them, so build the groups again
     after a cut (the training loop builds them once per epoch). ``scales`` weighs each
@@ -36,49 +37,71 @@ class FactorGroups:
         weights = require_factored_weights(model)
         scales = scales or {}
         by_shape: dict[tuple[int, ...], list[torch.Tensor]] = defaultdict(list)
-        by_length: dict[int, list[tuple[str, torch.Tensor]]] = defaultdict(list)
-        for name, weight in weights.items():
+        for weight in weights.values():
             by_shape[tuple(weight.U.shape)].append(weight.U)
             by_shape[tuple(weight.Vh.shape)].append(weight.Vh)
-            by_length[weight.rank].append((name, weight.s))
         self.factors = list(by_shape.values())
-        self.eyes = [torch.eye(min(group[0].shape), dtype=_penalty_dtype(group[0]), device=group[0].device)
-                     for group in self.factors]  # fmt: skip
-        self.values = [[s for _, s in members] for members in by_length.values()]
-        self.scales = [torch.tensor([scales.get(name, 1.0) for name, _ in members], device=members[0][1].device)
-                       for members in by_length.values()]  # fmt: skip
-        self.uniform = all(scales.get(name, 1.0) == 1.0 for name in weights)
+        first = next(iter(weights.values())).s
+        device, dtype = first.device, _float(first.dtype)
+        self.eyes = [torch.eye(min(shape), device=device, dtype=dtype) for shape in by_shape]
+        self.inverse_k2 = torch.tensor([1 / min(shape) ** 2 for shape in by_shape], device=device, dtype=dtype)
+        by_length: dict[int, list[str]] = defaultdict(list)
+        for name, weight in weights.items():
+            by_length[weight.rank].append(name)
+        self.values = [[weights[name].s for name in names] for names in by_length.values()]
+        self.longest = max(by_length)
+        order = [name for names in by_length.values() for name in names]  # the rows of the padded s
+        self.scales = None
+        if any(scales.get(name, 1.0) != 1.0 for name in order):
+            self.scales = torch.tensor([scales.get(name, 1.0) for name in order], device=device, dtype=dtype)
         self.tail_weights = None
-        if tails is not None:  # each weight's mask times its scale, 0 where it has no tail
-            self.tail_weights = [torch.stack([tails[name].to(s.device, s.dtype) * scales.get(name, 1.0) if name in tails
-                                              else torch.zeros_like(s.detach()) for name, s in members])
-                                 for members in by_length.values()]  # fmt: skip
+        if tails is not None:  # each weight's mask times its scale, 0 where it has no tail (and in the padding)
+            self.tail_weights = torch.zeros(len(order), self.longest, device=device, dtype=dtype)
+            for row, name in enumerate(order):
+                if name in tails:
+                    self.tail_weights[row, : weights[name].rank] = tails[name].to(device, dtype) * scales.get(name, 1.0)
 
     def orthogonality(self) -> torch.Tensor:
         """Sum over factored weights of ||U^T U - I||^2/r^2 + ||Vh Vh^T - I||^2/r^2."""
-        return _total(orthogonality_penalties(_stacked(group), eye).sum() for group, eye in zip(self.factors, self.eyes))
+        with torch.autocast(self.inverse_k2.device.type, enabled=False):  # float32 under bf16 autocast too
+            grams = [_gram(_stacked(group), self.inverse_k2.dtype) for group in self.factors]
+            distances = torch._foreach_sub(grams, self.eyes)
+            squares = torch._foreach_norm(torch._foreach_mul(distances, distances), 1)  # sums of squares
+            return torch.stack(squares) @ self.inverse_k2
+
+    def padded_values(self) -> torch.Tensor:
+        """Every weight's s as a row of one (weights, longest s) matrix, zero-padded."""
+        blocks = [F.pad(_stacked(group), (0, self.longest - len(group[0]))) for group in self.values]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def sparsity(self, kind: str = "hoyer") -> torch.Tensor:
         """Sum over factored weights of the sparsity of s (``"l1"``, ``"hoyer"``, ``"hoyer_square"``),
         each times its scale."""
         check_sparsity_kind(kind)
-        return _total((sparsity_penalties(_stacked(group), kind) if self.uniform else
-                       sparsity_penalties(_stacked(group), kind) * scale).sum()
-                      for group, scale in zip(self.values, self.scales))  # fmt: skip
+        penalties = sparsity_penalties(self.padded_values(), kind)
+        return penalties.sum() if self.scales is None else penalties @ self.scales
 
     def tail_l1(self) -> torch.Tensor:
         """Sum over factored weights of the L1 norm of the singular values their tail masks mark,
         each times its scale."""
         if self.tail_weights is None:
             raise ValueError("these groups were built without tails")
-        return _total((_stacked(group).abs() * weights).sum() for group, weights in zip(self.values, self.tail_weights))
+        return (self.padded_values().abs() * self.tail_weights).sum()
 
 
-def _penalty_dtype(factor: torch.Tensor) -> torch.dtype:
-    """The dtype orthogonality_penalties computes in: float32 for half-precision factors."""
-    return torch.float32 if factor.dtype in (torch.float16, torch.bfloat16) else factor.dtype
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Same-shape tensors as one (G, ...) tensor: one cat (a stack is one op per member more)."""
+    first = tensors[0]
+    return first.unsqueeze(0) if len(tensors) == 1 else torch.cat(tensors).view(len(tensors), *first.shape)
 
 
-def _total(terms) -> torch.Tensor:
-    """The sum of scalar tensors, as one stack and sum (one op, not one add per term)."""
-    return torch.stack(list(terms)).sum()
+def _gram(factors: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The smaller Gram matrix of each of (G, m, n), in ``dtype``: A A^T when m <= n (rows
+    orthonormal, as for Vh), else A^T A (columns, as for U)."""
+    factors = factors if factors.dtype == dtype else factors.to(dtype)
+    return torch.bmm(factors, factors.mT) if factors.shape[1] <= factors.shape[2] else torch.bmm(factors.mT, factors)
+
+
+def _float(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the terms are computed in: float32 for half-precision factors."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -1,0 +1,188 @@
+"""Training throughput, dense against SVD form, before and after the sync-free grouped step.
+
+Each variant runs train_epoch-style steps (forward, loss, regularizers, backward, optimizer)
+on fixed random batches; blocks of --block steps, variants interleaved (A B C ... A B C),
+--rounds rounds after one warm-up round (which also compiles); medians. Variants:
+
+  dense          the plain model, the current loop (fused Adam)
+  svd before     SVD form as the loop ran it before: one regularizer term per weight, a
+                 host sync each step (finiteness, statistics), for-loop Adam; compiled: the
+                 model alone under torch.compile
+  svd            SVD form, the current loop: regularizers per group of same-shape factors,
+                 no host sync inside a step, fused Adam; compiled: forward, loss and
+                 regularizers in one graph (StepLoss)
+each eager and compiled, fp32 and bf16 autocast, and on CUDA also compiled with
+mode="reduce-overhead" (CUDA graphs). Op counts (torch.profiler "aten::" events of one
+forward + backward at batch 8, the regularizers included, as the issue counted them; and the
+regularizers' forward alone) come first.
+
+    python benchmarks/train_throughput.py                      # ResNet-20 and -56, batch 128
+    python benchmarks/train_throughput.py --device cuda --batch-size 100
+    python benchmarks/train_throughput.py --quick              # seconds, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from torch.profiler import ProfilerActivity, profile
+
+import svdtrain
+from svdtrain.linalg import orthogonality_penalty, sparsity_penalty
+from svdtrain.models import build_model
+from svdtrain.surgery import factored_weights
+from svdtrain.surgery.timing import interleaved_medians
+from svdtrain.train import Regularization, StepLoss, train_epoch
+
+from _results import write_results  # noqa: E402  (beside this script)
+
+REGULARIZATION = Regularization(1.0, 1e-3, "hoyer")
+
+
+def per_weight_regularizers(model) -> torch.Tensor:
+    """The regularizers as computed before grouping: a chain of small ops per weight."""
+    weights = factored_weights(model).values()
+    ortho = torch.stack([orthogonality_penalty(w.U) + orthogonality_penalty(w.Vh) for w in weights]).sum()
+    return ortho + 1e-3 * torch.stack([sparsity_penalty(w.s, "hoyer") for w in weights]).sum()
+
+
+def before_epoch(net, model, batches, optimizer, precision: str) -> None:
+    """The training loop as it was: per-weight regularizers, a sync every step."""
+    sums = {"loss": 0.0, "correct": 0.0}
+    for inputs, targets in batches:
+        with parametrize.cached(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            outputs = net(inputs)
+            task_loss = F.cross_entropy(outputs.float(), targets)
+            loss = task_loss + per_weight_regularizers(model)
+        if not bool(torch.isfinite(loss.detach())):
+            raise ArithmeticError("diverged")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums["loss"] += task_loss.item()
+        sums["correct"] += (outputs.argmax(1) == targets).sum().item()
+
+
+def aten_events(fn) -> int:
+    fn()  # warm-up, outside the count
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for event in prof.events() if event.name.startswith("aten::"))
+
+
+def op_counts(model_name: str) -> dict[str, int]:
+    """aten events of one forward + backward at batch 8 (CPU, eager), as the issue counted them."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    dense = build_model(model_name, 10)
+    svd = svdtrain.decompose(copy.deepcopy(dense), scheme="channel")
+    terms = REGULARIZATION.bind(svd)
+    step = StepLoss(svd, REGULARIZATION)
+
+    def dense_step():
+        F.cross_entropy(dense(x), y).backward()
+
+    def before_step():
+        with parametrize.cached():
+            loss = F.cross_entropy(svd(x), y) + per_weight_regularizers(svd)
+        loss.backward()
+
+    def svd_step():
+        step(x, y)[0].backward()
+
+    return {"dense step": aten_events(dense_step), "svd step before": aten_events(before_step),
+            "svd step": aten_events(svd_step), "regularizers forward before": aten_events(lambda: per_weight_regularizers(svd)),
+            "regularizers forward": aten_events(terms)}  # fmt: skip
+
+
+def variants(device: str, quick: bool) -> list[tuple[str, str, str, str | None]]:
+    """(name, form, precision, compile mode) of each timed variant."""
+    modes: list[str | None] = [None] if quick else [None, "default"]
+    if device.startswith("cuda") and not quick:
+        modes.append("reduce-overhead")
+    out = []
+    for precision in ("fp32",) if quick else ("fp32", "bf16"):
+        for mode in modes:
+            label = {None: "eager", "default": "compiled", "reduce-overhead": "CUDA graphs"}[mode]
+            for form in ("dense", "svd before", "svd"):
+                if form == "svd before" and mode == "reduce-overhead":
+                    continue  # the old loop had no CUDA-graph mode
+                out.append((f"{form}, {label}, {precision}", form, precision, mode))
+    return out
+
+
+def runner(base_dense, base_svd, form: str, precision: str, mode: str | None, batches, device: str):
+    model = copy.deepcopy(base_dense if form == "dense" else base_svd).to(device)
+    if form == "svd before":
+        net = torch.compile(model) if mode else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
+        return lambda: before_epoch(net, model, batches, optimizer, precision)
+    regularization = Regularization() if form == "dense" else REGULARIZATION
+    step = StepLoss(model, regularization, precision=precision, compile=mode)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    return lambda: train_epoch(model, batches, optimizer, regularization, device, step_loss=step)
+
+
+def throughput(model_name: str, batch_size: int, device: str, block: int, rounds: int, quick: bool) -> list[dict]:
+    torch.manual_seed(0)
+    base_dense = build_model(model_name, 10)
+    base_svd = svdtrain.decompose(copy.deepcopy(base_dense), scheme="channel")
+    batches = [(torch.randn(batch_size, 3, 32, 32, device=device), torch.randint(0, 10, (batch_size,), device=device))
+               for _ in range(block)]  # fmt: skip
+    chosen = variants(device, quick)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    calls = []
+    for _, form, precision, mode in chosen:
+        run = runner(base_dense, base_svd, form, precision, mode, batches, device)
+        run()  # compiles, outside the timing
+
+        def timed(run=run):
+            run()
+            sync()
+
+        calls.append(timed)
+    medians = interleaved_medians(calls, rounds, warmup=1)
+    rows = []
+    for (name, form, precision, mode), seconds in zip(chosen, medians):
+        per_step = seconds / block
+        rows.append({"model": model_name, "batch": batch_size, "device": device, "variant": name, "form": form,
+                     "precision": precision, "compile": mode or "eager", "seconds_per_step": per_step,
+                     "steps_per_s": 1 / per_step, "images_per_s": batch_size / per_step})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="resnet20,resnet56")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--block", type=int, default=4, help="steps per timed block (one train_epoch call)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.batch_size, args.block, args.rounds = "resnet20", 4, 2, 1
+    result = {"ops": {}, "rows": []}
+    for model_name in args.models.split(","):
+        ops = result["ops"][model_name] = op_counts(model_name)
+        print(f"{model_name} aten ops (batch 8, forward + backward): " + ", ".join(f"{k} {v}" for k, v in ops.items())
+              + f"; svd step / dense {ops['svd step'] / ops['dense step']:.2f}x "
+              f"(before {ops['svd step before'] / ops['dense step']:.2f}x)")  # fmt: skip
+        rows = throughput(model_name, args.batch_size, args.device, args.block, args.rounds, args.quick)
+        reference = {(r["precision"], r["compile"]): r["seconds_per_step"] for r in rows if r["form"] == "dense"}
+        for row in rows:
+            row["vs_dense_same_setting"] = row["seconds_per_step"] / reference[(row["precision"], row["compile"])]
+            print(f"  {row['variant']:<30} {row['seconds_per_step']:.4f} s/step  {row['images_per_s']:8.0f} img/s  "
+                  f"{row['vs_dense_same_setting']:.2f}x dense")  # fmt: skip
+        result["rows"] += rows
+    if args.json:
+        write_results(args.json, "train_throughput", {"block": args.block, "rounds": args.rounds, **result})
+
+
+if __name__ == "__main__":
+    main()
