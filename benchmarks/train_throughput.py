@@ -32,7 +32,6 @@ from torch.nn.utils import parametrize
 from torch.profiler import ProfilerActivity, profile
 
 import svdtrain
-from svdtrain.linalg import orthogonality_penalty, sparsity_penalty
 from svdtrain.models import build_model
 from svdtrain.surgery import factored_weights
 from svdtrain.surgery.timing import interleaved_medians
@@ -43,11 +42,35 @@ from _results import write_results  # noqa: E402  (beside this script)
 REGULARIZATION = Regularization(1.0, 1e-3, "hoyer")
 
 
+def _old_orthogonality_penalty(factor: torch.Tensor) -> torch.Tensor:
+    """linalg.orthogonality_penalty as it was: one factor at a time."""
+    m, n = factor.shape
+    with torch.autocast(factor.device.type, enabled=False):
+        factor = factor.float() if factor.dtype in (torch.float16, torch.bfloat16) else factor
+        gram = factor @ factor.T if m <= n else factor.T @ factor
+        k = gram.shape[0]
+        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+        return (gram - eye).pow(2).sum() / (k * k)
+
+
+def _old_hoyer(s: torch.Tensor) -> torch.Tensor:
+    """linalg.sparsity_penalty(s, "hoyer") as it was: one s at a time."""
+    magnitude = s.abs().float() if s.dtype in (torch.float16, torch.bfloat16) else s.abs()
+    peak = magnitude.detach().max()
+    nonzero = peak > 0
+    scaled = magnitude / torch.where(nonzero, peak, torch.ones_like(peak))
+    l1, l2_sq = scaled.sum(), scaled.pow(2).sum()
+    safe_l2_sq = torch.where(nonzero, l2_sq, torch.ones_like(l2_sq))
+    return torch.where(nonzero, l1 / safe_l2_sq.sqrt() - 1.0, torch.zeros_like(l1))
+
+
 def per_weight_regularizers(model) -> torch.Tensor:
-    """The regularizers as computed before grouping: a chain of small ops per weight."""
+    """Regularization(1.0, 1e-3, "hoyer").loss as it was before grouping: a chain of small ops
+    per weight (surgery/losses.py then)."""
     weights = factored_weights(model).values()
-    ortho = torch.stack([orthogonality_penalty(w.U) + orthogonality_penalty(w.Vh) for w in weights]).sum()
-    return ortho + 1e-3 * torch.stack([sparsity_penalty(w.s, "hoyer") for w in weights]).sum()
+    ortho = torch.stack([_old_orthogonality_penalty(w.U) + _old_orthogonality_penalty(w.Vh) for w in weights]).sum()
+    sparsity = torch.stack([_old_hoyer(w.s) * 1.0 for w in weights]).sum()
+    return 0.0 + 1 * 1.0 * ortho + 1 * 1e-3 * sparsity
 
 
 def before_epoch(net, model, batches, optimizer, precision: str) -> None:
@@ -74,8 +97,10 @@ def aten_events(fn) -> int:
     return sum(1 for event in prof.events() if event.name.startswith("aten::"))
 
 
-def op_counts(model_name: str) -> dict[str, int]:
-    """aten events of one forward + backward at batch 8 (CPU, eager), as the issue counted them."""
+def op_counts(model_name: str, compiled: bool) -> dict[str, int]:
+    """aten events of one forward + backward at batch 8 (CPU), as the issue counted them; with
+    ``compiled`` also the compiled step's: the aten ops it still calls (convolutions, matrix
+    products, gradient accumulation), Inductor's fused CPU kernels not among them."""
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     dense = build_model(model_name, 10)
@@ -94,9 +119,14 @@ def op_counts(model_name: str) -> dict[str, int]:
     def svd_step():
         step(x, y)[0].backward()
 
-    return {"dense step": aten_events(dense_step), "svd step before": aten_events(before_step),
-            "svd step": aten_events(svd_step), "regularizers forward before": aten_events(lambda: per_weight_regularizers(svd)),
-            "regularizers forward": aten_events(terms)}  # fmt: skip
+    counts = {"dense step": aten_events(dense_step), "svd step before": aten_events(before_step),
+              "svd step": aten_events(svd_step),
+              "regularizers forward before": aten_events(lambda: per_weight_regularizers(svd)),
+              "regularizers forward": aten_events(terms)}  # fmt: skip
+    if compiled:
+        fast = StepLoss(svd, REGULARIZATION, compile="default")
+        counts["svd step compiled"] = aten_events(lambda: fast(x, y)[0].backward())
+    return counts
 
 
 def variants(device: str, quick: bool) -> list[tuple[str, str, str, str | None]]:
@@ -169,7 +199,7 @@ def main() -> None:
         args.models, args.batch_size, args.block, args.rounds = "resnet20", 4, 2, 1
     result = {"ops": {}, "rows": []}
     for model_name in args.models.split(","):
-        ops = result["ops"][model_name] = op_counts(model_name)
+        ops = result["ops"][model_name] = op_counts(model_name, compiled=not args.quick)
         print(f"{model_name} aten ops (batch 8, forward + backward): " + ", ".join(f"{k} {v}" for k, v in ops.items())
               + f"; svd step / dense {ops['svd step'] / ops['dense step']:.2f}x "
               f"(before {ops['svd step before'] / ops['dense step']:.2f}x)")  # fmt: skip
