@@ -11,13 +11,13 @@ on fixed random batches; blocks of --block steps, variants interleaved (A B C ..
   svd            SVD form, the current loop: regularizers per group of same-shape factors,
                  no host sync inside a step, fused Adam; compiled: forward, loss and
                  regularizers in one graph (StepLoss)
-each eager and compiled, fp32 and bf16 autocast, and on CUDA also compiled with
-mode="reduce-overhead" (CUDA graphs). Op counts (torch.profiler "aten::" events of one
+each eager and compiled, fp32 and bf16 autocast, NCHW and channels_last batches (current loop
+only), and on CUDA also compiled with mode="reduce-overhead" (CUDA graphs). Op counts (torch.profiler "aten::" events of one
 forward + backward at batch 8, the regularizers included, as the issue counted them; and the
 regularizers' forward alone) come first.
 
-    python benchmarks/train_throughput.py                      # ResNet-20 and -56, batch 128
-    python benchmarks/train_throughput.py --device cuda --batch-size 100
+    python benchmarks/train_throughput.py                      # ResNet-20 at 128 and 16, ResNet-56 at 128
+    python benchmarks/train_throughput.py --device cuda --models resnet20:100,resnet56:100
     python benchmarks/train_throughput.py --quick              # seconds, for the test suite
 """
 
@@ -129,30 +129,38 @@ def op_counts(model_name: str, compiled: bool) -> dict[str, int]:
     return counts
 
 
-def variants(device: str, quick: bool) -> list[tuple[str, str, str, str | None]]:
-    """(name, form, precision, compile mode) of each timed variant."""
-    modes: list[str | None] = [None] if quick else [None, "default"]
+SETTINGS = [  # (precision, compile mode, channels_last); CUDA adds CUDA graphs
+    ("fp32", None, False), ("fp32", None, True), ("fp32", "default", False), ("fp32", "default", True),
+    ("bf16", None, False), ("bf16", "default", False), ("bf16", "default", True),
+]
+
+
+def variants(device: str, quick: bool) -> list[tuple[str, str, str, str | None, bool]]:
+    """(name, form, precision, compile mode, channels_last) of each timed variant; the old loop
+    ("svd before") had no channels_last and no CUDA-graph mode."""
+    settings = SETTINGS[:2] if quick else list(SETTINGS)
     if device.startswith("cuda") and not quick:
-        modes.append("reduce-overhead")
+        settings += [("fp32", "reduce-overhead", False), ("bf16", "reduce-overhead", True)]
     out = []
-    for precision in ("fp32",) if quick else ("fp32", "bf16"):
-        for mode in modes:
-            label = {None: "eager", "default": "compiled", "reduce-overhead": "CUDA graphs"}[mode]
-            for form in ("dense", "svd before", "svd"):
-                if form == "svd before" and mode == "reduce-overhead":
-                    continue  # the old loop had no CUDA-graph mode
-                out.append((f"{form}, {label}, {precision}", form, precision, mode))
+    for precision, mode, channels_last in settings:
+        label = {None: "eager", "default": "compiled", "reduce-overhead": "CUDA graphs"}[mode]
+        label += f", {precision}" + (", channels_last" if channels_last else "")
+        for form in ("dense", "svd before", "svd"):
+            if form == "svd before" and (channels_last or mode == "reduce-overhead"):
+                continue
+            out.append((f"{form}, {label}", form, precision, mode, channels_last))
     return out
 
 
-def runner(base_dense, base_svd, form: str, precision: str, mode: str | None, batches, device: str):
+def runner(base_dense, base_svd, form: str, precision: str, mode: str | None, channels_last: bool, batches,
+           device: str):  # fmt: skip
     model = copy.deepcopy(base_dense if form == "dense" else base_svd).to(device)
     if form == "svd before":
         net = torch.compile(model) if mode else model
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
         return lambda: before_epoch(net, model, batches, optimizer, precision)
     regularization = Regularization() if form == "dense" else REGULARIZATION
-    step = StepLoss(model, regularization, precision=precision, compile=mode)
+    step = StepLoss(model, regularization, precision=precision, compile=mode, channels_last=channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     return lambda: train_epoch(model, batches, optimizer, regularization, device, step_loss=step)
 
@@ -166,8 +174,8 @@ def throughput(model_name: str, batch_size: int, device: str, block: int, rounds
     chosen = variants(device, quick)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     calls = []
-    for _, form, precision, mode in chosen:
-        run = runner(base_dense, base_svd, form, precision, mode, batches, device)
+    for _, *setting in chosen:
+        run = runner(base_dense, base_svd, *setting, batches, device)
         run()  # compiles, outside the timing
 
         def timed(run=run):
@@ -177,18 +185,19 @@ def throughput(model_name: str, batch_size: int, device: str, block: int, rounds
         calls.append(timed)
     medians = interleaved_medians(calls, rounds, warmup=1)
     rows = []
-    for (name, form, precision, mode), seconds in zip(chosen, medians):
+    for (name, form, precision, mode, channels_last), seconds in zip(chosen, medians):
         per_step = seconds / block
         rows.append({"model": model_name, "batch": batch_size, "device": device, "variant": name, "form": form,
-                     "precision": precision, "compile": mode or "eager", "seconds_per_step": per_step,
-                     "steps_per_s": 1 / per_step, "images_per_s": batch_size / per_step})  # fmt: skip
+                     "precision": precision, "compile": mode or "eager", "channels_last": channels_last,
+                     "seconds_per_step": per_step, "steps_per_s": 1 / per_step,
+                     "images_per_s": batch_size / per_step})  # fmt: skip
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet20,resnet56")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--models", default="resnet20:128,resnet20:16,resnet56:128",
+                        help="model:batch, comma-separated")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--block", type=int, default=4, help="steps per timed block (one train_epoch call)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -196,19 +205,30 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.batch_size, args.block, args.rounds = "resnet20", 4, 2, 1
+        args.models, args.block, args.rounds = "resnet20:4", 2, 1
     result = {"ops": {}, "rows": []}
-    for model_name in args.models.split(","):
-        ops = result["ops"][model_name] = op_counts(model_name, compiled=not args.quick)
-        print(f"{model_name} aten ops (batch 8, forward + backward): " + ", ".join(f"{k} {v}" for k, v in ops.items())
-              + f"; svd step / dense {ops['svd step'] / ops['dense step']:.2f}x "
-              f"(before {ops['svd step before'] / ops['dense step']:.2f}x)")  # fmt: skip
-        rows = throughput(model_name, args.batch_size, args.device, args.block, args.rounds, args.quick)
-        reference = {(r["precision"], r["compile"]): r["seconds_per_step"] for r in rows if r["form"] == "dense"}
+    counted = set()
+    for item in args.models.split(","):
+        model_name, batch_size = item.split(":")
+        if model_name not in counted:
+            counted.add(model_name)
+            ops = result["ops"][model_name] = op_counts(model_name, compiled=not args.quick)
+            print(f"{model_name} aten ops (batch 8, forward + backward): "
+                  + ", ".join(f"{k} {v}" for k, v in ops.items())
+                  + f"; svd step / dense {ops['svd step'] / ops['dense step']:.2f}x "
+                  f"(before {ops['svd step before'] / ops['dense step']:.2f}x)", flush=True)  # fmt: skip
+        rows = throughput(model_name, int(batch_size), args.device, args.block, args.rounds, args.quick)
+        reference = {(r["precision"], r["compile"], r["channels_last"]): r["seconds_per_step"]
+                     for r in rows if r["form"] == "dense"}  # fmt: skip
+        eager_before = next(r["seconds_per_step"] for r in rows if r["variant"] == "svd before, eager, fp32")
         for row in rows:
-            row["vs_dense_same_setting"] = row["seconds_per_step"] / reference[(row["precision"], row["compile"])]
-            print(f"  {row['variant']:<30} {row['seconds_per_step']:.4f} s/step  {row['images_per_s']:8.0f} img/s  "
-                  f"{row['vs_dense_same_setting']:.2f}x dense")  # fmt: skip
+            row["vs_dense_same_setting"] = row["seconds_per_step"] / reference[(row["precision"], row["compile"],
+                                                                                row["channels_last"])]
+            row["speedup_vs_svd_before_eager_fp32"] = eager_before / row["seconds_per_step"]
+            print(f"  {model_name} batch {batch_size} {row['variant']:<42} {row['seconds_per_step']:.4f} s/step "
+                  f"{row['images_per_s']:8.0f} img/s  {row['vs_dense_same_setting']:.2f}x dense  "
+                  f"{row['speedup_vs_svd_before_eager_fp32']:.2f}x faster than svd before eager fp32",
+                  flush=True)  # fmt: skip
         result["rows"] += rows
     if args.json:
         write_results(args.json, "train_throughput", {"block": args.block, "rounds": args.rounds, **result})

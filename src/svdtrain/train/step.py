@@ -26,24 +26,27 @@ class StepLoss:
     ``compile`` (a ``torch.compile`` mode, e.g. ``"default"``; None: eager) captures forward,
     loss and regularizers in one graph, and AOTAutograd the backward; ``"reduce-overhead"``
     replays it as CUDA graphs on a GPU. Shapes are static: a last, smaller batch compiles
-    (or records) one more graph, once.
+    (or records) one more graph, once. ``channels_last`` passes image batches in NHWC
+    layout, which convolutions run faster in (oneDNN on CPUs, cuDNN with tensor cores).
     """
 
     def __init__(self, model: nn.Module, regularization: Regularization = Regularization(), task: Task | None = None,
                  distillation: Distillation | None = None, precision: str = "fp32",
-                 compile: str | None = None) -> None:  # fmt: skip
+                 compile: str | None = None, channels_last: bool = False) -> None:  # fmt: skip
         if compile is not None and compile not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {compile!r}; valid modes are {', '.join(COMPILE_MODES)}")
         self.model, self.task, self.distillation = model, task or Classification(), distillation
         self.bf16 = precision == "bf16"
         self.terms = regularization.bind(unwrapped(model))
         self.every = regularization.every
-        self.compiled = compile
+        self.compiled, self.channels_last = compile, channels_last
         self._forward = torch.compile(self._eager, mode=compile, dynamic=False) if compile else self._eager
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, step: int = 0):
         if self.compiled == "reduce-overhead" and inputs.is_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         return self._forward(inputs, targets, self.terms is not None and step % self.every == 0)
 
     def _eager(self, inputs: torch.Tensor, targets: torch.Tensor, regularize: bool):

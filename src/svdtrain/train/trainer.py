@@ -165,7 +165,7 @@ class Trainer:
         o = self.config.optim
         net = self.dist.wrap(model, self.device)
         return net, StepLoss(net, regularization, self.task, distillation, o.precision,
-                             compile=o.compile_mode if o.compile else None)
+                             compile=o.compile_mode if o.compile else None, channels_last=o.channels_last)
 
     def _write_metrics(self, stage: str, history: list[dict]) -> None:
         buffer = io.StringIO()

@@ -125,6 +125,8 @@ class OptimConfig(Section):
                            "(the first steps compile)")
     compile_mode: str = option("default", "with compile: torch.compile's mode; reduce-overhead replays the step as "
                                "CUDA graphs on a GPU", choices=COMPILE_MODES)  # fmt: skip
+    channels_last: bool = option(False, "images: train on NHWC batches, which convolutions run faster in (oneDNN, "
+                                 "cuDNN); measured in BENCHMARKS.md section 2")  # fmt: skip
 
     def validate(self) -> None:
         if self.compile_mode != "default" and not self.compile:
