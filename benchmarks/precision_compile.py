@@ -2,7 +2,8 @@
 (issue 11), and what each does to accuracy after a short run.
 
 Step time: ResNet-20 decomposed channel-wise (full rank, SVD init), one training step of
-train_epoch (orthogonality + Hoyer terms, Adam) at batch 128 on random 32x32 images; the
+train_epoch (orthogonality + Hoyer terms, fused Adam; compiled: forward, loss and
+regularizers as one graph, StepLoss, as --compile true runs it) at batch 128 on random 32x32 images; the
 variants are timed interleaved (A B C D A B ...) in one process, medians of --rounds rounds of
 --block steps each, after the compiled variants have compiled. Accuracy: the smoke preset
 (digits, seconds) run end to end with each setting.
@@ -26,7 +27,7 @@ import svdtrain
 from svdtrain.cli import main as svdtrain_main
 from svdtrain.models import build_model
 from svdtrain.surgery.timing import interleaved_medians
-from svdtrain.train import Regularization, train_epoch
+from svdtrain.train import Regularization, StepLoss, train_epoch
 from _results import write_results  # noqa: E402  (beside this script)
 
 VARIANTS = {"fp32 eager": ("fp32", False), "bf16 eager": ("bf16", False), "fp32 compiled": ("fp32", True),
@@ -41,11 +42,11 @@ def step_times(model_name: str, batch_size: int, rounds: int, block: int, varian
     runs = []
     for precision, compiled in variants.values():
         model = copy.deepcopy(base)
-        net = torch.compile(model) if compiled else model
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = StepLoss(model, regularization, precision=precision, compile="default" if compiled else None)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as the pipeline builds it
 
-        def run(net=net, model=model, optimizer=optimizer, precision=precision):
-            train_epoch(net, [(x, y)] * block, optimizer, regularization, precision=precision)
+        def run(model=model, optimizer=optimizer, step=step):
+            train_epoch(model, [(x, y)] * block, optimizer, regularization, step_loss=step)
 
         run()  # compiles (the compiled variants) before any timing
         runs.append(run)

@@ -10,7 +10,11 @@ import pytest
 BENCHMARKS = sorted(p for p in (Path(__file__).parents[2] / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
+SLOW = {"distributed_equivalence"}  # starts torchrun processes
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW else p for p in BENCHMARKS],
+                         ids=lambda p: p.stem)
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
     subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)], check=True, timeout=300)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from svdtrain.cli import main
@@ -103,6 +104,7 @@ def _state(folder):
     return state
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_resumes_to_the_same_report(tmp_path, assert_same_final_model):
     args = ["run", *TINY]
     reference, killed = tmp_path / "reference", tmp_path / "killed"

@@ -15,6 +15,7 @@ from svdtrain.deploy.export import load_compact
 torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+pytestmark = pytest.mark.slow  # each starts two processes: ~18 s
 
 
 def _svdtrain(*args, processes=1):

@@ -1,6 +1,9 @@
 """A run whose loss turns NaN stops at the next check, naming the step it turned, and no
 checkpoint ever holds the diverged model (the loss is read every 50 steps, not every step)."""
 
+import json
+
+import pytest
 import torch
 
 from svdtrain.cli import main
@@ -29,3 +32,22 @@ def test_a_nan_planted_at_step_k_stops_the_run_before_any_checkpoint_holds_it(tm
     assert len(saved["history"]) == 1
     assert all(torch.isfinite(value).all() for value in saved["model"].values() if value.is_floating_point())
     assert not RunFolder(tmp_path).stage("start").exists()
+
+
+def test_a_compile_mode_without_compile_is_one_line(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path), *TINY, "--compile-mode", "reduce-overhead"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "svdtrain run: error: compile_mode 'reduce-overhead' takes effect only with compile: set it true"
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_compiled_pipeline_run_finishes_like_an_eager_one(tmp_path):
+    """Every stage compiled (forward, loss, regularizers), recompiled after its cut; a minute on 2 cores."""
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert main(["run", "--out", str(eager), *TINY]) == 0
+    assert main(["run", "--out", str(compiled), *TINY, "--compile", "true"]) == 0
+    a, b = (json.loads((run / "report.json").read_text()) for run in (eager, compiled))
+    assert b["config"]["optim"]["compile"] is True
+    assert a["compact"]["macs"] == pytest.approx(b["compact"]["macs"], rel=0.2)
+    assert abs(a["compact"]["accuracy"] - b["compact"]["accuracy"]) < 0.15

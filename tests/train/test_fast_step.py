@@ -204,6 +204,30 @@ def test_the_compiled_step_trains_like_the_eager_one():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", [None, "default"])
+def test_tails_updated_between_epochs_reach_the_step_eager_and_compiled(mode):
+    torch.manual_seed(0)
+    model = svdtrain.decompose(Tiny())
+    weights = factored_weights(model)
+    tails = {name: torch.arange(w.rank) >= w.rank - 1 for name, w in weights.items()}
+    regularization = Regularization(0.0, 1.0, "l1", tails=tails)
+    step = StepLoss(model, regularization, compile=mode)
+    x, y = _tiny_batches(1)[0]
+    plain = F.cross_entropy(model(x), y)
+    for keep in (1, 2):  # the caller's update between epochs, in place
+        tails.update({name: torch.arange(w.rank) >= w.rank - keep for name, w in weights.items()})
+        step.refresh()
+        expected = sum(w.s[-keep:].abs().sum() for w in weights.values())
+        torch.testing.assert_close(step(x, y)[0] - plain, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_stale_tail_mask_is_a_clear_error():
+    model = svdtrain.decompose(Tiny())
+    name, weight = next(iter(factored_weights(model).items()))
+    with pytest.raises(ValueError, match=f"tail mask for '{name}' has {weight.rank + 1} values, its weight {weight.rank}"):
+        Regularization(0.0, 1.0, "l1", tails={name: torch.ones(weight.rank + 1, dtype=torch.bool)}).loss(model)
+
+
 def test_an_unknown_compile_mode_is_refused():
     with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
         StepLoss(svdtrain.decompose(Tiny()), compile="fast")

@@ -50,16 +50,31 @@ class FactorGroups:
             by_length[weight.rank].append(name)
         self.values = [[weights[name].s for name in names] for names in by_length.values()]
         self.longest = max(by_length)
-        order = [name for names in by_length.values() for name in names]  # the rows of the padded s
+        self.order = [name for names in by_length.values() for name in names]  # the rows of the padded s
+        self.ranks = {name: weight.rank for name, weight in weights.items()}
+        self.scale_of = {name: scales.get(name, 1.0) for name in self.order}
         self.scales = None
-        if any(scales.get(name, 1.0) != 1.0 for name in order):
-            self.scales = torch.tensor([scales.get(name, 1.0) for name in order], device=device, dtype=dtype)
+        if any(scale != 1.0 for scale in self.scale_of.values()):
+            self.scales = torch.tensor(list(self.scale_of.values()), device=device, dtype=dtype)
         self.tail_weights = None
-        if tails is not None:  # each weight's mask times its scale, 0 where it has no tail (and in the padding)
-            self.tail_weights = torch.zeros(len(order), self.longest, device=device, dtype=dtype)
-            for row, name in enumerate(order):
-                if name in tails:
-                    self.tail_weights[row, : weights[name].rank] = tails[name].to(device, dtype) * scales.get(name, 1.0)
+        if tails is not None:
+            self.set_tails(tails)
+
+    @torch.no_grad()
+    def set_tails(self, tails: dict[str, torch.Tensor]) -> None:
+        """The values :meth:`tail_l1` pulls on: each weight's mask times its scale, 0 where it
+        has no tail and in the padding. Written in place, so a compiled step sees the new ones."""
+        for name, mask in tails.items():
+            if name not in self.ranks or len(mask) != self.ranks[name]:
+                raise ValueError(f"tail mask for {name!r} has {len(mask)} values, its weight "
+                                 f"{self.ranks.get(name, 'does not exist')}")  # fmt: skip
+        if self.tail_weights is None:
+            self.tail_weights = torch.zeros(len(self.order), self.longest, device=self.inverse_k2.device,
+                                            dtype=self.inverse_k2.dtype)  # fmt: skip
+        self.tail_weights.zero_()
+        for row, name in enumerate(self.order):
+            if name in tails:
+                self.tail_weights[row, : self.ranks[name]] = tails[name].to(self.tail_weights) * self.scale_of[name]
 
     def orthogonality(self) -> torch.Tensor:
         """Sum over factored weights of ||U^T U - I||^2/r^2 + ||Vh Vh^T - I||^2/r^2."""

@@ -62,6 +62,7 @@ def train_epoch(
     model.train()
     core = unwrapped(model)  # the regularizers read the factors of the model itself, not of a DDP wrapper
     step_loss = step_loss or StepLoss(model, regularization, task, distillation, precision)
+    step_loss.refresh()
     watch = DivergenceWatch(device, check_every, norms=bool(grad_clip), all_min=all_min)
     skips = skips_non_finite(optimizer)
     sums: dict[str, torch.Tensor | float] = {}

@@ -80,14 +80,20 @@ class RegularizationTerms:
 
     def __init__(self, regularization: Regularization, model: nn.Module) -> None:
         r = regularization
-        self.groups = FactorGroups(model, r.scales, r.tails)
+        self.groups = FactorGroups(model, r.scales)
         self.ortho = r.every * r.ortho_weight
         self.sparsity = 0.0 if r.proximal else r.every * r.sparsity_weight
-        self.kind, self.tails = r.sparsity_kind, r.tails is not None
+        self.kind, self.tails = r.sparsity_kind, r.tails
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the tails again (their caller updates them in place between epochs)."""
+        if self.tails is not None and self.sparsity:
+            self.groups.set_tails(self.tails)
 
     def __call__(self) -> torch.Tensor:
         total = self.ortho * self.groups.orthogonality() if self.ortho else 0.0
         if self.sparsity:
-            term = self.groups.tail_l1() if self.tails else self.groups.sparsity(self.kind)
+            term = self.groups.tail_l1() if self.tails is not None else self.groups.sparsity(self.kind)
             total = total + self.sparsity * term
         return total

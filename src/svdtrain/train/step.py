@@ -42,6 +42,11 @@ class StepLoss:
         self.compiled, self.channels_last = compile, channels_last
         self._forward = torch.compile(self._eager, mode=compile, dynamic=False) if compile else self._eager
 
+    def refresh(self) -> None:
+        """Read what the caller updates in place between epochs (the regularizers' tails)."""
+        if self.terms is not None:
+            self.terms.refresh()
+
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, step: int = 0):
         if self.compiled == "reduce-overhead" and inputs.is_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with

@@ -115,12 +115,14 @@ class Trainer:
             history = state["history"]
             self.log(f"{stage}: resuming after epoch {len(history)}/{epochs}")
         with self.dist.synchronized_batchnorm(model, self.device):  # one global batch on every backend
-            net, step_loss = self._step(model, regularization, distillation)
+            net = step_loss = None  # built once the first epoch's tails are set, again after a cut
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
                 set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches), lr_span)
                 if before_epoch is not None:
                     before_epoch(model, epoch)
+                if step_loss is None:
+                    net, step_loss = self._step(model, regularization, distillation)
                 self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
                 batches = self.train_batches
                 if self.dist.is_main:
@@ -136,7 +138,7 @@ class Trainer:
                 lr_now = optimizer.param_groups[0]["lr"]
                 if after_epoch is not None and after_epoch(model, epoch + 1):
                     optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
-                    net, step_loss = self._step(model, regularization, distillation)  # new factors: regroup, re-wrap
+                    step_loss = None  # new factors: regroup and re-wrap them
                 test = self.evaluation(model)
                 seconds = time.perf_counter() - start
                 history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
@@ -164,6 +166,8 @@ class Trainer:
         group the factors, a compiled step guards on their shapes."""
         o = self.config.optim
         net = self.dist.wrap(model, self.device)
+        if o.compile:  # the last stage's or cut's graphs never match again: free them, and the recompile limit
+            torch.compiler.reset()
         return net, StepLoss(net, regularization, self.task, distillation, o.precision,
                              compile=o.compile_mode if o.compile else None, channels_last=o.channels_last)
 
