@@ -195,6 +195,10 @@ def throughput(model_name: str, batch_size: int, device: str, block: int, rounds
 
 
 def main() -> None:
+    # Every decomposed model has classes of its own (parametrize makes a ParametrizedConv2d per
+    # module), so each compiled variant recompiles StepLoss's one frame: allow one per variant,
+    # or dynamo falls back to eager after 8 and a "compiled" row would time eager steps.
+    torch._dynamo.config.recompile_limit = 256
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet20:128,resnet20:16,resnet56:128",
                         help="model:batch, comma-separated")

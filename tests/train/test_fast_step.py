@@ -136,6 +136,7 @@ def test_a_nan_at_step_k_names_step_k_though_checked_later(fused):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
     with pytest.raises(TrainingDiverged, match=r"^training diverged at step 7: the loss is not finite; ") as caught:
         train_epoch(model, batches, optimizer, Regularization(1.0, 1e-3), check_every=4)
+    assert not hasattr(optimizer, "found_inf")  # the caller's next step with this optimizer is its own
     if fused:  # the bad update was skipped on the device: the model is the last finite one
         assert "every parameter is finite" in str(caught.value)
         assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -188,7 +189,14 @@ def test_the_compiled_step_is_one_graph_with_regularizers_and_distillation():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
+def _compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def test_the_compiled_step_trains_like_the_eager_one():
+    torch.compiler.reset()  # earlier tests' graphs must not use up the recompile limit
     torch.manual_seed(0)
     model = svdtrain.decompose(Tiny())
     twin = copy.deepcopy(model)
@@ -199,6 +207,7 @@ def test_the_compiled_step_trains_like_the_eager_one():
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
         step = StepLoss(net, regularization, compile=mode)
         results.append(train_epoch(net, batches, optimizer, regularization, step_loss=step))
+    assert _compiled_graphs() > 0  # it did compile, and did not fall back to eager
     assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-4)
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -206,6 +215,7 @@ def test_the_compiled_step_trains_like_the_eager_one():
 
 @pytest.mark.parametrize("mode", [None, "default"])
 def test_tails_updated_between_epochs_reach_the_step_eager_and_compiled(mode):
+    torch.compiler.reset()
     torch.manual_seed(0)
     model = svdtrain.decompose(Tiny())
     weights = factored_weights(model)

@@ -27,7 +27,7 @@ class FactorGroups:
     factors' device (no host-to-device copy a step).
 
     Holds the factor parameters themselves: pruning replaces them, so build the groups again
-    after a cut (the training loop builds them once per epoch). ``scales`` weighs each
+    after a cut (the trainer builds them once per stage and again after each cut). ``scales`` weighs each
     weight's sparsity term by name (default 1); ``tails`` ({name: bool mask over s}) names the
     values :meth:`tail_l1` pulls on (weights not named: none of theirs).
     """
@@ -65,9 +65,10 @@ class FactorGroups:
         """The values :meth:`tail_l1` pulls on: each weight's mask times its scale, 0 where it
         has no tail and in the padding. Written in place, so a compiled step sees the new ones."""
         for name, mask in tails.items():
-            if name not in self.ranks or len(mask) != self.ranks[name]:
-                raise ValueError(f"tail mask for {name!r} has {len(mask)} values, its weight "
-                                 f"{self.ranks.get(name, 'does not exist')}")  # fmt: skip
+            if name not in self.ranks:
+                raise ValueError(f"tail mask for {name!r}: the model has no such factored weight")
+            if len(mask) != self.ranks[name]:
+                raise ValueError(f"tail mask for {name!r} has {len(mask)} values, its weight {self.ranks[name]}")
         if self.tail_weights is None:
             self.tail_weights = torch.zeros(len(self.order), self.longest, device=self.inverse_k2.device,
                                             dtype=self.inverse_k2.dtype)  # fmt: skip

@@ -66,23 +66,25 @@ def train_epoch(
     watch = DivergenceWatch(device, check_every, norms=bool(grad_clip), all_min=all_min)
     skips = skips_non_finite(optimizer)
     sums: dict[str, torch.Tensor | float] = {}
-    for step, (inputs, targets) in enumerate(batches):
-        if before_step is not None:
-            before_step(step)
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        loss, outputs, task_loss = step_loss(inputs, targets, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
-        if skips:
-            optimizer.found_inf = watch.found_inf(loss, norm)
-        optimizer.step()
-        regularization.after_step(core, optimizer)
-        _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
-        watch.record(loss, norm, core)
-    watch.check(core)
-    if skips:
-        del optimizer.found_inf  # a later step of the caller's own must not see a stale flag
+    try:
+        for step, (inputs, targets) in enumerate(batches):
+            if before_step is not None:
+                before_step(step)
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            loss, outputs, task_loss = step_loss(inputs, targets, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
+            if skips:
+                optimizer.found_inf = watch.found_inf(loss, norm)
+            optimizer.step()
+            regularization.after_step(core, optimizer)
+            _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
+            watch.record(loss, norm, core)
+        watch.check(core)
+    finally:
+        if skips and hasattr(optimizer, "found_inf"):
+            del optimizer.found_inf  # a later step of the caller's own must not see a stale flag
     return task.summarize(reduce(_floats(sums)) if reduce else _floats(sums))
 
 
