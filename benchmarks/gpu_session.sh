@@ -9,7 +9,10 @@
 #   mkdir -p .data && cp ../shared/data/cifar10-jpg.tar.gz .data/
 #   bash benchmarks/gpu_session.sh                 # on the device: run(carry=[".data"], ...)
 #   QUICK=1 DEVICE=cpu bash benchmarks/gpu_session.sh   # the same steps in seconds, to test it here
-# EPOCHS (default 164, the paper's) sets each stage's epochs; results land under $OUT (or runs/gpu).
+# EPOCHS (default 164, the paper's) sets each stage's epochs. The runs are cut off after RUN_SECONDS
+# (default 420) so that every result comes back within one device call; each epoch is checkpointed,
+# so a cut-off run continues with `svdtrain run ... --resume` on its returned folder. Results land
+# under $OUT (or runs/gpu).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
@@ -46,5 +49,5 @@ for index in "${!PRESETS[@]}"; do
     [ -n "${QUICK:-}" ] || extra=(--preset "$preset")
     commands+=("run ${RUN[*]} ${extra[*]} --device $DEVICE --out $OUT/run$index-$preset")
 done
-python3 -m svdtrain parallel --logs "$OUT/logs" "${commands[@]}"
+timeout --signal=INT "${RUN_SECONDS:-420}" python3 -m svdtrain parallel --logs "$OUT/logs" "${commands[@]}"
 echo "paper schedule: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"

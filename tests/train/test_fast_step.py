@@ -241,3 +241,39 @@ def test_a_stale_tail_mask_is_a_clear_error():
 def test_an_unknown_compile_mode_is_refused():
     with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
         StepLoss(svdtrain.decompose(Tiny()), compile="fast")
+
+
+def test_momentum_sgd_steps_on_after_a_cut_replaced_some_factors():
+    """Pruning replaces only the factors it shrinks; fused SGD needs every parameter of a group
+    to hold a momentum buffer or none (a traceback otherwise, at the first step after the cut)."""
+    from svdtrain.train.trainer import _carry_state
+
+    torch.manual_seed(0)
+    model = svdtrain.decompose(Tiny())
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, fused=True)
+    train_epoch(model, _tiny_batches(2), optimizer)
+    weight = next(iter(factored_weights(model).values()))
+    weight.keep_(weight.rank - 1)
+    optimizer = _carry_state(optimizer, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, fused=True))
+    train_epoch(model, _tiny_batches(2), optimizer)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_weighted_sparsity_stays_float32_under_bf16_autocast():
+    model = svdtrain.decompose(Mixed())
+    scales = {name: 1.0 + i / 7 for i, name in enumerate(factored_weights(model))}
+    regularization = Regularization(0.0, 1.0, "hoyer", scales=scales)
+    with torch.autocast("cpu", torch.bfloat16):
+        term = regularization.loss(model)
+    assert term.dtype == torch.float32
+    torch.testing.assert_close(term, regularization.loss(model))
+
+
+def test_an_optimizer_that_cannot_skip_a_step_is_checked_every_step():
+    torch.manual_seed(0)
+    model = svdtrain.decompose(Tiny())
+    batches = _tiny_batches(6)
+    batches[2] = (torch.full_like(batches[2][0], float("nan")), batches[2][1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
+    with pytest.raises(TrainingDiverged, match="at step 3: the loss is not finite; every parameter is finite"):
+        train_epoch(model, batches, optimizer, check_every=50)  # stopped before stepping on the NaN

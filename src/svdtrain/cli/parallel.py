@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -55,9 +56,15 @@ def run(args: argparse.Namespace) -> int:
                     del running[index]
                     print(f"[{index}] exit {process.returncode}: svdtrain {shlex.join(commands[index])}", flush=True)
             time.sleep(0.2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # each run stops as an interrupted run does: its finished epochs kept for --resume
         for process, _ in running.values():
-            process.terminate()
+            process.send_signal(signal.SIGINT)
+        for process, log in running.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
         raise
     summary = "".join(f"{i}\t{codes[i]}\tsvdtrain {shlex.join(c)}\n" for i, c in enumerate(commands))
     atomic_write_text(logs / "exit_codes.tsv", summary)
@@ -70,10 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _parse(text: str) -> list[str]:
+    from svdtrain.cli import build_parser  # the subcommands there are, less this one
+
     try:
         argv = shlex.split(text)
     except ValueError as error:
         raise ValueError(f"cannot split command {text!r}: {error}") from None
-    if not argv or argv[0] not in ("run", "start", "svd-train", "prune", "finetune", "export", "sweep", "demo"):
+    commands = next(a.choices for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if not argv or argv[0] not in set(commands) - {"parallel"}:
         raise ValueError(f"each command is an svdtrain subcommand line such as 'run --preset smoke', got {text!r}")
     return argv

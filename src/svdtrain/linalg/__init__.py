@@ -14,6 +14,7 @@ from svdtrain.linalg.penalties import (
     check_sparsity_kind,
     orthogonality_penalties,
     orthogonality_penalty,
+    smaller_grams,
     sparsity_penalties,
     sparsity_penalty,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "orthogonality_penalty",
     "random_factors",
     "resolve_rank",
+    "smaller_grams",
     "sparsity_penalties",
     "sparsity_penalty",
     "svd_factors",

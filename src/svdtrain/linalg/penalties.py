@@ -23,19 +23,25 @@ def orthogonality_penalty(factor: torch.Tensor) -> torch.Tensor:
     return orthogonality_penalties(factor.unsqueeze(0))[0]
 
 
-def orthogonality_penalties(factors: torch.Tensor, eye: torch.Tensor | None = None) -> torch.Tensor:
+def orthogonality_penalties(factors: torch.Tensor) -> torch.Tensor:
     """:func:`orthogonality_penalty` of each of ``factors`` (G, m, n) at once: (G,).
 
     One batched product for a stack of same-shape factors: on a GPU a handful of kernel
-    launches for a whole group of layers instead of a handful per layer. ``eye``, the
-    min(m, n) identity, may be passed in by a caller that keeps it (one op less a call)."""
-    _, m, n = factors.shape
+    launches for a whole group of layers instead of a handful per layer."""
     with torch.autocast(factors.device.type, enabled=False):  # in float32 under bf16 autocast too
-        factors = factors.float() if factors.dtype in (torch.float16, torch.bfloat16) else factors
-        gram = factors @ factors.mT if m <= n else factors.mT @ factors  # (G, k, k), k = min(m, n)
+        gram = smaller_grams(factors)
         k = gram.shape[-1]
-        eye = torch.eye(k, dtype=gram.dtype, device=gram.device) if eye is None else eye
+        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
         return (gram - eye).pow(2).sum((1, 2)) / (k * k)
+
+
+def smaller_grams(factors: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix of each of ``factors`` (G, m, n), in float32 for half-precision
+    factors: (G, k, k), k = min(m, n). A A^T when m <= n (rows should be orthonormal, as for
+    Vh), else A^T A (columns, as for U)."""
+    _, m, n = factors.shape
+    factors = factors.float() if factors.dtype in (torch.float16, torch.bfloat16) else factors
+    return torch.bmm(factors, factors.mT) if m <= n else torch.bmm(factors.mT, factors)
 
 
 def sparsity_penalty(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:

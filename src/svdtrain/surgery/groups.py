@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svdtrain.linalg import check_sparsity_kind, sparsity_penalties
+from svdtrain.linalg import smaller_grams, sparsity_penalties
 from svdtrain.surgery.walk import require_factored_weights
 
 
@@ -80,7 +80,7 @@ class FactorGroups:
     def orthogonality(self) -> torch.Tensor:
         """Sum over factored weights of ||U^T U - I||^2/r^2 + ||Vh Vh^T - I||^2/r^2."""
         with torch.autocast(self.inverse_k2.device.type, enabled=False):  # float32 under bf16 autocast too
-            grams = [_gram(_stacked(group), self.inverse_k2.dtype) for group in self.factors]
+            grams = [smaller_grams(_stacked(group)) for group in self.factors]
             distances = torch._foreach_sub(grams, self.eyes)
             squares = torch._foreach_norm(torch._foreach_mul(distances, distances), 1)  # sums of squares
             return torch.stack(squares) @ self.inverse_k2
@@ -93,29 +93,23 @@ class FactorGroups:
     def sparsity(self, kind: str = "hoyer") -> torch.Tensor:
         """Sum over factored weights of the sparsity of s (``"l1"``, ``"hoyer"``, ``"hoyer_square"``),
         each times its scale."""
-        check_sparsity_kind(kind)
-        penalties = sparsity_penalties(self.padded_values(), kind)
-        return penalties.sum() if self.scales is None else penalties @ self.scales
+        with torch.autocast(self.inverse_k2.device.type, enabled=False):  # float32 under bf16 autocast too
+            penalties = sparsity_penalties(self.padded_values(), kind)
+            return penalties.sum() if self.scales is None else penalties @ self.scales
 
     def tail_l1(self) -> torch.Tensor:
         """Sum over factored weights of the L1 norm of the singular values their tail masks mark,
         each times its scale."""
         if self.tail_weights is None:
             raise ValueError("these groups were built without tails")
-        return (self.padded_values().abs() * self.tail_weights).sum()
+        with torch.autocast(self.inverse_k2.device.type, enabled=False):
+            return (self.padded_values().abs() * self.tail_weights).sum()
 
 
 def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Same-shape tensors as one (G, ...) tensor: one cat (a stack is one op per member more)."""
     first = tensors[0]
     return first.unsqueeze(0) if len(tensors) == 1 else torch.cat(tensors).view(len(tensors), *first.shape)
-
-
-def _gram(factors: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The smaller Gram matrix of each of (G, m, n), in ``dtype``: A A^T when m <= n (rows
-    orthonormal, as for Vh), else A^T A (columns, as for U)."""
-    factors = factors if factors.dtype == dtype else factors.to(dtype)
-    return torch.bmm(factors, factors.mT) if factors.shape[1] <= factors.shape[2] else torch.bmm(factors.mT, factors)
 
 
 def _float(dtype: torch.dtype) -> torch.dtype:

@@ -47,11 +47,16 @@ def train_epoch(
     runs before each step (the trainer sets the learning rate there). ``step_loss`` replaces
     the forward and loss built from those arguments (a compiled one, kept across epochs).
 
-    No step reads a device value on the host: statistics add up on the device, and the loss
-    (and gradient norm) are checked for NaN/inf every ``check_every`` steps and at the end
-    (:class:`DivergenceWatch`). ``all_min`` (distributed runs) makes the processes agree on
-    the first bad step, so all stop together. A fused optimizer (``fused=True``) skips the
-    updates of non-finite steps on the device; another one steps on them until the check.
+    With a fused optimizer (``fused=True``) no step reads a device value on the host:
+    statistics add up on the device, and the loss (and gradient norm) are checked for NaN/inf
+    every ``check_every`` steps and at the end (:class:`DivergenceWatch`), while the optimizer
+    skips the update of a non-finite step on the device. Any other optimizer would step on
+    NaN until the check, so with it the loss is checked every step, as a sync. ``all_min``
+    (distributed runs) makes the processes agree on the first bad step, so all stop together.
+
+    Each step's forward runs under ``torch.nn.utils.parametrize.cached()`` (a weight read twice
+    is rebuilt once); the cache is dropped before the optimizer step, so do not call this
+    inside a ``cached()`` block of your own: the weights would go stale after the first step.
 
     Raises:
         TrainingDiverged: the loss (or, when clipping, the gradients' norm) is NaN or inf; the
@@ -63,8 +68,9 @@ def train_epoch(
     core = unwrapped(model)  # the regularizers read the factors of the model itself, not of a DDP wrapper
     step_loss = step_loss or StepLoss(model, regularization, task, distillation, precision)
     step_loss.refresh()
-    watch = DivergenceWatch(device, check_every, norms=bool(grad_clip), all_min=all_min)
     skips = skips_non_finite(optimizer)
+    # An optimizer that cannot skip a step on the device would step on NaN until the check: check each step.
+    watch = DivergenceWatch(device, check_every if skips else 1, norms=bool(grad_clip), all_min=all_min)
     sums: dict[str, torch.Tensor | float] = {}
     try:
         for step, (inputs, targets) in enumerate(batches):
@@ -75,17 +81,24 @@ def train_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
-            if skips:
-                optimizer.found_inf = watch.found_inf(loss, norm)
+            watch.record(loss, norm, core)  # a full window is checked here, before this step's update
+            if skips:  # distributed: every process skips where any one's loss made the averaged gradients NaN
+                shared = norm if norm is not None or all_min is None else _gradient_norm(core)
+                optimizer.found_inf = watch.found_inf(loss, shared)
             optimizer.step()
             regularization.after_step(core, optimizer)
             _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
-            watch.record(loss, norm, core)
         watch.check(core)
     finally:
         if skips and hasattr(optimizer, "found_inf"):
             del optimizer.found_inf  # a later step of the caller's own must not see a stale flag
     return task.summarize(reduce(_floats(sums)) if reduce else _floats(sums))
+
+
+def _gradient_norm(model: nn.Module) -> torch.Tensor:
+    """The total norm of the gradients, on the device (no sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 def _add(sums: dict, stats: dict) -> None:
@@ -98,7 +111,7 @@ def _floats(sums: dict) -> dict[str, float]:
     tensors = {k: v for k, v in sums.items() if isinstance(v, torch.Tensor)}
     floats = {k: float(v) for k, v in sums.items() if k not in tensors}
     if tensors:
-        floats.update(zip(tensors, torch.stack([v.double() for v in tensors.values()]).tolist()))
+        floats.update(zip(tensors, torch.stack([v.float() for v in tensors.values()]).cpu().tolist()))
     return {k: floats[k] for k in sums}
 
 

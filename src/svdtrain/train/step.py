@@ -48,7 +48,7 @@ class StepLoss:
             self.terms.refresh()
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, step: int = 0):
-        if self.compiled == "reduce-overhead" and inputs.is_cuda:
+        if self.compiled in ("reduce-overhead", "max-autotune") and inputs.is_cuda:  # the modes with CUDA graphs
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)

@@ -181,11 +181,15 @@ class Trainer:
 
 def _carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """``new`` with ``old``'s state (Adam moments, momentum) for the parameters both hold:
-    pruning replaces the factors it shrinks, the rest keep what they learned."""
+    pruning replaces the factors it shrinks, the rest keep what they learned. A new parameter
+    of a momentum SGD gets a zero buffer (its first step then moves it by its gradient, as a
+    fresh buffer would): fused SGD takes a group whose buffers are all set or all missing."""
     for group in new.param_groups:
         for param in group["params"]:
             if param in old.state:
                 new.state[param] = old.state[param]
+            elif isinstance(new, torch.optim.SGD) and group["momentum"]:
+                new.state[param] = {"momentum_buffer": torch.zeros_like(param)}
     return new
 
 

@@ -82,12 +82,16 @@ class DivergenceWatch:
         self.start, self.count = self.start + self.count, 0
         if first == NO_STEP:
             return
-        which = first_non_finite(model) or "every parameter is finite (the inputs or the loss overflowed)"
+        loss_bad = first != mine or not torch.isfinite(self.losses[index])
+        # a non-finite loss: which parameter made it (its gradients follow from it); a non-finite
+        # norm with a finite loss: which gradient overflowed
+        which = (first_non_finite(model, gradients=not loss_bad)
+                 or "every parameter is finite (the inputs or the loss overflowed)")  # fmt: skip
         if first != mine:
             raise TrainingDiverged(f"training diverged at step {first + 1}: the loss is not finite in another "
                                    f"process; {which} (try a lower lr or grad_clip)")  # fmt: skip
         where = "" if self.all_min is None else " here"
-        if not torch.isfinite(self.losses[index]):
+        if loss_bad:
             raise TrainingDiverged(f"training diverged at step {first + 1}: the loss is not finite{where}; "
                                    f"{which} (try a lower lr or grad_clip)")  # fmt: skip
         raise TrainingDiverged(f"training diverged at step {first + 1}: the gradient norm is "
