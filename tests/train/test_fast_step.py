@@ -179,12 +179,15 @@ def test_no_step_reads_the_device_on_the_host(monkeypatch):
     assert reads["n"] <= 12 // 4 + 2
 
 
-def test_the_compiled_step_is_one_graph_with_regularizers_and_distillation():
+@pytest.mark.parametrize("tails", [False, True])
+def test_the_compiled_step_is_one_graph_with_regularizers_and_distillation(tails):
     torch.manual_seed(0)
-    model = svdtrain.decompose(Tiny())
-    teacher = Tiny()
-    step = StepLoss(model, Regularization(1.0, 1e-3, "hoyer"), distillation=Distillation(teacher))
-    x, y = _tiny_batches(1)[0]
+    model = svdtrain.decompose(build_model("resnet20", 10), scheme="spatial")
+    masks = {name: torch.arange(w.rank) > w.rank // 2 for name, w in factored_weights(model).items()}
+    regularization = Regularization(1.0, 1e-3, "hoyer", tails=masks if tails else None,
+                                    scales={name: 2.0 for name in list(masks)[:3]})  # fmt: skip
+    step = StepLoss(model, regularization, distillation=Distillation(build_model("resnet20", 10)), precision="bf16")
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
     explanation = torch._dynamo.explain(step._eager)(x, y, True)
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
