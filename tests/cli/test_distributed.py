@@ -81,3 +81,43 @@ def test_recipe_auto_measures_the_cut_once_and_every_process_takes_its_answer_or
     failed = subprocess.run(missing, env=ENV, capture_output=True, text=True, timeout=120)
     assert failed.returncode != 0 and failed.stderr.count("none.pt") >= 2  # both processes say it
     assert not (tmp_path / "bad" / "config.json").exists()
+
+
+PLANT = '''
+import os
+from svdtrain.train.step import StepLoss
+
+_real, _calls = StepLoss._eager, [0]
+
+
+def _planted(self, inputs, targets, regularize):
+    loss, outputs, task_loss = _real(self, inputs, targets, regularize)
+    _calls[0] += 1
+    if os.environ.get("RANK") == "1" and _calls[0] == 3:
+        loss = loss * float("nan")
+    return loss, outputs, task_loss
+
+
+StepLoss._eager = _planted
+'''
+
+
+@pytest.mark.skipif(torchrun is None, reason="torchrun is not installed")
+def test_a_nan_in_one_process_stops_both_at_its_step_and_neither_saves(tmp_path):
+    """Rank 1's loss turns NaN at step 3. Both processes skip that update on the all-reduced
+    gradients (no sync a step), agree at the next check on the first bad step, and stop with
+    exit 3 before any checkpoint holds the model."""
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    (tmp_path / "plant").mkdir()
+    (tmp_path / "plant" / "sitecustomize.py").write_text(PLANT)  # imported by each process at start-up
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "plant"), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "run"
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "svdtrain", "run", "--preset",
+                           "smoke-lm", "--data", str(text), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode != 0
+    assert "start epoch 1: training diverged at step 3: the loss is not finite here" in done.stderr
+    assert "start epoch 1: training diverged at step 3: the loss is not finite in another process" in done.stderr
+    assert "every parameter is finite" in done.stderr  # the skipped update left both models finite
+    assert not any(out.glob("start*.pt"))
