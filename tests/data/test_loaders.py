@@ -30,6 +30,37 @@ def test_cifar10_pickles_load_as_hwc_uint8(tmp_path):
     assert train.labels[:4].tolist() == raw[b"labels"]
 
 
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar10_pickles_of_every_protocol_load(tmp_path, protocol):
+    """The official files are Python 2 pickles (protocol 2); numpy arrays of newer protocols
+    take another path (out-of-band buffers)."""
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    for name in TRAIN_FILES + TEST_FILES:
+        path = tmp_path / "cifar-10-batches-py" / name
+        path.write_bytes(pickle.dumps(pickle.loads(path.read_bytes()), protocol=protocol))
+    assert load_cifar10(tmp_path)[0].images.shape == (20, 32, 32, 3)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar10_file_runs_no_code(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    marker = tmp_path / "ran"
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({b"data": _Payload(marker)}))
+    with pytest.raises(ValueError, match=r"data_batch_3 is not a CIFAR-10 batch file \(UnpicklingError: it names "
+                                         r"(posix|os)\.system, which a CIFAR-10 batch file never holds\)"):
+        load_cifar10(tmp_path)
+    assert not marker.exists()
+
+
 def test_cifar10_missing_says_where_to_put_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1..5"):
         load_cifar10(tmp_path / "nowhere")

@@ -6,6 +6,7 @@ import argparse
 import os
 import select
 import sys
+import warnings
 
 import torch
 
@@ -23,7 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A library warning as the CLI's other messages are: one line, no source file or line."""
+    return f"svdtrain: warning: {' '.join(str(message).splitlines()) or category.__name__}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

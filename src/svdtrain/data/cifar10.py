@@ -29,12 +29,28 @@ def _batch_folder(root: Path) -> Path | None:
     return None
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch file holds (dicts, lists, bytes, numbers, numpy arrays)
+    and nothing else: a plain ``pickle.load`` runs whatever code a crafted file names."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {  # encode: bytes in protocol 2
+        (f"numpy.{core}.{module}", name)
+        for core in ("core", "_core")
+        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch file never holds")
+
+
 def _read_batches(folder: Path, names: tuple[str, ...]) -> ImageArrays:
     images, labels = [], []
     for name in names:
         try:
             with open(folder / name, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = _BatchUnpickler(f, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels.extend(batch[b"labels"])
         except (EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:

@@ -101,8 +101,9 @@ def decompose(
     in one warning with the reason.
 
     Raises:
-        ValueError: unknown scheme/init, a model already decomposed, nothing to decompose, or
-            a weight in ``weights`` that does not exist or cannot be factored.
+        ValueError: unknown scheme/init, a model already decomposed, nothing to decompose, a
+            model with weights on the meta device (no values to factor), or a weight in
+            ``weights`` that does not exist or cannot be factored.
 
     Example:
         >>> net = decompose(nn.Sequential(nn.Linear(8, 4)))
@@ -114,6 +115,10 @@ def decompose(
     if init == "svd_lowrank" and rank is None:
         raise ValueError("init 'svd_lowrank' computes only the top singular values: give rank=")
     resolve_rank(rank, 1)  # a bad rank fails here, before any weight changes
+    on_meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
+    if on_meta is not None:
+        raise ValueError(f"weight {on_meta!r} is on the meta device and has no values to factor: materialize the "
+                         "model first (model.to_empty(device=...) and load its state dict)")
     existing = factored_weights(model)
     if existing:
         raise ValueError(f"model is already decomposed (weight {next(iter(existing))!r} is factored); decompose once")

@@ -98,6 +98,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read config file {path}: {error}") from None
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"{path} nests too deep to be a config (lists or mappings thousands of levels deep)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of config keys")
     return data
