@@ -34,3 +34,19 @@ def test_cli_warnings_are_one_line_without_source():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert done.stderr == "svdtrain: warning: svdtrain.decompose left 1 weight(s) dense:   embed.weight (embedding)\n"
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--lr", "inf"), ("--sparsity-weight", "nan"), ("--lr", "-inf")])
+def test_a_non_finite_number_is_named_as_such(tmp_path, capsys, flag, value):
+    assert main(["run", "--preset", "smoke", f"{flag}={value}", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"must be a finite number, got {float(value)!r}") and len(err.splitlines()) == 1
+
+
+def test_a_config_of_many_unknown_keys_names_ten_quickly(tmp_path, capsys):
+    config = tmp_path / "many.yaml"
+    config.write_text("".join(f"key{i}: 1\n" for i in range(20_000)))
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 1_000
+    assert "key9" in err and "key10," not in err and "and 19,990 more" in err

@@ -44,13 +44,20 @@ def check_fields(section: object) -> None:
             field.metadata["check"](flag, value)
 
 
+def _finite(name: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):  # inf is > 0, so "must be > 0" would mislead
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 def positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+    _finite(name, value)
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def non_negative(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+    _finite(name, value)
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
