@@ -20,6 +20,11 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w"
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # a full disk says "No space left on device", not where: name the file
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -50,3 +50,18 @@ def test_a_config_of_many_unknown_keys_names_ten_quickly(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and len(err) < 1_000
     assert "key9" in err and "key10," not in err and "and 19,990 more" in err
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    from svdtrain import io
+
+    target = tmp_path / "report.json"
+    target.write_text("old\n")
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    with pytest.raises(OSError, match=f"cannot write {target}: No space left on device"):
+        io.atomic_write_text(target, "new\n")
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
