@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import ExitStack
 
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
@@ -42,6 +43,23 @@ def _show(report: dict, folder: RunFolder) -> None:
     print(f"\nreport written to {folder.report}")
 
 
+def _held(folder: RunFolder, dist: Distributed) -> ExitStack:
+    """The folder's lock, held by rank 0 (the process that writes); its refusal, a folder in use,
+    stops every process with the same message instead of leaving the others at a barrier."""
+    held = ExitStack()
+    refused = None
+    if dist.is_main:
+        try:
+            held.enter_context(folder.locked())
+        except ValueError as error:
+            refused = str(error)
+    refused = dist.broadcast(refused)
+    if refused is not None:
+        held.close()
+        raise ValueError(refused)
+    return held
+
+
 def run_all(args: argparse.Namespace) -> int:
     """All stages. Under torchrun every process checks the folder and the config alike (so a
     mistake stops them all with the same message); rank 0 alone prepares and writes."""
@@ -57,19 +75,20 @@ def run_all(args: argparse.Namespace) -> int:
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
     if saved is None:  # a new run: recipe auto may measure its cut, now that the folder is known to be free
         config = config_from(args, continuing=args.resume, measure=measured_by_probe(dist=dist))
-    dist.barrier()
-    if dist.is_main:
-        folder.prepare(overwrite=args.overwrite, resume=args.resume)
-        atomic_write_json(folder.config, config.to_dict())
-    dist.barrier()
-    try:
-        Experiment(config, folder.path, resume=args.resume).run()
-    except BaseException:
-        # Not resuming, the config is this command's (prepare cleared the folder or found it empty);
-        # a run that stopped before any other file (a wrong data path) leaves the folder free.
-        if dist.is_main and not args.resume and folder.written_files() == [folder.config]:
-            folder.config.unlink()
-        raise
+    with _held(folder, dist):
+        dist.barrier()
+        if dist.is_main:
+            folder.prepare(overwrite=args.overwrite, resume=args.resume)
+            atomic_write_json(folder.config, config.to_dict())
+        dist.barrier()
+        try:
+            Experiment(config, folder.path, resume=args.resume).run()
+        except BaseException:
+            # Not resuming, the config is this command's (prepare cleared the folder or found it empty);
+            # a run that stopped before any other file (a wrong data path) leaves the folder free.
+            if dist.is_main and not args.resume and folder.written_files() == [folder.config]:
+                folder.config.unlink()
+            raise
     if dist.is_main:
         _show(json.loads(folder.report.read_text()), folder)
     return 0
@@ -83,13 +102,14 @@ def run_stage(args: argparse.Namespace) -> int:
     # The first stage of a new folder picks the recipe as `svdtrain run` does, measuring where auto can.
     measure = None if folder.config.exists() else measured_by_probe(dist=dist)
     config = config_from(args, continuing=True, measure=measure)
-    dist.barrier()
-    if dist.is_main:
-        folder.path.mkdir(parents=True, exist_ok=True)
-        if not folder.config.exists():
-            atomic_write_json(folder.config, config.to_dict())
-    dist.barrier()
-    result = Experiment(config, folder.path, resume=args.resume).run_stage(args.stage)
+    with _held(folder, dist):
+        dist.barrier()
+        if dist.is_main:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            if not folder.config.exists():
+                atomic_write_json(folder.config, config.to_dict())
+        dist.barrier()
+        result = Experiment(config, folder.path, resume=args.resume).run_stage(args.stage)
     if args.stage == "report" and dist.is_main:
         _show(result, folder)
     return 0

@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("a sweep varies the energy, which a target would override: set --target-reduction 0 "
                          "and --target-speedup 0")
     folder = RunFolder(args.out)
-    folder.prepare(overwrite=args.overwrite, resume=args.resume)
-    result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)
+    with folder.locked():
+        folder.prepare(overwrite=args.overwrite, resume=args.resume)
+        result = run_sweep(config, args.out, args.sparsity_weights, args.energies, resume=args.resume)
     metric = result["metric"]
     print(f"{'run':<22} {metric:>9} {'MACs':>12}")
     for point in result["points"]:

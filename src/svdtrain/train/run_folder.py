@@ -15,7 +15,15 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: folders go unlocked
+    fcntl = None
 
 from svdtrain.deploy.export import EXPORT_FILES
 from svdtrain.train.checkpoint import checksum_path, previous_path
@@ -123,6 +131,33 @@ class RunFolder:
         for folder in (self.path / "metrics", self.export, *self.path.glob(_SWEEP_RUNS)):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder for one svdtrain process while it writes there: a second ``run``,
+        ``--resume`` or ``--overwrite`` on a live folder is refused, not let in to delete or
+        overwrite the first one's files. The lock is the kernel's (``flock``), so a killed
+        process leaves none behind, only a ``.svdtrain.lock`` file the next run takes over."""
+        if fcntl is None:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / ".svdtrain.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ValueError(f"{self.path} is in use by another svdtrain process (pid {holder or 'unknown'}); "
+                             "wait for it to end or choose another --out") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            os.close(fd)  # releases the lock
 
     def prepare(self, *, overwrite: bool, resume: bool, check_only: bool = False) -> None:
         """Guard the folder: a finished run needs --overwrite, an unfinished one --resume or
