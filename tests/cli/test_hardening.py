@@ -65,3 +65,12 @@ def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch
     with pytest.raises(OSError, match=f"cannot write {target}: No space left on device"):
         io.atomic_write_text(target, "new\n")
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_an_unreachable_target_is_refused_before_anything_trains(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--target-reduction", "1e9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "target_reduction 1e+09 is out of reach for digits_cnn: even rank 1 in every factored weight cuts" in err
+    assert not any(out.glob("start*"))

@@ -9,7 +9,9 @@ uninterrupted run. Where files live is :class:`RunFolder`'s business, how epochs
 
 from __future__ import annotations
 
+import copy
 import time
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -288,11 +290,28 @@ class Experiment:
             self._drop_damaged_stage_files()
         recipe = self.config.svd_train.recipe
         self.log(f"recipe {recipe}: {RECIPE_SUMMARIES.get(recipe, 'the options as set')}")
+        if "start" in stages and not (self.resume and self.folder.done("start")):
+            self.check_target_reach()
         for stage in stages:
             if self.resume and self.folder.done(stage):
                 self.log(f"{stage}: already done, skipped")
                 continue
             self.run_stage(stage)
+
+    def check_target_reach(self) -> None:
+        """Refuse a MACs target no ranks can meet before anything trains: the deepest cut is
+        every factored weight at rank 1, which shapes alone decide."""
+        target = self.config.prune.target_reduction
+        if not target:
+            return
+        dense = self.dense_model()
+        with warnings.catch_warnings():  # what stays dense is said once, when the start stage decomposes
+            warnings.simplefilter("ignore")
+            floor = decompose(copy.deepcopy(dense), scheme=self.config.start.scheme, init="random", rank=1)
+        reach = count_macs(dense, self.data.example) / count_macs(floor, self.data.example)
+        if reach < target:
+            raise ValueError(f"target_reduction {target:g} is out of reach for {self.config.model}: even rank 1 in "
+                             f"every factored weight cuts its MACs {reach:.2f}x")  # fmt: skip
 
     def run_stage(self, stage: str) -> Any:
         """One stage (its ``run_<stage>``), subnormals flushed to zero as the config says."""
