@@ -67,9 +67,10 @@ def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
-def test_an_unreachable_target_is_refused_before_anything_trains(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["run", "start"])
+def test_an_unreachable_target_is_refused_before_anything_trains(tmp_path, capsys, command):
     out = tmp_path / "run"
-    assert main(["run", "--preset", "smoke", "--target-reduction", "1e9", "--out", str(out)]) == 2
+    assert main([command, "--preset", "smoke", "--target-reduction", "1e9", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "target_reduction 1e+09 is out of reach for digits_cnn: even rank 1 in every factored weight cuts" in err

@@ -27,9 +27,9 @@ class FactorGroups:
     factors' device (no host-to-device copy a step).
 
     Holds the factor parameters themselves: pruning replaces them, so build the groups again
-    after a cut (the trainer builds them once per stage and again after each cut). ``scales`` weighs each
-    weight's sparsity term by name (default 1); ``tails`` ({name: bool mask over s}) names the
-    values :meth:`tail_l1` pulls on (weights not named: none of theirs).
+    after a cut (the trainer builds them once per stage and again after each cut). ``scales``
+    weighs each weight's sparsity term by name (default 1); ``tails`` ({name: bool mask over
+    s}) names the values :meth:`tail_l1` pulls on (weights not named: none of theirs).
     """
 
     def __init__(self, model: nn.Module, scales: dict[str, float] | None = None,

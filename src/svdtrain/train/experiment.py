@@ -159,6 +159,7 @@ class Experiment:
     def run_start(self) -> None:
         c, s = self.config, self.config.start
         started = time.perf_counter()
+        self.check_target_reach()  # before any training; its random factors are reseeded away below
         seed_everything(c.run.seed)
         dense = self.dense_model()
         dense_macs, dense_params = count_macs(dense, self.data.example), count_params(dense)
@@ -290,8 +291,6 @@ class Experiment:
             self._drop_damaged_stage_files()
         recipe = self.config.svd_train.recipe
         self.log(f"recipe {recipe}: {RECIPE_SUMMARIES.get(recipe, 'the options as set')}")
-        if "start" in stages and not (self.resume and self.folder.done("start")):
-            self.check_target_reach()
         for stage in stages:
             if self.resume and self.folder.done(stage):
                 self.log(f"{stage}: already done, skipped")

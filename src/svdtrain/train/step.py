@@ -39,7 +39,7 @@ class StepLoss:
         self.bf16 = precision == "bf16"
         self.terms = regularization.bind(unwrapped(model))
         self.every = regularization.every
-        self.compiled, self.channels_last = compile, channels_last
+        self.mode, self.channels_last = compile, channels_last
         self._forward = torch.compile(self._eager, mode=compile, dynamic=False) if compile else self._eager
 
     def refresh(self) -> None:
@@ -48,7 +48,7 @@ class StepLoss:
             self.terms.refresh()
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, step: int = 0):
-        if self.compiled in ("reduce-overhead", "max-autotune") and inputs.is_cuda:  # the modes with CUDA graphs
+        if self.mode in ("reduce-overhead", "max-autotune") and inputs.is_cuda:  # the modes with CUDA graphs
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)

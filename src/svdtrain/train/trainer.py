@@ -20,12 +20,12 @@ from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed, unwrapped
 from svdtrain.train.loop import evaluate_metrics, train_epoch
 from svdtrain.train.regularization import Regularization
-from svdtrain.train.watch import TrainingDiverged, first_non_finite
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.train.run_data import Data
 from svdtrain.train.run_folder import STAGES, RunFolder
 from svdtrain.train.schedule import decay_factor
 from svdtrain.train.step import StepLoss
+from svdtrain.train.watch import TrainingDiverged, first_non_finite
 
 
 class Trainer:
