@@ -7,8 +7,8 @@ import warnings
 from pathlib import Path
 
 from svdtrain.io import atomic_write_json
-from svdtrain.train.config import resolve_config
-from svdtrain.train.experiment import STAGES, Experiment
+from svdtrain.pipeline.config import resolve_config
+from svdtrain.pipeline.experiment import STAGES, Experiment
 
 
 def run_preset(preset: str, out: Path, overrides: dict, stages: tuple[str, ...] = STAGES,

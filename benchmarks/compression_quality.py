@@ -42,7 +42,7 @@ from svdtrain.models import build_model
 from svdtrain.models.cifar_resnet import CifarResNet
 from svdtrain.train import Regularization, evaluate, recalibrate_batchnorm, train_epoch
 from svdtrain.train.checkpoint import load_matching, read_state_dict
-from svdtrain.train.run_data import digits_arrays
+from svdtrain.pipeline.run_data import digits_arrays
 
 SPARSITY_WEIGHTS = {"hoyer": 0.1, "l1": 0.3, "hoyer_square": 0.01}  # the official ResNet-20 weights (spatial-wise)
 

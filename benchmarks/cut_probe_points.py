@@ -1,4 +1,4 @@
-"""Where recipe auto draws its line: the cut probe (svdtrain.train.cut_probe) on the start of
+"""Where recipe auto draws its line: the cut probe (svdtrain.pipeline.cut_probe) on the start of
 every full-data comparison of svd_vs_truncation.py, beside who won it.
 
 For each result file: the probe's kept fraction on training images (what auto sees) and the
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from svdtrain.models import build_model
-from svdtrain.train.config import resolve_config
-from svdtrain.train.cut_probe import probe_cut
+from svdtrain.pipeline.config import resolve_config
+from svdtrain.pipeline.cut_probe import probe_cut
 
 from _results import write_results  # noqa: E402  (beside this script)
 

@@ -30,7 +30,7 @@ import torch
 
 from svdtrain.deploy.export import load_compact
 from svdtrain.models import is_language_model
-from svdtrain.train.config import resolve_config
+from svdtrain.pipeline.config import resolve_config
 from _results import write_results  # noqa: E402  (beside this script)
 
 STAGES = ("start", "svd_train", "prune", "finetune")

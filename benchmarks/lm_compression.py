@@ -37,7 +37,7 @@ import torch
 
 import svdtrain
 from svdtrain.surgery.timing import interleaved_medians
-from svdtrain.train.config import resolve_config
+from svdtrain.pipeline.config import resolve_config
 from svdtrain.deploy.export import load_compact
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)

@@ -21,8 +21,8 @@ import svdtrain
 from svdtrain.cli import main as svdtrain_main
 from svdtrain.io import atomic_write_json
 from svdtrain.train.checkpoint import load_checkpoint
-from svdtrain.train.config import RunConfig, merge
-from svdtrain.train.experiment import Experiment
+from svdtrain.pipeline.config import RunConfig, merge
+from svdtrain.pipeline.experiment import Experiment
 from svdtrain.train.loop import recalibrate_batchnorm
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import svdtrain
 from svdtrain.io import atomic_write_json
-from svdtrain.train.config import resolve_config
+from svdtrain.pipeline.config import resolve_config
 from svdtrain.train.distill import Distillation
 from svdtrain.train.regularization import Regularization
 

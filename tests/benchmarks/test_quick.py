@@ -27,7 +27,7 @@ def test_comparison_levers_are_the_budget_recipe(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
     from svd_vs_truncation import ALL_LEVERS, LEVERS
 
-    from svdtrain.train.config import BUDGET_RECIPE
+    from svdtrain.pipeline.config import BUDGET_RECIPE
 
     assert ALL_LEVERS == {flag: value for flag, value in BUDGET_RECIPE.items() if flag != "distill_weight"}
     ablation = [name for name in LEVERS if name.startswith("all-no-")]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from svdtrain.train import trainer as trainer_module
+from svdtrain.pipeline import trainer as trainer_module
 
 
 @pytest.fixture

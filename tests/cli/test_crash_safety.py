@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from svdtrain.cli import main
-from svdtrain.train import trainer as trainer_module
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline import trainer as trainer_module
+from svdtrain.pipeline.run_folder import RunFolder
 
 TINY = ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "3", "--finetune-epochs", "1",
         "--train-limit", "320", "--test-limit", "200", "--lr-milestones", "1"]

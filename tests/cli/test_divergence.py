@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from svdtrain.cli import main
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.run_folder import RunFolder
 from svdtrain.train.step import StepLoss
 
 TINY = ["--preset", "smoke", "--start-epochs", "2", "--svd-epochs", "1", "--finetune-epochs", "1",

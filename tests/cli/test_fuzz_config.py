@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from svdtrain.cli import build_parser
 from svdtrain.cli.options import config_from
-from svdtrain.train.config import OPTIONS, SECTIONS, resolve_config
+from svdtrain.pipeline.config import OPTIONS, SECTIONS, resolve_config
 
 EXAMPLES = int(os.environ.get("SVDTRAIN_FUZZ_EXAMPLES", "50"))
 FLAGS = sorted(OPTIONS)

@@ -179,8 +179,8 @@ def test_sweep_shares_stages_and_plots(tmp_path):
 
 
 def test_weight_decay_spares_the_svd_factors(tmp_path):
-    from svdtrain.train.config import resolve_config
-    from svdtrain.train.experiment import Experiment
+    from svdtrain.pipeline.config import resolve_config
+    from svdtrain.pipeline.experiment import Experiment
 
     import svdtrain
 
@@ -269,7 +269,7 @@ def test_help_groups_flags_by_section_each_with_a_line(capsys):
 def test_presets_shows_what_a_preset_does(capsys):
     """The preset's file, then one line: the recipe it runs, why, and what that sets, by section."""
     from svdtrain.cli.presets import recipe_line
-    from svdtrain.train.config import load_preset
+    from svdtrain.pipeline.config import load_preset
 
     def last_line(name):
         assert main(["presets", name]) == 0
@@ -295,7 +295,7 @@ def test_presets_shows_what_a_preset_does(capsys):
 
 
 def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):
-    from svdtrain.train.config import RunConfig, merge
+    from svdtrain.pipeline.config import RunConfig, merge
 
     assert main(["start", "--out", str(tmp_path), *TINY]) == 0
     saved = json.loads((tmp_path / "config.json").read_text())

@@ -3,7 +3,7 @@
 import json
 
 from svdtrain.cli import main
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.run_folder import RunFolder
 
 TINY = ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "1", "--finetune-epochs", "1",
         "--train-limit", "128", "--test-limit", "64"]

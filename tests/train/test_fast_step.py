@@ -249,7 +249,7 @@ def test_an_unknown_compile_mode_is_refused():
 def test_momentum_sgd_steps_on_after_a_cut_replaced_some_factors():
     """Pruning replaces only the factors it shrinks; fused SGD needs every parameter of a group
     to hold a momentum buffer or none (a traceback otherwise, at the first step after the cut)."""
-    from svdtrain.train.trainer import _carry_state
+    from svdtrain.pipeline.trainer import _carry_state
 
     torch.manual_seed(0)
     model = svdtrain.decompose(Tiny())

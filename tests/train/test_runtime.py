@@ -20,8 +20,8 @@ def test_subnormals_are_flushed_within_the_block_and_as_before_after_it():
 
 
 def test_a_stage_runs_flushed(tmp_path, monkeypatch):
-    from svdtrain.train.config import resolve_config
-    from svdtrain.train.experiment import Experiment
+    from svdtrain.pipeline.config import resolve_config
+    from svdtrain.pipeline.experiment import Experiment
 
     seen = []
     monkeypatch.setattr(Experiment, "run_report", lambda self: seen.append(_subnormal_survives()))

@@ -3,8 +3,8 @@ carries the rate from SVD training into fine-tuning."""
 
 import pytest
 
-from svdtrain.train.config import resolve_config
-from svdtrain.train.experiment import Experiment
+from svdtrain.pipeline.config import resolve_config
+from svdtrain.pipeline.experiment import Experiment
 from svdtrain.train.schedule import decay_factor, milestone_steps, shared_span
 
 
@@ -32,7 +32,7 @@ def test_a_run_schedule_spans_svd_training_and_fine_tuning():
 
 
 def _recorded_rates(monkeypatch) -> list[float]:
-    from svdtrain.train import trainer as module
+    from svdtrain.pipeline import trainer as module
 
     real_train_epoch, rates = module.train_epoch, []
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from svdtrain.cli.options import parse_value
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
-from svdtrain.train.demo import DemoConfig, run_demo
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.demo import DemoConfig, run_demo
+from svdtrain.pipeline.run_folder import RunFolder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

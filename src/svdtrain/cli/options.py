@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config import OPTIONS, RECIPE_SETTINGS, SECTIONS, Measure, RunConfig, merge, resolve_config
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.config import OPTIONS, RECIPE_SETTINGS, SECTIONS, Measure, RunConfig, merge, resolve_config
+from svdtrain.pipeline.run_folder import RunFolder
 
 
 def _number(text: str) -> int | float:

@@ -9,10 +9,10 @@ from contextlib import ExitStack
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
-from svdtrain.train.cut_probe import measured_by_probe
+from svdtrain.pipeline.cut_probe import measured_by_probe
 from svdtrain.train.distributed import Distributed
-from svdtrain.train.experiment import STAGES, Experiment
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.experiment import STAGES, Experiment
+from svdtrain.pipeline.run_folder import RunFolder
 
 STAGE_HELP = {
     "start": "decompose a pretrained model (init svd) or train the SVD form from scratch (init random)",

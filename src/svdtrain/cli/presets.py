@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from svdtrain.cli.options import shown_value
-from svdtrain.train.config import (
+from svdtrain.pipeline.config import (
     BUDGET_BELOW_KEPT, OPTIONS, load_preset, measures_cut, preset_names, preset_path, recipe_choice, with_recipe,
 )  # fmt: skip
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from svdtrain.cli.options import add_config_options, config_from
-from svdtrain.train.run_folder import RunFolder
-from svdtrain.train.sweep import run_sweep
+from svdtrain.pipeline.run_folder import RunFolder
+from svdtrain.pipeline.sweep import run_sweep
 
 
 def _floats(text: str) -> list[float]:

@@ -1,4 +1,6 @@
-"""Pipeline pieces: training loop, stages, checkpoints. Never sees argparse."""
+"""Reusable training pieces for any loop: the step (forward, loss, regularizers), the epoch loop,
+regularization, distillation, schedules, distributed helpers, checkpoints. Never sees argparse or
+a run's config (that is ``svdtrain.pipeline``)."""
 
 from svdtrain.train.distill import Distillation, distillation_loss
 from svdtrain.train.loop import evaluate, evaluate_metrics, recalibrate_batchnorm, train_epoch

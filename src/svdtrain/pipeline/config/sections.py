@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
-from svdtrain.train.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
+from svdtrain.pipeline.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
 from svdtrain.train.distill import check_distillation
 from svdtrain.train.step import COMPILE_MODES
 

@@ -11,8 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.train.config.recipe import Measure, resumed_with_recipe, with_recipe
-from svdtrain.train.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
+from svdtrain.pipeline.config.recipe import Measure, resumed_with_recipe, with_recipe
+from svdtrain.pipeline.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
 def _section_keys(section: str) -> dict[str, str]:
@@ -132,7 +132,7 @@ def resolve_config(
     """Defaults <- (the recipe, for a run with a MACs or speed target: recipe.py) <- preset <- config
     file <- overrides, validated. ``unset`` (flags: a resumed run's saved config) gives the
     options no source sets instead of the recipe and defaults, so a run continues as it began;
-    ``measure`` (svdtrain.train.cut_probe.measured_by_probe) lets recipe auto measure a new run's
+    ``measure`` (svdtrain.pipeline.cut_probe.measured_by_probe) lets recipe auto measure a new run's
     cut, as ``svdtrain run`` does; without it auto decides by scheme and factor (recipe.py)."""
     values: dict[str, Any] = {}
     if preset:

@@ -17,11 +17,11 @@ from svdtrain.models import build_model
 from svdtrain.surgery import count_macs, decompose
 from svdtrain.tasks import task_named
 from svdtrain.train.checkpoint import load_matching, read_state_dict
-from svdtrain.train.config import OPTIONS, Measure, RunConfig
+from svdtrain.pipeline.config import OPTIONS, Measure, RunConfig
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import evaluate
-from svdtrain.train.pruner import Pruner
-from svdtrain.train.run_data import load_data
+from svdtrain.pipeline.pruner import Pruner
+from svdtrain.pipeline.run_data import load_data
 from svdtrain.train.runtime import denormals_flushed
 
 PROBE_BATCHES = 20  # training batches the dense and the cut model are scored on

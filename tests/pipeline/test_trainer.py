@@ -5,7 +5,7 @@ from torch import nn
 
 import svdtrain
 from svdtrain.train.checkpoint import ranks_of
-from svdtrain.train.trainer import _carry_state, _upgraded
+from svdtrain.pipeline.trainer import _carry_state, _upgraded
 
 
 def _model():
@@ -33,8 +33,8 @@ def test_a_rebuilt_optimizer_keeps_the_state_of_parameters_that_stayed():
 
 
 def test_an_optimizer_saved_with_two_groups_loads_into_three():
-    from svdtrain.train.config import resolve_config
-    from svdtrain.train.trainer import Trainer
+    from svdtrain.pipeline.config import resolve_config
+    from svdtrain.pipeline.trainer import Trainer
 
     model = _model()
     factors = {id(p) for h in svdtrain.factored_weights(model).values() for p in h.factors}

@@ -15,9 +15,9 @@ from svdtrain.linalg import energy_rank, importance_order, threshold_rank
 from svdtrain.surgery.prune import spectra
 from svdtrain.train.distributed import Distributed
 from svdtrain.surgery.budget import macs_per_rank
-from svdtrain.train.config import RunConfig
+from svdtrain.pipeline.config import RunConfig
 from svdtrain.train.loop import recalibrate_batchnorm
-from svdtrain.train.run_data import Data
+from svdtrain.pipeline.run_data import Data
 
 
 class Pruner:

@@ -1,12 +1,12 @@
 """The pipeline's config: sections by concern, one flag per option, presets and files."""
 
-from svdtrain.train.config.recipe import (
+from svdtrain.pipeline.config.recipe import (
     BUDGET_RECIPE, RECIPE_SETTINGS, RECIPE_SUMMARIES, TRUNCATION_RECIPE, Measure, chosen_recipe, measures_cut,
     recipe_choice, with_recipe,
 )  # fmt: skip
-from svdtrain.train.config.run_config import CONFIG_VERSION, OPTIONS, SECTIONS, Option, RunConfig
-from svdtrain.train.config.sections import BUDGET_BELOW_KEPT, IMAGE_DATASETS, RECIPES, TEXT_DATASETS
-from svdtrain.train.config.sources import load_preset, merge, preset_names, preset_path, read_yaml, resolve_config
+from svdtrain.pipeline.config.run_config import CONFIG_VERSION, OPTIONS, SECTIONS, Option, RunConfig
+from svdtrain.pipeline.config.sections import BUDGET_BELOW_KEPT, IMAGE_DATASETS, RECIPES, TEXT_DATASETS
+from svdtrain.pipeline.config.sources import load_preset, merge, preset_names, preset_path, read_yaml, resolve_config
 
 __all__ = [
     "BUDGET_BELOW_KEPT", "BUDGET_RECIPE", "CONFIG_VERSION", "IMAGE_DATASETS", "Measure", "OPTIONS", "Option",

@@ -11,7 +11,7 @@ from svdtrain.data import (
     Corpus, ImageArrays, TensorBatches, TokenBatches, load_byte_text, load_char_text, load_cifar10, load_digits_split,
     load_image_folder, load_word_corpus,
 )  # fmt: skip
-from svdtrain.train.config import RunConfig
+from svdtrain.pipeline.config import RunConfig
 
 _TEXT_LOADERS = {"text_char": load_char_text, "text_word": load_word_corpus, "text_byte": load_byte_text}
 

@@ -6,10 +6,10 @@ import pytest
 
 from svdtrain.cli import main
 from svdtrain.cli.options import saved_config
-from svdtrain.train import cut_probe
-from svdtrain.train.config import BUDGET_BELOW_KEPT, BUDGET_RECIPE, load_preset, recipe, recipe_choice, resolve_config
-from svdtrain.train.cut_probe import CutProbe, probe_cut
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline import cut_probe
+from svdtrain.pipeline.config import BUDGET_BELOW_KEPT, BUDGET_RECIPE, load_preset, recipe, recipe_choice, resolve_config
+from svdtrain.pipeline.cut_probe import CutProbe, probe_cut
+from svdtrain.pipeline.run_folder import RunFolder
 
 SMALL = ["--train-limit", "640", "--test-limit", "300"]
 

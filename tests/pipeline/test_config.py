@@ -1,6 +1,6 @@
 import pytest
 
-from svdtrain.train.config import OPTIONS, RunConfig, load_preset, preset_names, resolve_config
+from svdtrain.pipeline.config import OPTIONS, RunConfig, load_preset, preset_names, resolve_config
 
 PAPER = [n for n in preset_names() if n.startswith("paper-resnet")]
 
@@ -109,7 +109,7 @@ def test_unknown_keys_get_the_closest_name_where_one_is_close(tmp_path):
 
 
 def test_a_config_saved_flat_by_an_older_svdtrain_reads_the_same():
-    from svdtrain.train.config import merge
+    from svdtrain.pipeline.config import merge
 
     config = resolve_config("cpu-gpt-hoyer")
     old_style = {**config.flat(), "version": 1}  # how config.json looked before sections
@@ -119,7 +119,7 @@ def test_a_config_saved_flat_by_an_older_svdtrain_reads_the_same():
 
 
 def test_round_trip_through_the_saved_form():
-    from svdtrain.train.config import merge
+    from svdtrain.pipeline.config import merge
 
     for name in preset_names():
         config = resolve_config(name)
@@ -127,7 +127,7 @@ def test_round_trip_through_the_saved_form():
 
 
 def test_every_option_has_a_help_line_and_a_unique_flag():
-    from svdtrain.train.config import OPTIONS
+    from svdtrain.pipeline.config import OPTIONS
 
     assert len(OPTIONS) > 40
     for flag, option in OPTIONS.items():
@@ -179,7 +179,7 @@ def test_empty_sections_and_flag_names_inside_sections(tmp_path):
 
 
 def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(tmp_path):
-    from svdtrain.train.config import BUDGET_RECIPE
+    from svdtrain.pipeline.config import BUDGET_RECIPE
 
     plain = resolve_config("smoke")  # an energy rule: the options' own defaults, every lever off
     target = {"target_reduction": 3.0, "energy": 0.0}
@@ -205,7 +205,7 @@ def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(t
 
 
 def test_a_spatial_wise_target_brings_the_truncation_recipe():
-    from svdtrain.train.config import TRUNCATION_RECIPE
+    from svdtrain.pipeline.config import TRUNCATION_RECIPE
 
     target = {"target_reduction": 2.0, "energy": 0.0, "scheme": "spatial", "svd_epochs": 3, "finetune_epochs": 2}
     truncation = resolve_config("smoke", overrides=target)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from svdtrain.io import atomic_write, atomic_write_json
-from svdtrain.train.config import RunConfig
-from svdtrain.train.experiment import Experiment
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.config import RunConfig
+from svdtrain.pipeline.experiment import Experiment
+from svdtrain.pipeline.run_folder import RunFolder
 
 
 def _label(weight: float, energy: float) -> str:
@@ -60,7 +60,7 @@ def run_sweep(
               "baseline": points[0]["baseline"] if points else None}  # fmt: skip
     atomic_write_json(folder.sweep, result)
     try:
-        from svdtrain.train.plots import plot_metric_vs_macs
+        from svdtrain.pipeline.plots import plot_metric_vs_macs
 
         plot_metric_vs_macs(points, result["baseline"], metric, folder.plot(f"{metric}_vs_macs.png"))
     except ImportError as missing:

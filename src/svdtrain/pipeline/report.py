@@ -9,8 +9,8 @@ from torch import nn
 from svdtrain.io import atomic_write_json
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
-from svdtrain.train.config.sources import to_flags
-from svdtrain.train.run_folder import RunFolder
+from svdtrain.pipeline.config.sources import to_flags
+from svdtrain.pipeline.run_folder import RunFolder
 
 
 class FinishedRun(Protocol):
@@ -72,7 +72,7 @@ def write_report(experiment: FinishedRun) -> dict:
     if changes:  # a stage was re-run alone with other settings: say which ran with what
         report["config_differences"] = changes
     try:
-        from svdtrain.train.plots import plot_ranks, plot_spectra
+        from svdtrain.pipeline.plots import plot_ranks, plot_spectra
 
         spectra = records["svd_train"]["spectra"]
         plot_spectra(spectra["before"], spectra["after"], folder.plot("spectra.png"))

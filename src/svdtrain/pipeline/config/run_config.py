@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from svdtrain.models import check_model_name, is_language_model
-from svdtrain.train.config.options import check_fields, default_of, flag_of, option
-from svdtrain.train.config.sections import (
+from svdtrain.pipeline.config.options import check_fields, default_of, flag_of, option
+from svdtrain.pipeline.config.sections import (
     TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings, StartConfig,
     SVDTrainConfig,
 )  # fmt: skip

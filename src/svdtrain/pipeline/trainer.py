@@ -15,14 +15,14 @@ from svdtrain.io import atomic_write_text
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
 from svdtrain.train.checkpoint import load_latest_good, load_matching, ranks_of, save_checkpoint, shrink_to
-from svdtrain.train.config import RunConfig
+from svdtrain.pipeline.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed, unwrapped
 from svdtrain.train.loop import evaluate_metrics, train_epoch
 from svdtrain.train.regularization import Regularization
 from svdtrain.train.progress import format_eta, progress_bar
-from svdtrain.train.run_data import Data
-from svdtrain.train.run_folder import STAGES, RunFolder
+from svdtrain.pipeline.run_data import Data
+from svdtrain.pipeline.run_folder import STAGES, RunFolder
 from svdtrain.train.schedule import decay_factor
 from svdtrain.train.step import StepLoss
 from svdtrain.train.watch import TrainingDiverged, first_non_finite

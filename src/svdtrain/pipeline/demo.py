@@ -18,7 +18,7 @@ from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
 from svdtrain.surgery import compact, count_macs, count_params, decompose, factored_weights, prune
-from svdtrain.train.config.options import non_negative, option
+from svdtrain.pipeline.config.options import non_negative, option
 from svdtrain.train.loop import evaluate, train_epoch
 from svdtrain.train.regularization import Regularization
 

@@ -26,18 +26,18 @@ from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
     damage, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
-from svdtrain.train.config import RECIPE_SUMMARIES, RunConfig
+from svdtrain.pipeline.config import RECIPE_SUMMARIES, RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.regularization import Regularization
-from svdtrain.train.pruner import Pruner
-from svdtrain.train.report import write_report
-from svdtrain.train.run_data import Data, load_data
-from svdtrain.train.run_folder import STAGES, RunFolder
+from svdtrain.pipeline.pruner import Pruner
+from svdtrain.pipeline.report import write_report
+from svdtrain.pipeline.run_data import Data, load_data
+from svdtrain.pipeline.run_folder import STAGES, RunFolder
 from svdtrain.train.runtime import denormals_flushed, seed_everything
-from svdtrain.train.sample import sample_text
+from svdtrain.pipeline.sample import sample_text
 from svdtrain.train.schedule import shared_span
-from svdtrain.train.trainer import Trainer
+from svdtrain.pipeline.trainer import Trainer
 
 __all__ = ["STAGES", "Experiment"]
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from svdtrain.models import is_language_model
-from svdtrain.train.config.run_config import OPTIONS, RunConfig
-from svdtrain.train.config.sections import BUDGET_BELOW_KEPT, SVD_TRAINING_LEVERS
+from svdtrain.pipeline.config.run_config import OPTIONS, RunConfig
+from svdtrain.pipeline.config.sections import BUDGET_BELOW_KEPT, SVD_TRAINING_LEVERS
 
 BUDGET_RECIPE: dict[str, Any] = {
     "gradual": True,  # cut towards the target after every SVD-training epoch (target_reduction only)
@@ -55,7 +55,7 @@ RECIPE_SUMMARIES = {
 # measured ahead at 2x, behind at 3x).
 BUDGET_FROM_REDUCTION = 2.5
 # Measures a run's cut: the kept fraction of the starting accuracy, or None where the starting
-# model is too weak for it to mean anything (svdtrain.train.cut_probe).
+# model is too weak for it to mean anything (svdtrain.pipeline.cut_probe).
 Measure = Callable[[RunConfig], "float | None"]
 
 
