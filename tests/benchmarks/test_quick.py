@@ -27,9 +27,9 @@ def test_comparison_levers_are_the_budget_recipe(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
     from svd_vs_truncation import ALL_LEVERS, LEVERS
 
-    from svdtrain.pipeline.config import BUDGET_RECIPE
+    from svdtrain.pipeline.config import recipe_values
 
-    assert ALL_LEVERS == {flag: value for flag, value in BUDGET_RECIPE.items() if flag != "distill_weight"}
+    assert ALL_LEVERS == {flag: value for flag, value in recipe_values("budget").items() if flag != "distill_weight"}
     ablation = [name for name in LEVERS if name.startswith("all-no-")]
     assert len(ablation) == 5 and all(len(LEVERS[name]) == len(ALL_LEVERS) - 1 for name in ablation)
 

@@ -266,32 +266,22 @@ def test_help_groups_flags_by_section_each_with_a_line(capsys):
     assert "(default: 164; 0 in the truncation recipe)" in flat  # --svd-epochs
 
 
-def test_presets_shows_what_a_preset_does(capsys):
-    """The preset's file, then one line: the recipe it runs, why, and what that sets, by section."""
-    from svdtrain.cli.presets import recipe_line
-    from svdtrain.pipeline.config import load_preset
+def test_presets_lists_every_preset_and_each_recipe_with_its_values(capsys):
+    from svdtrain.pipeline.config import OPTIONS, RECIPES, preset_names, recipe_values
 
-    def last_line(name):
-        assert main(["presets", name]) == 0
-        return capsys.readouterr().out.rstrip().splitlines()[-1]
-
-    assert main(["presets", "cpu-gpt-hoyer"]) == 0
+    assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# A nanoGPT-sized GPT") and "svd_train:" in out
-    why = "a language model: the budget recipe measured worse there"
-    assert out.rstrip().splitlines()[-1] == f"# recipe auto picks paper ({why})"
-    r56 = last_line("cpu-resnet56-channel-hoyer")  # from a checkpoint with a MACs target: measured at the start
-    assert r56.startswith("# recipe auto measures the activation-aware cut when the run starts: the budget recipe if")
-    budget, truncation = r56.split("; else the truncation recipe")
-    assert "svd_train.gradual: true" in budget and "svd_train.epochs: 0" in truncation
-    at_3x = recipe_line({**load_preset("cpu-resnet20-channel-hoyer"), "target_reduction": 3.0, "start_epochs": 1})
-    assert at_3x.startswith("# recipe auto picks budget (a channel-wise cut of 2.5x or more")  # nothing to measure
-    assert "svd_train.gradual: true" in at_3x and "prune.calibration: whiten" in at_3x
-    spatial = recipe_line({**load_preset("cpu-resnet20-spatial-hoyer"), "start_epochs": 1})
-    assert "(a spatial-wise cut" in spatial and "svd_train.epochs: 0" in spatial
-    named = recipe_line({**load_preset("cpu-resnet20-channel-hoyer"), "recipe": "truncation"})
-    assert named.startswith("# recipe truncation (set above), which sets prune.calibration: whiten")
-    assert last_line("smoke") == "# recipe auto picks paper (no MACs or speed target)"  # an energy rule: nothing set
+    assert all(f"  {name}\n" in out for name in preset_names())
+    for name in RECIPES:
+        line = next(line for line in out.splitlines() if line.startswith(f"  {name}: "))
+        sets = out.splitlines()[out.splitlines().index(line) + 1]
+        assert sets.startswith("    sets: ") and all(f".{OPTIONS[flag].name}: " in sets for flag in recipe_values(name))
+    assert "svd_train.epochs: 0" in out and "svd_train.gradual: true" in out
+    assert main(["presets", "cpu-gpt-hoyer"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("# A nanoGPT-sized GPT") and "svd_train:" in shown
+    assert main(["presets", "truncation"]) == 0
+    assert "epochs: 0" in capsys.readouterr().out
 
 
 def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):
@@ -312,7 +302,7 @@ def test_activation_aware_truncation_in_the_pipeline(tmp_path, capsys):
     assert report["macs_reduction"] >= 2 and report["config"]["prune"]["calibration"] == "whiten"
     out = capsys.readouterr().out
     assert "whiten calibration of" in out
-    assert out.startswith("recipe truncation: no SVD training")  # a channel-wise 2x cut: what measured best
+    assert out.startswith("recipe paper: ")  # a target chooses no recipe: the options as set
 
 
 def test_calibration_with_a_threshold_is_refused(tmp_path, capsys):

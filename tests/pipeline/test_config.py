@@ -1,6 +1,6 @@
 import pytest
 
-from svdtrain.pipeline.config import OPTIONS, RunConfig, load_preset, preset_names, resolve_config
+from svdtrain.pipeline.config import OPTIONS, RunConfig, load_preset, preset_names, recipe_values, resolve_config
 
 PAPER = [n for n in preset_names() if n.startswith("paper-resnet")]
 
@@ -178,89 +178,75 @@ def test_empty_sections_and_flag_names_inside_sections(tmp_path):
     assert config.start.epochs == 3 and config.finetune.lr == 0.01
 
 
-def test_a_macs_target_brings_the_budget_recipe_unless_a_source_says_otherwise(tmp_path):
-    from svdtrain.pipeline.config import BUDGET_RECIPE
-
-    plain = resolve_config("smoke")  # an energy rule: the options' own defaults, every lever off
-    target = {"target_reduction": 3.0, "energy": 0.0}
-    recipe = resolve_config("smoke", overrides=target)
-    for flag, value in BUDGET_RECIPE.items():
-        assert recipe.flat()[flag] == value
-        assert plain.flat()[flag] == OPTIONS[flag].default != value, flag
-    pinned = resolve_config("smoke", overrides={**target, "gradual": False, "s_lr_scale": 3.0})
-    assert (pinned.svd_train.gradual, pinned.svd_train.s_lr_scale, pinned.prune.calibration) == (False, 3.0, "whiten")
-    paper = resolve_config("smoke", overrides={**target, "recipe": "paper"})
-    assert all(paper.flat()[flag] == OPTIONS[flag].default for flag in BUDGET_RECIPE)
-    always = resolve_config("smoke", overrides={"recipe": "budget"})  # no target: no gradual cuts
-    assert always.prune.calibration == "whiten" and not always.svd_train.gradual
-    speed = resolve_config("smoke", overrides={"target_speedup": 1.5, "energy": 0.0})
-    assert not speed.svd_train.gradual and speed.svd_train.macs_weighted  # gradual steps towards a MACs factor
-    undistilled = resolve_config("smoke", overrides={**target, "distill_weight": 0.0})
-    assert not undistilled.svd_train.distill  # distillation set off stays off (no invalid config)
-    resumed = resolve_config("smoke", overrides=target, unset=plain.flat())
-    assert not resumed.svd_train.gradual  # a resumed run keeps the values it started with
-    language = resolve_config("smoke-lm")  # a target, but a language model: measured worse there
-    assert language.prune.target_reduction and language.prune.calibration == "none"
-    assert resolve_config("smoke-lm", overrides={"recipe": "budget"}).prune.calibration == "whiten"
+def test_a_target_changes_nothing_else_and_one_lever_sets_that_lever_only():
+    """No recipe is chosen for the user: the default recipe is paper, the options as set."""
+    plain = resolve_config("smoke")
+    target = resolve_config("smoke", overrides={"target_reduction": 2.0, "svd_epochs": 3})
+    changed = {flag for flag in plain.flat() if plain.flat()[flag] != target.flat()[flag]}
+    assert changed == {"target_reduction", "svd_epochs"} and target.svd_train.recipe == "paper"
+    lever = resolve_config("smoke", overrides={"target_reduction": 2.0, "s_lr_scale": 2.0})
+    assert {flag for flag in plain.flat() if plain.flat()[flag] != lever.flat()[flag]} == {"target_reduction",
+                                                                                          "s_lr_scale"}
+    for preset in ("cpu-resnet20-channel-hoyer", "cpu-resnet20-spatial-hoyer", "cpu-resnet56-channel-hoyer"):
+        assert resolve_config(preset).svd_train.epochs > 0  # a preset named hoyer SVD-trains with hoyer
 
 
-def test_a_spatial_wise_target_brings_the_truncation_recipe():
-    from svdtrain.pipeline.config import TRUNCATION_RECIPE
+@pytest.mark.parametrize("name", ["budget", "truncation"])
+def test_a_named_recipe_sets_its_visible_values_and_nothing_else(name):
+    values = recipe_values(name)
+    plain = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0})
+    config = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0, "recipe": name})
+    changed = {flag: config.flat()[flag] for flag in plain.flat() if plain.flat()[flag] != config.flat()[flag]}
+    assert changed == {**values, "recipe": name}
+    assert values and all(config.to_dict()[OPTIONS[f].section][OPTIONS[f].name] == v for f, v in values.items())
 
-    target = {"target_reduction": 2.0, "energy": 0.0, "scheme": "spatial", "svd_epochs": 3, "finetune_epochs": 2}
-    truncation = resolve_config("smoke", overrides=target)
-    assert truncation.svd_train.recipe == "truncation"  # named in the run's config.json
-    assert (truncation.svd_train.epochs, truncation.finetune.epochs) == (0, 5)  # the same epochs, all fine-tuning
-    assert all(truncation.flat()[flag] == value for flag, value in TRUNCATION_RECIPE.items())
-    assert not truncation.svd_train.gradual and truncation.svd_train.s_lr_scale == 1.0
-    budget = resolve_config("smoke", overrides={**target, "recipe": "budget"})  # SVD training when asked
-    assert (budget.svd_train.epochs, budget.finetune.epochs, budget.svd_train.gradual) == (3, 2, True)
-    channel = {**target, "scheme": "channel"}
-    assert resolve_config("smoke", overrides=channel).svd_train.recipe == "truncation"  # a small cut: truncation
-    assert resolve_config("smoke", overrides={**channel, "target_reduction": 2.5}).svd_train.recipe == "budget"
-    assert resolve_config("smoke", overrides={**target, "target_reduction": 0.0}).svd_train.recipe == "paper"
-    resumed = resolve_config("smoke", overrides=target, unset=truncation.flat())  # the sources name 3 + 2 again
-    assert resumed.flat() == truncation.flat()
-    asked = resolve_config("smoke", overrides={"recipe": "truncation", "svd_epochs": 3, "finetune_epochs": 2})
-    assert (asked.svd_train.epochs, asked.finetune.epochs, asked.prune.calibration) == (0, 5, "whiten")
+
+def test_a_value_that_contradicts_the_recipe_is_an_error_naming_both(tmp_path):
+    target = {"target_reduction": 2.0, "energy": 0.0}
+    with pytest.raises(ValueError, match="recipe truncation sets svd_epochs 0, but the command line sets 3"):
+        resolve_config("smoke", overrides={**target, "recipe": "truncation", "svd_epochs": 3})
+    with pytest.raises(ValueError, match="recipe budget sets s_lr_scale 10.0, but the command line sets 2.0"):
+        resolve_config("smoke", overrides={**target, "recipe": "budget", "s_lr_scale": 2.0})
+    with pytest.raises(ValueError, match="recipe budget sets distill_weight 0.9, but the command line sets 0.0"):
+        resolve_config("smoke", overrides={**target, "recipe": "budget", "distill_weight": 0.0})
+    named = tmp_path / "named.yaml"  # a recipe a file names, contradicted by a later source
+    named.write_text("svd_train: {recipe: budget}\nprune: {target_reduction: 2, energy: 0}\n")
+    with pytest.raises(ValueError, match=r"recipe budget sets calibration whiten, but the command line sets none"):
+        resolve_config("smoke", named, overrides={"calibration": "none"})
+    agreeing = resolve_config("smoke", named, overrides={"calibration": "whiten"})  # agreeing is fine
+    assert agreeing.svd_train.recipe == "budget" and agreeing.svd_train.gradual
+
+
+def test_a_recipe_named_later_overrides_an_earlier_source_as_any_value_does():
+    config = resolve_config("cpu-resnet20-channel-hoyer", overrides={"recipe": "truncation"})  # preset: 4 SVD epochs
+    assert (config.svd_train.epochs, config.finetune.epochs) == (0, 5)  # moved nowhere: fine-tuning as set
+    with pytest.raises(ValueError, match="recipe budget cuts gradually towards target_reduction"):
+        resolve_config("smoke", overrides={"recipe": "budget"})
+    with pytest.raises(ValueError, match="recipe auto is gone"):
+        resolve_config("smoke", overrides={"recipe": "auto"})
 
 
 @pytest.mark.parametrize(("lever", "value"), [("gradual", True), ("macs_weighted", True), ("s_lr_scale", 3.0),
                                               ("distill", True), ("budget_tail", True), ("proximal", True)])
-def test_a_named_svd_training_lever_keeps_svd_training_under_auto(lever, value):
+def test_the_truncation_recipe_refuses_an_svd_training_lever(lever, value):
     """The truncation recipe skips SVD training, so it would silently ignore the lever."""
-    small = {"target_reduction": 2.0, "energy": 0.0, "sparsity_kind": "l1", "distill_weight": 0.5}
-    assert resolve_config("smoke", overrides=small).svd_train.recipe == "truncation"
-    asked = resolve_config("smoke", overrides={**small, lever: value})
-    assert asked.svd_train.recipe == "budget" and asked.svd_train.epochs > 0
-    spatial = resolve_config("smoke", overrides={**small, lever: value, "scheme": "spatial"})
-    assert spatial.svd_train.recipe == "budget"
-    refused = {**small, lever: value, "recipe": "truncation"}
+    small = {"target_reduction": 2.0, "energy": 0.0, "sparsity_kind": "l1", "distill_weight": 0.9,
+             "calibration": "whiten", "recipe": "truncation"}  # fmt: skip
     with pytest.raises(ValueError, match=f"recipe truncation skips SVD training, so {lever} would do nothing"):
-        resolve_config("smoke", overrides=refused)
-    saved = {**resolve_config("smoke", overrides={**small, "recipe": "truncation"}).flat(), lever: value}
-    resumed = resolve_config("smoke", overrides={**small, lever: value}, unset=saved)  # saved before the check
-    assert resumed.svd_train.recipe == "truncation"  # it resumes as it started
+        resolve_config("smoke", overrides={**small, lever: value})
 
 
-@pytest.mark.parametrize("named", [{}, {"svd_epochs": 3}, {"finetune_epochs": 2}, {"svd_epochs": 3, "finetune_epochs": 2}])
-def test_a_resumed_truncation_run_moves_the_epochs_its_sources_name_as_at_its_start(named):
-    sources = {"model": "digits_cnn", "dataset": "digits", "scheme": "spatial", "target_reduction": 2.0, **named}
-    started = resolve_config(overrides=sources)
-    assert started.svd_train.recipe == "truncation" and started.svd_train.epochs == 0
-    assert resolve_config(overrides=sources, unset=started.flat()).flat() == started.flat()
-    again = resolve_config(overrides={**sources, "recipe": "auto"}, unset=started.flat())  # auto named: resolved
-    assert again.flat() == started.flat()
+def test_a_resumed_run_keeps_its_saved_values_and_its_recipe():
+    started = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0, "recipe": "budget"})
+    resumed = resolve_config(overrides={"target_reduction": 2.0}, saved=started.flat())
+    assert resumed == started
+    with pytest.raises(ValueError, match="recipe budget sets gradual true, but the command line sets false"):
+        resolve_config(overrides={"gradual": False}, saved=started.flat())
 
 
-def test_a_later_target_replaces_the_other_kind_set_earlier(tmp_path):
-    """A run has one target: the command line's speed target drops the preset's MACs target, but
-    one source setting both is still refused."""
-    config = resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5})
-    assert (config.prune.target_speedup, config.prune.target_reduction) == (1.5, 0.0)
-    resumed = resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5}, unset=config.flat())
-    assert resumed == config  # the same command with --resume continues it
-    both = tmp_path / "both.yaml"
-    both.write_text("target_speedup: 1.5\ntarget_reduction: 3\n")
+def test_one_source_per_target_kind(tmp_path):
+    """A run has one target; a later source's speed target does not drop an earlier MACs target in silence."""
     with pytest.raises(ValueError, match="set target_speedup or target_reduction, not both"):
-        resolve_config("smoke", both)
+        resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5})
+    config = resolve_config("cpu-resnet56-channel-hoyer", overrides={"target_speedup": 1.5, "target_reduction": 0})
+    assert (config.prune.target_speedup, config.prune.target_reduction) == (1.5, 0.0)

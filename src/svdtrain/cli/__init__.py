@@ -10,10 +10,10 @@ import warnings
 
 import torch
 
-from svdtrain.cli import demo, parallel, pipeline, presets, sweep
+from svdtrain.cli import demo, parallel, pipeline, presets, probe, sweep
 from svdtrain.train.watch import TrainingDiverged
 
-SUBCOMMANDS = (demo, pipeline, sweep, parallel, presets)
+SUBCOMMANDS = (demo, pipeline, sweep, parallel, presets, probe)
 
 
 def build_parser() -> argparse.ArgumentParser:

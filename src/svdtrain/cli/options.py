@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svdtrain.pipeline.config import OPTIONS, RECIPE_SETTINGS, SECTIONS, Measure, RunConfig, merge, resolve_config
+from svdtrain.pipeline.config import OPTIONS, RECIPES, SECTIONS, RunConfig, merge, recipe_values, resolve_config
 from svdtrain.pipeline.run_folder import RunFolder
 
 
@@ -56,7 +56,8 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
 def _in_recipes(flag: str) -> str:
     """What the recipes set ``flag`` to, for its help: "; whiten in the budget and truncation recipes"."""
     by_value: dict[str, list[str]] = {}
-    for name, values in RECIPE_SETTINGS.items():
+    for name in RECIPES:
+        values = recipe_values(name)
         if flag in values:
             by_value.setdefault(shown_value(values[flag]), []).append(name)
     return "".join(f"; {value} in the {' and '.join(names)} recipe{'s' * (len(names) > 1)}"
@@ -78,13 +79,9 @@ def saved_config(folder: RunFolder) -> RunConfig | None:
     return None if saved is None else RunConfig.from_flags(merge({}, saved, str(folder.config)))
 
 
-def config_from(args: argparse.Namespace, *, continuing: bool = False, measure: Measure | None = None) -> RunConfig:
-    """Preset/file/flags; for a lone stage with none given, the run folder's config.json. When
-    ``continuing`` a run folder that has a config, the options no source sets keep its values
-    (the defaults and the recipe of the day it started); ``measure``: see resolve_config."""
+def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:
+    """Preset < file < flags; for a lone stage with none given, over the run folder's config.json.
+    When ``continuing`` a run folder that has a config, the options no source sets keep its values."""
     folder = RunFolder(args.out) if args.out else None
     saved = saved_config(folder) if folder and (continuing or not (args.preset or args.config)) else None
-    if saved is not None and not (args.preset or args.config):
-        return RunConfig.from_flags(merge(saved.flat(), overrides_from(args), "the command line"))
-    unset = saved.flat() if saved is not None else None
-    return resolve_config(args.preset, args.config, overrides_from(args), unset=unset, measure=measure)
+    return resolve_config(args.preset, args.config, overrides_from(args), saved=None if saved is None else saved.flat())

@@ -9,7 +9,6 @@ from contextlib import ExitStack
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
-from svdtrain.pipeline.cut_probe import measured_by_probe
 from svdtrain.train.distributed import Distributed
 from svdtrain.pipeline.experiment import STAGES, Experiment
 from svdtrain.pipeline.run_folder import RunFolder
@@ -73,8 +72,6 @@ def run_all(args: argparse.Namespace) -> int:
         before, now = saved.flat(), config.flat()
         changed = sorted(k for k in now if before[k] != now[k])
         raise ValueError(f"--resume with a different config than the run's (changed: {', '.join(changed)})")
-    if saved is None:  # a new run: recipe auto may measure its cut, now that the folder is known to be free
-        config = config_from(args, continuing=args.resume, measure=measured_by_probe(dist=dist))
     with _held(folder, dist):
         dist.barrier()
         if dist.is_main:
@@ -99,9 +96,7 @@ def run_stage(args: argparse.Namespace) -> int:
     folder = RunFolder(args.out)
     if args.stage != "start" and not folder.written_files():  # before the config: its errors would mislead
         raise ValueError(f"{folder.path} holds no run: run 'svdtrain start' or 'svdtrain run' there first")
-    # The first stage of a new folder picks the recipe as `svdtrain run` does, measuring where auto can.
-    measure = None if folder.config.exists() else measured_by_probe(dist=dist)
-    config = config_from(args, continuing=True, measure=measure)
+    config = config_from(args, continuing=True)
     with _held(folder, dist):
         dist.barrier()
         if dist.is_main:

@@ -1,15 +1,14 @@
-"""What recipe ``auto`` measures before a run trains: how much of the starting model's accuracy
-the activation-aware cut to the run's MACs target keeps, BatchNorm re-estimated, on training
-images (never the test split: the recipe must not be picked on what the run is judged on).
+"""``svdtrain probe``: how much of the starting model's accuracy the activation-aware cut to a
+run's MACs target keeps, BatchNorm re-estimated, on training images (never the test split: a
+recipe must not be picked on what the run is judged on), and the recipe that points to.
 
 The cheaper that cut, the more of it fine-tuning wins back; measured, SVD training beat
-truncation only where the cut lost most (recipe.py says where the line is and why)."""
+truncation only where the cut lost most (EVIDENCE below)."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -17,12 +16,10 @@ from svdtrain.models import build_model
 from svdtrain.surgery import count_macs, decompose
 from svdtrain.tasks import task_named
 from svdtrain.train.checkpoint import load_matching, read_state_dict
-from svdtrain.pipeline.config import OPTIONS, Measure, RunConfig
-from svdtrain.train.distributed import Distributed
+from svdtrain.pipeline.config import OPTIONS, RunConfig
 from svdtrain.train.loop import evaluate
 from svdtrain.pipeline.pruner import Pruner
 from svdtrain.pipeline.run_data import load_data
-from svdtrain.train.runtime import denormals_flushed
 
 PROBE_BATCHES = 20  # training batches the dense and the cut model are scored on
 _PROBE_EPOCH = 2_000_000  # their order: apart from the calibration's (Pruner._batches)
@@ -50,7 +47,7 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
               split: str = "train") -> CutProbe:  # fmt: skip
     """Cut ``config``'s starting checkpoint, decomposed by its scheme, to its MACs target as the
     prune stage does (greedy ranks, always with whitening calibration and BatchNorm re-estimated:
-    the cut the recipe line was drawn on), and score it against the dense model on the same images.
+    the cut the EVIDENCE line was drawn on), and score it against the dense model on the same images.
 
     Args:
         config: a run with ``start.checkpoint`` and ``prune.target_reduction``.
@@ -90,34 +87,33 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
     return CutProbe(before, evaluate(model, held, device, task), images, data.num_classes)
 
 
-def measured_by_probe(log: Callable[[str], None] = print, dist: Distributed = Distributed()) -> Measure:
-    """recipe auto's ``measure``: the kept fraction of :func:`probe_cut` (None for a starting model
-    near chance), measured and logged on rank 0 alone; every process gets its answer or its error,
-    so a distributed run picks one recipe, or stops everywhere with the same message."""
-
-    def measure(config: RunConfig) -> float | None:
-        outcome: float | None | Exception = None
-        if dist.is_main:
-            log(f"recipe auto: measuring the activation-aware cut to {config.prune.target_reduction:g}x fewer MACs "
-                "before training ...")  # fmt: skip
-            try:
-                with denormals_flushed(config.run.flush_denormals):  # as the run's stages: before any parallel op
-                    outcome = _kept(probe_cut(config, dist.device(config.run.device)), log)
-            except Exception as error:  # every process raises it below
-                outcome = error
-        outcome = dist.broadcast(outcome)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    return measure
+# Where SVD training (the budget recipe) and activation-aware truncation were compared at the same
+# MACs and epochs from the same adapted model (BENCHMARKS.md section 11; points in
+# benchmarks/results/cut_probe_points.json): the share of the starting accuracy the cut kept on
+# training images, and the budget recipe's margin over truncation in test points (+: SVD training won).
+EVIDENCE = (
+    ("ResNet-20 spatial-wise 5x, 1 seed", 0.544, +1.14),
+    ("ResNet-20 channel-wise 3x, 2 seeds", 0.628, +0.84),
+    ("ResNet-56 channel-wise 3x, 1 seed", 0.757, -0.62),
+    ("ResNet-20 spatial-wise 3x, 2 seeds", 0.808, -0.29),
+    ("ResNet-20 channel-wise 2x, 2 seeds", 0.832, -0.19),
+    ("ResNet-20 spatial-wise 2x, 1 seed", 0.940, -1.01),
+)
+# SVD training won at every measured point under this share, and lost at every one over it.
+BUDGET_BELOW_KEPT = 0.70
+LIMITS = ("six points, all CIFAR-10 ResNets on 2-core CPU schedules (4 SVD + 5 fine-tuning epochs), the line "
+          "drawn through the points it was fitted on; an out-of-sample check (another ResNet depth, channel-wise 3x, "
+          "two seeds, GPU) kept 66.5% and the budget recipe ended level with truncation (+0.08), not ahead. Near "
+          "the line, run both (BENCHMARKS.md section 11 shows how)")
 
 
-def _kept(probe: CutProbe, log: Callable[[str], None]) -> float | None:
+def recommendation(probe: CutProbe) -> str:
+    """The recipe the measured cut points to, and why, in a line; none for a starting model near chance."""
     if not probe.informative:
-        log(f"recipe auto: the starting model scores {probe.dense:.4f} on {probe.images:,} training images, near "
-            f"chance for {probe.classes} classes: the cut's share means nothing, so auto decides by scheme and factor")
-        return None
-    log(f"recipe auto: the cut keeps {probe.kept:.1%} of the starting model's accuracy ({probe.dense:.4f} -> "
-        f"{probe.cut:.4f} on {probe.images:,} training images, BatchNorm re-estimated)")  # fmt: skip
-    return probe.kept
+        return (f"none: the starting model scores {probe.dense:.4f}, near chance for {probe.classes} classes, so the "
+                "cut's share means nothing")  # fmt: skip
+    if probe.kept < BUDGET_BELOW_KEPT:
+        return (f"--recipe budget: the cut keeps {probe.kept:.1%}, under {BUDGET_BELOW_KEPT:.0%}, where SVD training "
+                "won every measured comparison")  # fmt: skip
+    return (f"--recipe truncation: the cut keeps {probe.kept:.1%}, at or over {BUDGET_BELOW_KEPT:.0%}, where "
+            "activation-aware truncation won every measured comparison")  # fmt: skip

@@ -26,7 +26,7 @@ from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
     damage, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
 )  # fmt: skip
-from svdtrain.pipeline.config import RECIPE_SUMMARIES, RunConfig
+from svdtrain.pipeline.config import RunConfig, recipe_summary
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.regularization import Regularization
@@ -290,7 +290,7 @@ class Experiment:
         if self.resume:
             self._drop_damaged_stage_files()
         recipe = self.config.svd_train.recipe
-        self.log(f"recipe {recipe}: {RECIPE_SUMMARIES.get(recipe, 'the options as set')}")
+        self.log(f"recipe {recipe}: {recipe_summary(recipe)}")
         for stage in stages:
             if self.resume and self.folder.done(stage):
                 self.log(f"{stage}: already done, skipped")

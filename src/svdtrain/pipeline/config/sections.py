@@ -17,10 +17,7 @@ from svdtrain.train.step import COMPILE_MODES
 
 IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
-RECIPES = ("auto", "budget", "truncation", "paper")  # see recipe.py
-# recipe auto SVD-trains where the activation-aware cut keeps less of the starting accuracy than this
-# (measured: SVD training won at 54% and 63%, lost at 76% to 94%; benchmarks/results/cut_probe_points.json).
-BUDGET_BELOW_KEPT = 0.70
+RECIPES = ("paper", "budget", "truncation")  # presets/recipes/NAME.yaml; see recipe.py
 # The budget recipe's svd_train levers: they act only in SVD training, which the truncation recipe skips.
 SVD_TRAINING_LEVERS = ("gradual", "macs_weighted", "s_lr_scale", "distill", "budget_tail", "proximal")
 LR_SCHEDULES = ("stage", "run")  # see schedule.py
@@ -31,6 +28,14 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 def _non_negative_list(name: str, values: list[float]) -> None:
     for value in values:
         non_negative(name, value)
+
+
+def check_recipe_name(name: str, value: str) -> None:
+    if value == "auto":
+        raise ValueError("recipe auto is gone (it chose in silence): `svdtrain probe` measures the cut and "
+                         "recommends a recipe; name it with --recipe")
+    if value not in RECIPES:
+        raise ValueError(f"unknown {name} {value!r}; valid values are {', '.join(RECIPES)}")
 
 
 def _device(name: str, value: str) -> None:
@@ -158,16 +163,11 @@ class SVDTrainConfig(Section):
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
                            "distill_weight and temperature)")  # fmt: skip
-    recipe: str = option("auto", "budget: unset levers take the budget recipe's values (gradual, macs_weighted, "
-                         "s_lr_scale, distill, distill_weight, calibration); truncation: no SVD training, its epochs "
-                         "fine-tune the activation-aware truncation (calibration whiten, distill_weight 0.9); paper: "
-                         "the options' own defaults, every lever off; auto: for an image model with a MACs or speed "
-                         "target, budget when an SVD-training lever is set; from a checkpoint with a MACs target, "
-                         f"budget where the activation-aware cut keeps under {BUDGET_BELOW_KEPT:.0%} of the starting "
-                         "accuracy (measured before training), else truncation; without that measurement, budget "
-                         "channel-wise from a 2.5x cut (or a speed target), else truncation; paper for language "
-                         "models and runs with no target",
-                         choices=RECIPES)  # fmt: skip
+    recipe: str = option("paper", "a named set of option values, shown in config.json and by `svdtrain presets`: "
+                         "paper (the options as set), budget (SVD training with gradual, MACs-weighted cuts, s at "
+                         "10x, distillation, whitened cuts), truncation (no SVD training: the whitened cut, "
+                         "fine-tuned); a value that contradicts it is an error. `svdtrain probe` recommends one",
+                         check=check_recipe_name)  # fmt: skip
 
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
@@ -201,7 +201,7 @@ class PruneConfig(Section):
 
     def validate(self) -> None:
         if self.target_speedup and self.target_reduction:
-            raise ValueError("set target_speedup or target_reduction, not both")
+            raise ValueError("set target_speedup or target_reduction, not both (0 turns off one a preset or file set)")
         if self.calibration != "none" and self.threshold and not (self.target_speedup or self.target_reduction):
             raise ValueError("threshold compares |s| to a number; with calibration use energy or a target")
 

@@ -1,4 +1,4 @@
-"""Where a config comes from: defaults <- recipe (recipe.py) <- preset <- config file <- command line.
+"""Reading a config's sources: presets, config files and command-line flags (resolve.py layers them).
 
 A source is a mapping of sections (``prune: {energy: 0.01}``) and/or flags (``energy: 0.01``);
 each is reduced to ``{flag: value}`` with every key and type checked, naming the source.
@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.pipeline.config.recipe import Measure, resumed_with_recipe, with_recipe
 from svdtrain.pipeline.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
 
 
@@ -79,16 +78,6 @@ def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[st
     return {**base, **to_flags(updates, source)}
 
 
-def _later_target_wins(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated with ``new`` (flags), where a target ``new`` sets replaces the other kind
-    ``base`` set: a run has one (``--preset cpu-resnet56-channel-hoyer --target-speedup 1.5``
-    drops the preset's 3x MACs target; one source setting both is still refused)."""
-    rivals = {"target_speedup": "target_reduction", "target_reduction": "target_speedup"}
-    dropped = {rival: OPTIONS[rival].default for flag, rival in rivals.items()
-               if new.get(flag) and rival not in new and base.get(rival)}  # fmt: skip
-    return {**base, **dropped, **new}
-
-
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         import yaml
@@ -123,23 +112,3 @@ def preset_path(name: str) -> Path:
 def load_preset(name: str) -> dict[str, Any]:
     """The preset's options as ``{flag: value}``."""
     return to_flags(read_yaml(preset_path(name)), f"preset {name}")
-
-
-def resolve_config(
-    preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-    unset: dict[str, Any] | None = None, measure: Measure | None = None,
-) -> RunConfig:
-    """Defaults <- (the recipe, for a run with a MACs or speed target: recipe.py) <- preset <- config
-    file <- overrides, validated. ``unset`` (flags: a resumed run's saved config) gives the
-    options no source sets instead of the recipe and defaults, so a run continues as it began;
-    ``measure`` (svdtrain.pipeline.cut_probe.measured_by_probe) lets recipe auto measure a new run's
-    cut, as ``svdtrain run`` does; without it auto decides by scheme and factor (recipe.py)."""
-    values: dict[str, Any] = {}
-    if preset:
-        values = _later_target_wins(values, load_preset(preset))
-    if config_file:
-        values = _later_target_wins(values, to_flags(read_yaml(Path(config_file)), str(config_file)))
-    if overrides:
-        values = _later_target_wins(values, to_flags(overrides, "the command line"))
-    resolved = resumed_with_recipe(unset, values) if unset is not None else with_recipe(values, measure)
-    return RunConfig.from_flags(resolved)
