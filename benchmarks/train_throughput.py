@@ -117,7 +117,7 @@ def op_counts(model_name: str, compiled: bool) -> dict[str, int]:
         loss.backward()
 
     def svd_step():
-        step(x, y)[0].backward()
+        step((x, y))[0].backward()
 
     counts = {"dense step": aten_events(dense_step), "svd step before": aten_events(before_step),
               "svd step": aten_events(svd_step),

@@ -67,7 +67,19 @@ def test_svd_start_needs_a_checkpoint_or_dense_epochs():
 def test_every_preset_resolves():
     for name in preset_names():
         config = resolve_config(name)
-        assert (config.task == "language_modeling") == name.startswith(("smoke-lm", "cpu-char", "cpu-gpt", "paper-lstm"))
+        language = name.startswith(("smoke-lm", "cpu-char", "cpu-gpt", "paper-lstm"))
+        assert config.task == ("language_modeling" if language else "masked_lm" if name == "smoke-mlm" else
+                               "classification")  # fmt: skip
+
+
+def test_the_task_is_explicit_and_must_fit_the_data_and_the_model():
+    with pytest.raises(ValueError, match="task classification reads images; dataset 'text_char' does not fit it: set "
+                                         "task \\(language_modeling, masked_lm\\)"):  # fmt: skip
+        RunConfig.from_flags({"model": "tiny_gpt", "dataset": "text_char", "data": "x.txt"})
+    with pytest.raises(ValueError, match="task language_modeling reads tokens; model 'digits_cnn' does not fit it"):
+        RunConfig.from_flags({"model": "digits_cnn", "dataset": "text_char", "data": "x.txt", "task": "language_modeling"})
+    with pytest.raises(ValueError, match="unknown task 'segmentation'"):
+        RunConfig.from_flags({"dataset": "digits", "task": "segmentation"})
 
 
 def test_language_model_presets_are_what_they_say():

@@ -107,7 +107,7 @@ def test_grouping_cuts_the_ops_of_a_step():
     terms = Regularization(1.0, 1e-3, "hoyer").bind(model)
     assert _aten_events(terms) * 6 <= _aten_events(per_weight)
     step = StepLoss(model, Regularization(1.0, 1e-3, "hoyer"))
-    grouped_step = _aten_events(lambda: step(x, y)[0].backward())
+    grouped_step = _aten_events(lambda: step((x, y))[0].backward())
     per_weight_step = _aten_events(lambda: (F.cross_entropy(model(x), y) + per_weight()).backward())
     assert grouped_step * 2 <= per_weight_step
 
@@ -188,7 +188,7 @@ def test_the_compiled_step_is_one_graph_with_regularizers_and_distillation(tails
                                     scales={name: 2.0 for name in list(masks)[:3]})  # fmt: skip
     step = StepLoss(model, regularization, distillation=Distillation(build_model("resnet20", 10)), precision="bf16")
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
-    explanation = torch._dynamo.explain(step._eager)(x, y, True)
+    explanation = torch._dynamo.explain(step._eager)((x, y), True)
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
@@ -231,7 +231,7 @@ def test_tails_updated_between_epochs_reach_the_step_eager_and_compiled(mode):
         tails.update({name: torch.arange(w.rank) >= w.rank - keep for name, w in weights.items()})
         step.refresh()
         expected = sum(w.s[-keep:].abs().sum() for w in weights.values())
-        torch.testing.assert_close(step(x, y)[0] - plain, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(step((x, y))[0] - plain, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_stale_tail_mask_is_a_clear_error():

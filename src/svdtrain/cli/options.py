@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from svdtrain.models import is_language_model
 from svdtrain.pipeline.config import OPTIONS, RECIPES, SECTIONS, RunConfig, merge, recipe_values, resolve_config
 from svdtrain.pipeline.run_folder import RunFolder
 
@@ -76,7 +77,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 def saved_config(folder: RunFolder) -> RunConfig | None:
     """The config a run folder was started with, read as this version reads configs."""
     saved = folder.read_config()
-    return None if saved is None else RunConfig.from_flags(merge({}, saved, str(folder.config)))
+    if saved is None:
+        return None
+    if "task" not in saved:  # written before the task option (issue 22), when the model decided it
+        saved = {**saved, "task": "language_modeling" if is_language_model(saved.get("model", "")) else "classification"}
+    return RunConfig.from_flags(merge({}, saved, str(folder.config)))
 
 
 def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:

@@ -27,8 +27,15 @@ LANGUAGE_MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "gpt_small": lambda vocab, context: GPT(vocab, context=context),
     "tiny_lstm": lambda vocab, context: LSTMLanguageModel(vocab, embedding=16, hidden=24, layers=2, dropout=0.0),
     "tiny_gpt": lambda vocab, context: GPT(vocab, context=context, layers=1, heads=2, width=16),
+    "tiny_bert": lambda vocab, context: _masked_lm(vocab, context),  # masked LM (task masked_lm): a BERT encoder
 }  # fmt: skip
 HF_PREFIX = "hf:"
+
+
+def _masked_lm(vocab: int, context: int) -> nn.Module:
+    from svdtrain.models.hf_masked_lm import HFMaskedLM  # transformers: imported only when asked for
+
+    return HFMaskedLM(vocab, context)
 
 
 def check_model_name(name: str) -> str:

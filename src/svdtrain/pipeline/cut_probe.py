@@ -62,6 +62,8 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
     ``probe_cut(resolve_config("cpu-resnet20-channel-hoyer", overrides={"target_reduction": 3})).kept``
     is 0.63 for the adapted ResNet-20 of BENCHMARKS.md section 11.
     """
+    if config.task != "classification":
+        raise ValueError(f"the cut probe compares accuracies: it takes classification runs, not task {config.task}")
     if not (config.start.checkpoint and config.prune.target_reduction):
         raise ValueError("the cut probe needs a starting checkpoint and a MACs target (target_reduction)")
     recalibration = config.prune.bn_recalibration_batches or OPTIONS["bn_recalibration_batches"].default

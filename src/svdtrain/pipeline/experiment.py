@@ -60,7 +60,7 @@ class Experiment:
     # -- what the stages share ---------------------------------------------------------------
     @cached_property
     def task(self) -> Task:
-        return task_named(self.config.task)
+        return task_named(self.config.task, self.data.num_classes)
 
     @cached_property
     def data(self) -> Data:
@@ -261,7 +261,7 @@ class Experiment:
         compact_model = torch.jit.load(str(scripted)).to(self.device) if scripted.exists() else small
         info.update(**self.trainer.evaluation(compact_model, alone=True), macs=count_macs(small, self.data.example),
                     params=count_params(small))  # fmt: skip
-        if self.data.corpus is not None:
+        if self.task.generates:
             info["samples"] = self._samples(small)
         drifted = {k: v for k, v in info.items() if k.endswith("max_abs_diff") and v > 1e-3}
         if drifted:  # an export that does not reproduce the model: say so, it is not an error of the run

@@ -15,6 +15,7 @@ from svdtrain.io import atomic_write, atomic_write_json
 from svdtrain.pipeline.config import RunConfig
 from svdtrain.pipeline.experiment import Experiment
 from svdtrain.pipeline.run_folder import RunFolder
+from svdtrain.tasks import task_named
 
 
 def _label(weight: float, energy: float) -> str:
@@ -55,7 +56,7 @@ def run_sweep(
             points.append({"label": label, "sparsity_weight": weight, "energy": energy,
                            metric: data["compact"][metric], "macs": data["compact"]["macs"],
                            "baseline": data["baseline"]})  # fmt: skip
-    metric = "loss" if config.task == "language_modeling" else "accuracy"
+    metric = task_named(config.task).metric
     result = {"config": config.to_dict(), "metric": metric, "points": points,
               "baseline": points[0]["baseline"] if points else None}  # fmt: skip
     atomic_write_json(folder.sweep, result)

@@ -10,7 +10,7 @@ from svdtrain.tasks.base import Task
 
 class Classification(Task):
     name, metric, higher_is_better = "classification", "accuracy", True
-    reported = ("accuracy",)
+    reported, inputs = ("accuracy",), "images"
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)

@@ -15,7 +15,7 @@ from svdtrain.tasks.base import Task
 
 class LanguageModeling(Task):
     name, metric, higher_is_better = "language_modeling", "loss", False
-    reported = ("loss", "perplexity", "bits_per_token")
+    reported, inputs, generates = ("loss", "perplexity", "bits_per_token"), "tokens", True
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))  # over B*T tokens

@@ -46,7 +46,12 @@ class Distillation:
         self.teacher.eval().requires_grad_(False)
 
     def loss(self, inputs: torch.Tensor, logits: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:
+        """The mixed loss, the teacher called on ``inputs`` (a model taking one tensor)."""
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
+        return self.mix(teacher_logits, logits, task_loss)
+
+    def mix(self, teacher_logits: torch.Tensor, logits: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:
+        """The mixed loss from the teacher's logits (a task calls the teacher as it calls the model)."""
         soft = distillation_loss(logits, teacher_logits, self.temperature)
         return (1 - self.weight) * task_loss + self.weight * soft

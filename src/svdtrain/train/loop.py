@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -10,13 +10,17 @@ from torch.nn.utils import parametrize
 
 from svdtrain.linalg import check_positive_int
 from svdtrain.tasks import Classification, Task
+from svdtrain.tasks.base import to_device
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import unwrapped
 from svdtrain.train.regularization import Regularization
 from svdtrain.train.step import StepLoss
 from svdtrain.train.watch import DivergenceWatch, skips_non_finite
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterable[Any]  # (inputs, targets) pairs, or what the task reads (a dict of tensors, ...)
+
+
+EVALUATION_SEED = 0  # seeds what a task draws in evaluation (masked positions): metrics repeat exactly
 
 
 def train_epoch(
@@ -73,11 +77,11 @@ def train_epoch(
     watch = DivergenceWatch(device, check_every if skips else 1, norms=bool(grad_clip), all_min=all_min)
     sums: dict[str, torch.Tensor | float] = {}
     try:
-        for step, (inputs, targets) in enumerate(batches):
+        for step, batch in enumerate(batches):
             if before_step is not None:
                 before_step(step)
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            loss, outputs, task_loss = step_loss(inputs, targets, step)
+            batch = task.prepare(to_device(batch, device))
+            loss, outputs, task_loss = step_loss(batch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
@@ -87,7 +91,7 @@ def train_epoch(
                 optimizer.found_inf = watch.found_inf(loss, shared)
             optimizer.step()
             regularization.after_step(core, optimizer)
-            _add(sums, task.stats(outputs.detach(), targets, task_loss.detach()))
+            _add(sums, task.stats(outputs.detach(), task.targets(batch), task_loss.detach()))
         watch.check(core)
     finally:
         if skips and hasattr(optimizer, "found_inf"):
@@ -128,13 +132,14 @@ def evaluate_metrics(
     task = task or Classification()
     model.eval()
     sums: dict[str, float] = {}
+    generator = torch.Generator(device).manual_seed(EVALUATION_SEED)  # the same masks (or other draws) every time
     with parametrize.cached():
-        for inputs, targets in batches:
-            if len(inputs) == 0:  # a process's empty share of a small last batch
+        for batch in batches:
+            batch = task.prepare(to_device(batch, device), generator)
+            if task.size(batch) == 0:  # a process's empty share of a small last batch
                 continue
-            outputs = model(inputs.to(device))
-            targets = targets.to(device)
-            _add(sums, task.stats(outputs, targets, task.loss(outputs, targets)))
+            outputs, loss = task.step(model, batch)
+            _add(sums, task.stats(outputs, task.targets(batch), loss))
     return task.summarize(reduce(_floats(sums)) if reduce else _floats(sums))
 
 
@@ -145,13 +150,16 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "c
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Batches, max_batches: int = 50, device: torch.device | str = "cpu") -> None:
+def recalibrate_batchnorm(model: nn.Module, batches: Batches, max_batches: int = 50, device: torch.device | str = "cpu",
+                          task: Task | None = None) -> None:  # fmt: skip
     """Re-estimate BatchNorm running statistics after pruning changed the layers feeding them.
 
     Pruning shifts every downstream activation distribution, so stale running means and
     variances cost far more accuracy than the pruned singular values themselves. Averages
-    over up to ``max_batches`` batches (momentum=None: a plain cumulative mean).
+    over up to ``max_batches`` batches (momentum=None: a plain cumulative mean), each read by
+    ``task`` (default: classification's ``(inputs, targets)`` pairs).
     """
+    task = task or Classification()
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return
@@ -162,10 +170,10 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, max_batches: int =
     was_training = model.training
     model.train()
     with parametrize.cached():  # the weights are fixed here: rebuild each factored one once
-        for index, (inputs, _) in enumerate(batches):
+        for index, batch in enumerate(batches):
             if index >= max_batches:
                 break
-            model(inputs.to(device))
+            task.forward(model, task.prepare(to_device(batch, device)))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)

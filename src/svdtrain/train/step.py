@@ -3,6 +3,9 @@ regularizers, as one callable that ``torch.compile`` can capture whole."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -16,7 +19,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 class StepLoss:
-    """``(inputs, targets, regularize) -> (loss, outputs, task_loss)`` for ``model``.
+    """``(batch, step) -> (loss, outputs, task_loss)`` for ``model``, the batch read by the task.
 
     The forward runs under ``parametrize.cached()``: a factored weight read more than once in
     one forward is rebuilt from U, s, Vh once, and gradients flow through both reads. The
@@ -47,18 +50,24 @@ class StepLoss:
         if self.terms is not None:
             self.terms.refresh()
 
-    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, step: int = 0):
-        if self.mode in ("reduce-overhead", "max-autotune") and inputs.is_cuda:  # the modes with CUDA graphs
+    def __call__(self, batch: Any, step: int = 0):
+        """``batch``: one prepared batch (``Task.prepare``), on the model's device."""
+        tensors = [t for t in (batch.values() if isinstance(batch, Mapping) else batch) if isinstance(t, torch.Tensor)]
+        if self.mode in ("reduce-overhead", "max-autotune") and tensors and tensors[0].is_cuda:  # CUDA-graph modes
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
-        if self.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return self._forward(inputs, targets, self.terms is not None and step % self.every == 0)
+        if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return self._forward(batch, self.terms is not None and step % self.every == 0)
 
-    def _eager(self, inputs: torch.Tensor, targets: torch.Tensor, regularize: bool):
-        with parametrize.cached(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=self.bf16):
-            outputs = self.model(inputs)
-            task_loss = self.task.loss(outputs.float(), targets)
-            loss = self.distillation.loss(inputs, outputs, task_loss) if self.distillation else task_loss
+    def _eager(self, batch: Any, regularize: bool):
+        device = next(self.model.parameters()).device.type
+        with parametrize.cached(), torch.autocast(device, torch.bfloat16, enabled=self.bf16):
+            outputs, task_loss = self.task.step(self.model, batch)
+            loss = task_loss
+            if self.distillation:
+                with torch.no_grad():
+                    teacher = self.task.forward(self.distillation.teacher, batch)
+                loss = self.distillation.mix(teacher, outputs, task_loss)
             if regularize:
                 loss = loss + self.terms()
         return loss, outputs, task_loss

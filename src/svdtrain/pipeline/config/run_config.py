@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 from svdtrain.models import check_model_name, is_language_model
 from svdtrain.pipeline.config.options import check_fields, default_of, flag_of, option
 from svdtrain.pipeline.config.sections import (
-    TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings, StartConfig,
-    SVDTrainConfig,
+    IMAGE_DATASETS, TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings,
+    StartConfig, SVDTrainConfig,
 )  # fmt: skip
+from svdtrain.tasks import TASKS
 
 CONFIG_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: the same options as flat keys
@@ -29,8 +30,11 @@ def _model(_flag: str, value: str) -> None:
 @dataclass
 class RunConfig:
     model: str = option("resnet20", "resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn; language "
-                        "models: char_lstm, paper_lstm, gpt_small, tiny_lstm, tiny_gpt, or hf:PATH/config.json",
+                        "models: char_lstm, paper_lstm, gpt_small, tiny_lstm, tiny_gpt, or hf:PATH/config.json; masked: "
+                        "tiny_bert",
                         check=_model)  # fmt: skip
+    task: str = option("classification", "what the model learns: classification (images), language_modeling "
+                       "(next token), masked_lm (BERT's masked tokens; model tiny_bert)", choices=tuple(TASKS))
     data: DataConfig = field(default_factory=DataConfig)
     start: StartConfig = field(default_factory=StartConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -43,10 +47,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if is_language_model(self.model) != self.data.is_text:
-            kind = "a language model" if is_language_model(self.model) else "an image model"
-            raise ValueError(f"model {self.model!r} is {kind}; dataset {self.data.dataset!r} does not fit it "
-                             f"(language models take {', '.join(TEXT_DATASETS)})")
+        reads = TASKS[self.task].inputs
+        if (reads == "tokens") != self.data.is_text:
+            fits = [name for name, task in TASKS.items() if (task.inputs == "tokens") == self.data.is_text]
+            raise ValueError(f"task {self.task} reads {reads}; dataset {self.data.dataset!r} does not fit it: set "
+                             f"task ({', '.join(fits)}) or a dataset of {reads} (text: {', '.join(TEXT_DATASETS)}; "
+                             f"images: {', '.join(IMAGE_DATASETS)})")  # fmt: skip
+        if (reads == "tokens") != is_language_model(self.model):
+            raise ValueError(f"task {self.task} reads {reads}; model {self.model!r} does not fit it: pick a model "
+                             "that reads them (`svdtrain run --help` lists them)")
         if self.data.dataset != "digits" and not self.data.path:
             raise ValueError(f"dataset {self.data.dataset!r} needs a data path (--data PATH, or path: under data:)")
         if self.svd_train.gradual and not self.prune.target_reduction:
@@ -82,11 +91,6 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The sections as nested dicts: what config.json and checkpoints hold."""
         return dataclasses.asdict(self)
-
-    @property
-    def task(self) -> str:
-        """The task the dataset poses: classification (images) or language_modeling (text)."""
-        return "language_modeling" if self.data.is_text else "classification"
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)
