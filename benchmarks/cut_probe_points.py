@@ -1,7 +1,7 @@
-"""Where recipe auto draws its line: the cut probe (svdtrain.pipeline.cut_probe) on the start of
-every full-data comparison of svd_vs_truncation.py, beside who won it.
+"""Where `svdtrain probe` draws its recommendation line: the cut probe (svdtrain.pipeline.cut_probe)
+on the start of every full-data comparison of svd_vs_truncation.py, beside who won it.
 
-For each result file: the probe's kept fraction on training images (what auto sees) and the
+For each result file: the probe's kept fraction on training images (what the probe reports) and the
 same cut scored on the test split (what the comparison's "pruned" column saw, for reference),
 then the budget recipe's margin over the better truncation (mean over the file's seeds).
 
@@ -47,7 +47,9 @@ def point(paths: list[str]) -> dict:
     first = results[0]
     rows = [row for result in results for row in result["rows"]]
     reduction = rows[0]["target_reduction"]
-    overrides = {**first["base_overrides"], "target_reduction": reduction, "recipe": "truncation"}
+    # the comparison's own flags (its epochs included), as `svdtrain probe` resolves them: the probe
+    # cuts activation-aware whatever the recipe, so none is named
+    overrides = {**first["base_overrides"], "target_reduction": reduction}
     config = resolve_config(first["preset"], overrides=overrides)
     probe = probe_cut(config)
     test = probe_cut(config, split="test").kept

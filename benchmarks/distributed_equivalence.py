@@ -5,7 +5,7 @@ each distributed process has, changes only the order of floating-point reduction
 it lands from the first is the yardstick for how far the distributed run may.
 
 The default is the GPT preset (LayerNorm, no dropout) shortened to one epoch a stage, with the
-paper's recipe (as recorded; a target would otherwise bring the budget recipe). Language-model
+paper's recipe (as recorded; the default, named). Language-model
 presets only: the exported models are compared on token ids. Each process of the
 distributed run gets cores / N threads, so both runs use the whole machine. Runs resume: a
 finished run's report is read back, not redone.

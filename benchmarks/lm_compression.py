@@ -61,7 +61,7 @@ def method_config(model: str, method: str, dense_checkpoint: Path, reduction: fl
     """The preset and overrides of one method at one MACs target, from the shared dense model."""
     preset, overrides = PRESETS[model][method if method in ("hoyer", "l1") else "hoyer"]
     overrides = {**overrides, "checkpoint": str(dense_checkpoint), "start_epochs": 0, "target_reduction": reduction}
-    overrides["recipe"] = "paper"  # the presets' own recipe, not the budget recipe a target brings
+    overrides["recipe"] = "paper"  # the default, named so each run's config says it
     if method in TRUNCATION:
         config = resolve_config(preset)
         overrides.update(svd_epochs=0, finetune_epochs=config.svd_train.epochs + config.finetune.epochs)

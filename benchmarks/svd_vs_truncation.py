@@ -12,8 +12,6 @@ from the dense model, BatchNorm re-estimated after every cut):
   <levers>          the paper's recipe with one change or several (LEVERS below); all-no-X
                     is the budget recipe's five levers but X (the leave-one-out ablation);
                     runlr: one learning-rate schedule over SVD training and fine-tuning
-  default           what the product does with the preset and a MACs target (recipe auto:
-                    the budget recipe channel-wise from 2.5x, else the truncation recipe)
   torch-pruning     structured filter pruning (Torch-Pruning, L1 magnitude) of the dense
                     model to the same MACs, fine-tuned for all epochs with the same distillation
 
@@ -70,15 +68,13 @@ LEVERS = {
     **{f"all-no-{name}": {flag: value for flag, value in ALL_LEVERS.items() if flag not in lever}
        for name, lever in BUDGET_LEVERS.items()},  # fmt: skip
 }
-METHODS = (*TRUNCATION, *LEVERS, "default", "torch-pruning")
+METHODS = (*TRUNCATION, *LEVERS, "torch-pruning")
 
 
 def method_overrides(method: str, config_epochs: tuple[int, int]) -> dict:
-    """Flags of one method: the paper's recipe pinned (a MACs target would otherwise bring the
-    recipe auto picks), then the method's changes; "default" is what the product does by default."""
+    """Flags of one method: the paper recipe named (the default; named, so each run's config says
+    it), then the method's changes; a truncation's fine-tuning gets the SVD-training epochs too."""
     svd_epochs, finetune_epochs = config_epochs
-    if method == "default":
-        return {}
     if method in TRUNCATION:
         return {"recipe": "paper", "svd_epochs": 0, "finetune_epochs": svd_epochs + finetune_epochs,
                 **TRUNCATION[method]}  # fmt: skip
