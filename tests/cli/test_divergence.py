@@ -17,8 +17,8 @@ TINY = ["--preset", "smoke", "--start-epochs", "2", "--svd-epochs", "1", "--fine
 def test_a_nan_planted_at_step_k_stops_the_run_before_any_checkpoint_holds_it(tmp_path, monkeypatch, capsys):
     real, calls = StepLoss._eager, {"n": 0}
 
-    def planted(self, inputs, targets, regularize):
-        loss, outputs, task_loss = real(self, inputs, targets, regularize)
+    def planted(self, batch, regularize):
+        loss, outputs, task_loss = real(self, batch, regularize)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] == 8 else loss), outputs, task_loss  # epoch 2, step 3
 
