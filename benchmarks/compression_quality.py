@@ -79,7 +79,7 @@ def svd_training(setup: Setup, scheme: str, kind: str, budgets: dict[float, int]
     fit(setup, model, setup.epochs // 2, Regularization(ortho, sparsity, kind), seed=1)
     for factor, budget in budgets.items():
         pruned = copy.deepcopy(model)
-        svdtrain.prune(pruned, rank=svdtrain.ranks_for_macs(pruned, setup.example, budget))
+        svdtrain.prune(pruned, svdtrain.MacsBudget(setup.example, max_macs=budget))
         fit(setup, recalibrated(setup, pruned), setup.epochs - setup.epochs // 2, Regularization(ortho), seed=2)
         yield factor, pruned
 
@@ -95,7 +95,7 @@ def uniform_ranks(model: nn.Module, example: torch.Tensor, budget: int) -> dict[
     for _ in range(30):
         middle = (low + high) / 2
         trial = copy.deepcopy(model)
-        svdtrain.prune(trial, rank=ranks(middle))
+        svdtrain.prune(trial, svdtrain.Ranks(ranks(middle)))
         low, high = (middle, high) if svdtrain.count_macs(trial, example) <= budget else (low, middle)
     return ranks(low)
 
@@ -103,8 +103,10 @@ def uniform_ranks(model: nn.Module, example: torch.Tensor, budget: int) -> dict[
 def truncated_svd(setup: Setup, scheme: str, allocation: str, budgets: dict[float, int]):
     for factor, budget in budgets.items():
         model = svdtrain.decompose(copy.deepcopy(setup.dense), scheme=scheme, init="svd")
-        rule = svdtrain.ranks_for_macs if allocation == "greedy" else uniform_ranks
-        svdtrain.prune(model, rank=rule(model, setup.example, budget))
+        if allocation == "greedy":
+            svdtrain.prune(model, svdtrain.MacsBudget(setup.example, max_macs=budget))
+        else:
+            svdtrain.prune(model, svdtrain.Ranks(uniform_ranks(model, setup.example, budget)))
         fit(setup, recalibrated(setup, model), setup.epochs, Regularization(), seed=2)
         yield factor, model
 

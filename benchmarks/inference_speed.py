@@ -5,11 +5,11 @@ ranks to the budget) in up to three export variants and times them with the dens
 alternately (A B C D A B C D ...) in each runtime; reports the ratio of median latencies
 and speedup / MACs reduction (1.0 = all of the MACs saving shows up as time):
   compact   any rank, each layer's form (pair or dense) chosen by MACs (the first export)
-  rounded   ranks in multiples of --multiple (ranks_for_macs(multiple=...))
+  rounded   ranks in multiples of --multiple (MacsBudget(multiple=...))
   measured  rounded, and each layer kept dense where its pair measures slower here in
             torch eager at this batch size (compact(choose="measured"))
   speed     ranks chosen for a measured speedup equal to the MACs target instead of a
-            MACs budget (ranks_for_speedup at this batch size), compact(choose="measured")
+            MACs budget (Speedup at this batch size), compact(choose="measured")
 In eager mode every model, dense included, has its BatchNorm folded into the preceding
 conv (torch.fx fuse); ONNX Runtime folds Conv+BatchNorm itself.
 
@@ -45,7 +45,7 @@ def _input_size(model_name: str) -> int:
 def pruned_at(dense: torch.nn.Module, probe: torch.Tensor, scheme: str, reduction: float, multiple: int):
     model = svdtrain.decompose(copy.deepcopy(dense), scheme=scheme, init="svd")
     budget = int(svdtrain.count_macs(dense, probe) / reduction)
-    svdtrain.prune(model, rank=svdtrain.ranks_for_macs(model, probe, budget, multiple=multiple))
+    svdtrain.prune(model, svdtrain.MacsBudget(probe, max_macs=budget, multiple=multiple))
     return model.eval()
 
 
@@ -114,12 +114,11 @@ def main() -> None:
                             if variant == "speed":
                                 source = svdtrain.decompose(copy.deepcopy(dense), scheme=scheme, init="svd")
                                 try:
-                                    ranks = svdtrain.ranks_for_speedup(source, example, reduction,
-                                                                       multiple=args.multiple)
+                                    ranks = svdtrain.Speedup(reduction, example, multiple=args.multiple).ranks(source)
                                 except ValueError as error:
                                     print(f"{model_name} {scheme} speed {reduction:g}x batch {batch}: {error}")
                                     continue
-                                svdtrain.prune(source, rank=ranks)
+                                svdtrain.prune(source, svdtrain.Ranks(ranks))
                             elif variant == "compact" or args.multiple in pruned:
                                 source = pruned[1 if variant == "compact" else args.multiple]
                             else:

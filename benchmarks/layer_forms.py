@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--scheme", default="channel")
     parser.add_argument("--reduction", type=float, default=2.0)
-    parser.add_argument("--multiple", type=int, default=1, help="rank multiple for ranks_for_macs")
+    parser.add_argument("--multiple", type=int, default=1, help="rank multiple of the MacsBudget")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
@@ -47,7 +47,7 @@ def main() -> None:
     probe = torch.randn(1, 3, size, size)
     model = svdtrain.decompose(dense, scheme=args.scheme, init="svd")
     budget = int(svdtrain.count_macs(model, probe) / args.reduction)
-    svdtrain.prune(model, rank=svdtrain.ranks_for_macs(model, probe, budget, multiple=args.multiple))
+    svdtrain.prune(model, svdtrain.MacsBudget(probe, max_macs=budget, multiple=args.multiple))
     shapes = record_input_shapes(model, torch.randn(args.batch, 3, size, size))
     rows = []
     width = max(len(name) for name in svdtrain.factored_weights(model))

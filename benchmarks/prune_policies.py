@@ -2,7 +2,7 @@
 
 For each MACs reduction, prunes copies of the same model (a run folder's svd_train.pt)
 with one energy threshold for all layers (the paper's rule) and with greedy per-layer
-ranks (ranks_for_macs), each evaluated without BatchNorm recalibration and after it on plain or on
+ranks (MacsBudget), each evaluated without BatchNorm recalibration and after it on plain or on
 augmented training batches. No fine-tuning: this isolates the policy.
 
     python benchmarks/prune_policies.py --run runs/cpu/channel-hoyer   # run with --recipe paper (section 3)
@@ -50,8 +50,10 @@ def main() -> None:
     for factor in (float(f) for f in args.reductions.split(",")):
         budget = int(baseline_macs / factor)
         policies = {
-            "one energy threshold": lambda m: svdtrain.prune(m, energy=svdtrain.energy_for_macs(m, example, budget)),
-            "greedy ranks": lambda m: svdtrain.prune(m, rank=svdtrain.ranks_for_macs(m, example, budget)),
+            "one energy threshold": lambda m: svdtrain.prune(
+                m, svdtrain.MacsBudget(example, max_macs=budget, allocation="energy")
+            ),
+            "greedy ranks": lambda m: svdtrain.prune(m, svdtrain.MacsBudget(example, max_macs=budget)),
         }
         for name, apply in policies.items():
             pruned = copy.deepcopy(model)

@@ -113,8 +113,8 @@ def compact_at(name: str, reduction: float, example: torch.Tensor, multiple: int
     """The compact model at ``reduction`` x fewer MACs (greedy ranks, multiples of 8), its MACs and params."""
     model, _, _ = build(name, True)
     dense_macs = svdtrain.count_macs(model, example)
-    ranks = svdtrain.ranks_for_macs(model, example, int(dense_macs / reduction), multiple=multiple)
-    svdtrain.prune(model, rank=ranks)
+    ranks = svdtrain.MacsBudget(example, max_macs=int(dense_macs / reduction), multiple=multiple).ranks(model)
+    svdtrain.prune(model, svdtrain.Ranks(ranks))
     small = svdtrain.compact(model, example).eval()
     return small, svdtrain.count_macs(small, example), svdtrain.count_params(small)
 

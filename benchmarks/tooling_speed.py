@@ -2,7 +2,7 @@
 the exact against the randomized SVD of one large linear layer.
 
 1. ImageNet ResNet-50 (random weights, 224x224 example): seconds for each step of
-   decompose -> ranks_for_macs (2x) -> prune -> compact, each run once in order.
+   decompose -> MacsBudget ranks (2x) -> prune -> compact, each run once in order.
 2. One 4096 x 11008 linear layer (an LLM MLP projection) with a decaying spectrum
    (s_i ~ i^-decay, random singular vectors): seconds for the exact SVD and for randomized
    SVD (init="svd_lowrank") at a few ranks, and its accuracy: the relative error of the
@@ -39,8 +39,8 @@ def model_pipeline(model_name: str, size: int) -> dict:
     example = torch.randn(1, 3, size, size)
     model, decompose_s = timed(lambda: svdtrain.decompose(copy.deepcopy(dense), scheme="channel", init="svd"))
     budget = svdtrain.count_macs(dense, example) // 2
-    ranks, ranks_s = timed(lambda: svdtrain.ranks_for_macs(model, example, budget))
-    _, prune_s = timed(lambda: svdtrain.prune(model, rank=ranks))
+    ranks, ranks_s = timed(lambda: svdtrain.MacsBudget(example, max_macs=budget).ranks(model))
+    _, prune_s = timed(lambda: svdtrain.prune(model, svdtrain.Ranks(ranks)))
     small, compact_s = timed(lambda: svdtrain.compact(model, example))
     with torch.no_grad():
         error = float((small(example) - model(example)).abs().max())

@@ -91,7 +91,7 @@ def test_svd_init_preserves_outputs_and_a_training_step_runs(name):
 def test_prune_and_compact_give_plain_layers_with_the_same_outputs(name):
     build, inputs = MODELS[name]
     model = _decomposed(build)
-    svdtrain.prune(model, energy=0.3)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
     small = svdtrain.compact(model, inputs)
     _close(_out(small, inputs), _out(model, inputs))
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in small.modules())
@@ -122,7 +122,7 @@ def test_a_module_type_with_no_entry_is_an_error_when_asked_for():
 
 def test_vit_patch_projection_stays_a_conv_in_compact_because_its_weight_is_read_outside():
     model = _decomposed(vit)
-    svdtrain.prune(model, rank=2)
+    svdtrain.prune(model, svdtrain.Ranks(2))
     inputs = MODELS["vit"][1]
     small = svdtrain.compact(model, inputs)
     assert isinstance(small.embeddings.patch_embeddings.projection, nn.Conv2d)
@@ -132,7 +132,7 @@ def test_vit_patch_projection_stays_a_conv_in_compact_because_its_weight_is_read
 @pytest.mark.parametrize("build", [gpt2, llama])
 def test_compact_causal_lm_generates_the_same_greedy_tokens(build):
     model = _decomposed(build)
-    svdtrain.prune(model, energy=0.3)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
     small = svdtrain.compact(model, {"input_ids": IDS})
     prompt = IDS[:1, :4]
     kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
@@ -142,7 +142,7 @@ def test_compact_causal_lm_generates_the_same_greedy_tokens(build):
 @pytest.mark.parametrize("build,cls", [(gpt2, GPT2LMHeadModel), (llama, LlamaForCausalLM)])
 def test_save_pretrained_and_reload_give_the_same_outputs(tmp_path, build, cls):
     model = _decomposed(build)
-    svdtrain.prune(model, energy=0.3)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
     small = svdtrain.compact(model, {"input_ids": IDS})
     save_compact_pretrained(model, small, tmp_path)
     again = load_compact_pretrained(tmp_path, cls)
@@ -159,7 +159,7 @@ def test_reload_refuses_a_folder_without_a_spec(tmp_path):
 
 def test_compact_gpt2_runs_from_torch_export_without_svdtrain(tmp_path):
     model = _decomposed(gpt2)
-    svdtrain.prune(model, energy=0.3)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
     small = svdtrain.compact(model, {"input_ids": IDS}).eval()
     small.config.use_cache = False
 

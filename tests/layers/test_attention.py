@@ -50,7 +50,7 @@ def test_svd_init_preserves_outputs_packed_and_separate(batch_first, kdim):
 @pytest.mark.parametrize("kdim", [None, 10])
 def test_compact_keeps_multihead_attention_with_dense_low_rank_weights(kdim):
     model = svdtrain.decompose(SelfAttention(True, kdim)).eval()
-    svdtrain.prune(model, rank=3)
+    svdtrain.prune(model, svdtrain.Ranks(3))
     x, memory = _inputs(True, kdim)
     small = svdtrain.compact(model, (x, memory))
     assert type(small.attn) is nn.MultiheadAttention  # its forward reads whole weights: no pairs

@@ -71,7 +71,7 @@ def test_training_step_gives_finite_gradients_on_factors(cell):
 @pytest.mark.parametrize("cell,layers,bidirectional,batch_first,bias", CASES)
 def test_compact_equals_pruned_model(cell, layers, bidirectional, batch_first, bias):
     model = svdtrain.decompose(Tagger(cell, layers, bidirectional, batch_first, bias)).eval()
-    svdtrain.prune(model, rank=3)
+    svdtrain.prune(model, svdtrain.Ranks(3))
     x = _input(batch_first)
     small = svdtrain.compact(model, x)
     _close(small(x), model(x))
@@ -89,7 +89,7 @@ def test_compact_equals_pruned_model(cell, layers, bidirectional, batch_first, b
 
 def test_stacked_lstm_takes_and_returns_the_states_of_nn_lstm():
     model = svdtrain.decompose(nn.Sequential(nn.LSTM(12, 24, num_layers=2)))
-    svdtrain.prune(model, rank=4)
+    svdtrain.prune(model, svdtrain.Ranks(4))
     x = _input(False)
     h0, c0 = torch.randn(2, 3, 24), torch.randn(2, 3, 24)
     small = svdtrain.compact(model, x)
@@ -101,7 +101,7 @@ def test_stacked_lstm_takes_and_returns_the_states_of_nn_lstm():
 
 def test_unbatched_input_runs_through_the_stacked_form():
     model = svdtrain.decompose(nn.Sequential(nn.GRU(12, 24, num_layers=2)))
-    svdtrain.prune(model, rank=4)
+    svdtrain.prune(model, svdtrain.Ranks(4))
     x = torch.randn(9, 12)
     small = svdtrain.compact(model, x)
     _close(small[0](x)[0], model[0](x)[0])
@@ -117,7 +117,7 @@ def test_macs_count_every_gate_product_per_token():
 
 def test_low_rank_ih_saves_the_macs_it_claims():
     model = svdtrain.decompose(Tagger(nn.GRU, 1))
-    svdtrain.prune(model, rank={"rnn.weight_ih_l0": 2})
+    svdtrain.prune(model, svdtrain.Ranks({"rnn.weight_ih_l0": 2}))
     x = _input(False)
     rnn = svdtrain.macs_by_layer(model, x)["rnn"]
     assert rnn == 27 * (2 * (12 + 3 * 24) + 3 * 24 * 24)
@@ -133,7 +133,7 @@ def test_proj_size_is_listed_by_default_and_refused_when_asked_for():
 
 def test_compact_lstm_exports_and_loads_without_svdtrain(tmp_path):
     model = svdtrain.decompose(Tagger(nn.LSTM, 2, batch_first=True)).eval()
-    svdtrain.prune(model, rank=4)
+    svdtrain.prune(model, svdtrain.Ranks(4))
     x = _input(True)
     small = svdtrain.compact(model, x).eval()
     with warnings.catch_warnings():
@@ -157,7 +157,7 @@ print("ok")
 def test_compact_lstm_exports_to_onnx_with_dynamic_batch_and_length(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     model = svdtrain.decompose(Tagger(nn.LSTM, 2, batch_first=True)).eval()
-    svdtrain.prune(model, rank=4)
+    svdtrain.prune(model, svdtrain.Ranks(4))
     small = svdtrain.compact(model, _input(True)).eval()
     path = tmp_path / "m.onnx"
     with warnings.catch_warnings():
@@ -175,7 +175,7 @@ def test_compact_after_a_training_forward_copies_the_lstm():
     model = svdtrain.decompose(nn.Sequential(nn.LSTM(12, 24, num_layers=2)))
     x = _input(False)
     model[0](x)[0].sum().backward()
-    svdtrain.prune(model, rank=4)
+    svdtrain.prune(model, svdtrain.Ranks(4))
     small = svdtrain.compact(model, x)
     _close(small[0](x)[0], model[0](x)[0])
     assert (small[0].hidden_size, small[0].num_layers, small[0].batch_first) == (24, 2, False)
@@ -193,7 +193,7 @@ class Packed(nn.Module):
 
 def test_an_rnn_fed_packed_sequences_keeps_its_type_in_compact():
     model = svdtrain.decompose(Packed()).eval()
-    svdtrain.prune(model, rank=3)
+    svdtrain.prune(model, svdtrain.Ranks(3))
     x = _input(True)
     small = svdtrain.compact(model, x)
     assert type(small.rnn) is nn.GRU  # the stacked form takes tensors only

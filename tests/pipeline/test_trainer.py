@@ -16,7 +16,7 @@ def _model():
 def test_pruning_to_the_same_ranks_keeps_the_parameters():
     model = _model()
     before = [id(p) for p in model.parameters()]
-    svdtrain.prune(model, rank=ranks_of(model))
+    svdtrain.prune(model, svdtrain.Ranks(ranks_of(model)))
     assert [id(p) for p in model.parameters()] == before
 
 
@@ -25,7 +25,7 @@ def test_a_rebuilt_optimizer_keeps_the_state_of_parameters_that_stayed():
     old = torch.optim.Adam(model.parameters(), lr=0.1)
     model(torch.randn(4, 6)).sum().backward()
     old.step()
-    svdtrain.prune(model, rank={"0.weight": 2})
+    svdtrain.prune(model, svdtrain.Ranks({"0.weight": 2}))
     new = _carry_state(old, torch.optim.Adam(model.parameters(), lr=0.1))
     kept = [p for p in model.parameters() if p in old.state]
     assert kept and all(new.state[p] is old.state[p] for p in kept)

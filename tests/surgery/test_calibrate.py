@@ -1,4 +1,4 @@
-"""Activation-aware truncation: calibrate, then prune / ranks_for_macs with calibration=."""
+"""Activation-aware truncation: calibrate, then prune / MacsBudget with calibration=."""
 
 import copy
 
@@ -30,9 +30,9 @@ def test_truncation_on_the_calibration_inputs_beats_plain_truncation(method, at_
     dense = nn.Linear(32, 24)
     x = _correlated(512, 32)
     plain, aware = (svdtrain.decompose(copy.deepcopy(dense)) for _ in range(2))
-    svdtrain.prune(plain, rank=6)
+    svdtrain.prune(plain, svdtrain.Ranks(6))
     calibration = svdtrain.calibrate(aware, [x[:256], x[256:]], method=method)
-    assert svdtrain.prune(aware, rank=6, calibration=calibration) == {"weight": 6}
+    assert svdtrain.prune(aware, svdtrain.Ranks(6), calibration=calibration) == {"weight": 6}
     assert _output_error(aware, dense, x) < at_most * _output_error(plain, dense, x)
     layer = svdtrain.factored_weights(aware)["weight"]
     torch.testing.assert_close(layer.U.T @ layer.U, torch.eye(6), atol=1e-5, rtol=0)  # orthonormal again
@@ -54,7 +54,7 @@ def test_whitening_reaches_the_optimum_of_the_output_error():
     torch.manual_seed(1)
     dense, x = nn.Linear(16, 12, bias=False), _correlated(400, 16)
     model = svdtrain.decompose(copy.deepcopy(dense))
-    svdtrain.prune(model, rank=4, calibration=svdtrain.calibrate(model, [x], damping=0.0))
+    svdtrain.prune(model, svdtrain.Ranks(4), calibration=svdtrain.calibrate(model, [x], damping=0.0))
     best = _best_on_inputs(dense.weight.detach().double(), x.double().T, 4)
     torch.testing.assert_close(model.weight.detach().double(), best, atol=1e-4, rtol=1e-4)
 
@@ -89,7 +89,7 @@ def test_weights_whose_inputs_are_hidden_fall_back_to_their_own_spectrum():
     calibration = svdtrain.calibrate(model, [torch.randn(5, 3, 8)])
     assert set(calibration.stats) == {"weight_ih_l0"}  # W_hh and layer 1's W_ih run inside the fused kernel
     before = svdtrain.factored_weights(model)["weight_hh_l1"].s.detach().clone()
-    svdtrain.prune(model, rank=4, calibration=calibration)
+    svdtrain.prune(model, svdtrain.Ranks(4), calibration=calibration)
     torch.testing.assert_close(svdtrain.factored_weights(model)["weight_hh_l1"].s.detach(), before[:4])
 
 
@@ -106,7 +106,7 @@ def test_a_spatial_conv_of_width_one_is_whitened_to_the_optimum():
     torch.testing.assert_close(rows @ M, dense(x).movedim(1, -1).reshape(-1, 6), atol=1e-5, rtol=1e-5)
     calibration = svdtrain.calibrate(model, [x], damping=0.0)
     assert calibration.stats["weight"].rows
-    svdtrain.prune(model, rank=2, calibration=calibration)
+    svdtrain.prune(model, svdtrain.Ranks(2), calibration=calibration)
     best = _best_on_inputs(M.double().T, rows.double().T, 2).T  # the inputs meet M from the left
     torch.testing.assert_close(svdtrain.factored_weights(model)["weight"].matrix().detach().double(), best,
                                atol=1e-4, rtol=1e-4)  # fmt: skip
@@ -118,8 +118,8 @@ def test_a_spatial_conv_truncated_on_its_inputs_beats_plain_truncation():
     mix = torch.linalg.qr(torch.randn(6, 6))[0] * torch.logspace(1, -2, 6)
     x = torch.einsum("bchw,dc->bdhw", torch.randn(4, 6, 10, 10), mix)  # a few strong channel directions
     plain, aware = (svdtrain.decompose(copy.deepcopy(dense), scheme="spatial") for _ in range(2))
-    svdtrain.prune(plain, rank=4)
-    svdtrain.prune(aware, rank=4, calibration=svdtrain.calibrate(aware, [x]))
+    svdtrain.prune(plain, svdtrain.Ranks(4))
+    svdtrain.prune(aware, svdtrain.Ranks(4), calibration=svdtrain.calibrate(aware, [x]))
     assert _output_error(aware, dense, x) < 0.2 * _output_error(plain, dense, x)  # measured: 0.05
 
 
@@ -130,18 +130,17 @@ def test_cross_attention_gets_no_statistics():
     assert "in_proj_weight" in svdtrain.calibrate(attention, [{"query": q, "key": q, "value": q}]).stats
 
 
-def test_ranks_for_macs_and_energy_with_a_calibration_meet_the_budget():
+def test_macs_budgets_with_a_calibration_meet_the_budget():
     torch.manual_seed(0)
     model = svdtrain.decompose(nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32)))
     x = _correlated(256, 32)
     calibration = svdtrain.calibrate(model, [x])
     budget = svdtrain.count_macs(model, x[:1]) // 3
-    ranks = svdtrain.ranks_for_macs(model, x[:1], budget, calibration=calibration)
+    ranks = svdtrain.MacsBudget(x[:1], max_macs=budget).ranks(model, calibration)
     trial = copy.deepcopy(model)
-    svdtrain.prune(trial, rank=ranks, calibration=calibration)
+    svdtrain.prune(trial, svdtrain.Ranks(ranks), calibration=calibration)
     assert svdtrain.count_macs(trial, x[:1]) <= budget
-    energy = svdtrain.energy_for_macs(model, x[:1], budget, calibration=calibration)
-    svdtrain.prune(model, energy=energy, calibration=calibration)
+    svdtrain.prune(model, svdtrain.MacsBudget(x[:1], max_macs=budget, allocation="energy"), calibration=calibration)
     assert svdtrain.count_macs(model, x[:1]) <= budget
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -152,10 +151,10 @@ def test_dead_inputs_stay_finite():
     x[:, 0] = 1.0  # seven of eight input features never fire
     for method in ("whiten", "scale"):
         trial = copy.deepcopy(model)
-        svdtrain.prune(trial, rank=2, calibration=svdtrain.calibrate(trial, [x], method=method))
+        svdtrain.prune(trial, svdtrain.Ranks(2), calibration=svdtrain.calibrate(trial, [x], method=method))
         assert all(torch.isfinite(p).all() for p in trial.parameters())
     zero = copy.deepcopy(model)
-    svdtrain.prune(zero, rank=2, calibration=svdtrain.calibrate(zero, [torch.zeros(4, 8)], damping=0.0))
+    svdtrain.prune(zero, svdtrain.Ranks(2), calibration=svdtrain.calibrate(zero, [torch.zeros(4, 8)], damping=0.0))
     assert all(torch.isfinite(p).all() for p in zero.parameters())
 
 
@@ -166,8 +165,8 @@ def test_bad_uses_are_named():
     with pytest.raises(ValueError, match="unknown calibration method 'pca'"):
         svdtrain.calibrate(model, [torch.randn(2, 8)], method="pca")
     calibration = svdtrain.calibrate(model, [torch.randn(2, 8)])
-    with pytest.raises(ValueError, match="with a calibration give energy= or rank="):
-        svdtrain.prune(model, threshold=0.1, calibration=calibration)
+    with pytest.raises(ValueError, match="with a calibration give Energy or Ranks"):
+        svdtrain.prune(model, svdtrain.Threshold(0.1), calibration=calibration)
     with pytest.raises(ValueError, match="no factored weights|not decomposed|decompose"):
         svdtrain.calibrate(nn.Linear(8, 6), [torch.randn(2, 8)])
 
@@ -185,4 +184,4 @@ def test_diverged_activations_are_a_clear_error():
     for method in ("whiten", "scale"):
         calibration = svdtrain.Calibration(calibration.stats, method=method)
         with pytest.raises(ValueError, match="activations diverged"):
-            svdtrain.prune(model, rank=1, calibration=calibration)
+            svdtrain.prune(model, svdtrain.Ranks(1), calibration=calibration)

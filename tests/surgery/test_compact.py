@@ -17,6 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from svdtrain import (
+    Energy,
+    Ranks,
     compact,
     compact_spec,
     count_macs,
@@ -85,7 +87,7 @@ def test_compact_matches_factored_model_at_random_ranks_and_never_costs_more_tha
     dense, model = _decomposed(scheme)
     weights = factored_weights(model)
     ranks = {name: data.draw(st.integers(1, handle.rank), label=name) for name, handle in weights.items()}
-    prune(model, rank=ranks)
+    prune(model, Ranks(ranks))
     x = _x()
     ref = model(x)
     dense_macs = count_macs(dense, x)
@@ -104,7 +106,7 @@ def test_compact_matches_factored_model_at_random_ranks_and_never_costs_more_tha
 @pytest.mark.parametrize("energy", [0.0, 0.05, 0.3, 0.9])
 def test_compact_after_energy_pruning(scheme, energy):
     dense, model = _decomposed(scheme)
-    prune(model, energy=energy)
+    prune(model, Energy(energy))
     x = _x()
     c = compact(model, x)
     _only_torch_modules(c)
@@ -132,7 +134,7 @@ def test_compact_of_full_rank_model_is_the_dense_model(scheme):
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 def test_low_rank_layers_become_standard_pairs(scheme):
     _, model = _decomposed(scheme)
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     c = compact(model, _x())
     for name in NAMES:
         pair = getattr(c, name)
@@ -146,7 +148,7 @@ def test_low_rank_layers_become_standard_pairs(scheme):
 def test_compact_does_not_change_the_model_and_keeps_training_mode():
     _, model = _decomposed("channel")
     model.train()
-    prune(model, rank={"conv1.weight": 2, "fc.weight": 1})  # the rest stays full rank: baked dense
+    prune(model, Ranks({"conv1.weight": 2, "fc.weight": 1}))  # the rest stays full rank: baked dense
     x = _x()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     classes = {name: type(getattr(model, name)) for name in NAMES}
@@ -185,7 +187,7 @@ def test_compact_keeps_other_parametrizations_of_a_module():
         model = nn.Sequential(nn.Linear(6, 6))
         parametrize.register_parametrization(model[0], "bias", Double())
         decompose(model)
-        prune(model, rank=rank)
+        prune(model, Ranks(rank))
         ref = model(x)
         c = compact(model, x)
         _close(c(x), ref)
@@ -200,7 +202,7 @@ def test_compact_keeps_other_parametrizations_of_a_module():
 
 def test_compact_pickles_without_svdtrain():
     _, model = _decomposed("spatial")
-    prune(model, rank={"conv1.weight": 2, "fc.weight": 2})  # pairs, and full-rank weights baked dense
+    prune(model, Ranks({"conv1.weight": 2, "fc.weight": 2}))  # pairs, and full-rank weights baked dense
     c = compact(model)
     assert b"svdtrain" not in pickle.dumps(c)
     assert b"parametriz" not in pickle.dumps(c)
@@ -226,7 +228,7 @@ def test_compact_of_a_bare_factored_layer():
 def test_compact_keeps_shared_layers_shared():
     fc = nn.Linear(6, 6)
     model = decompose(nn.Sequential(fc, nn.Tanh(), fc))
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     x = torch.randn(2, 6)
     c = compact(model, x)
     assert c[0] is c[2] and type(c[0]) is nn.Sequential
@@ -252,7 +254,7 @@ class Containers(nn.Module):
 def test_compact_replaces_modules_in_containers_and_under_every_name():
     model = decompose(Containers())
     assert list(factored_weights(model)) == ["fc.weight", "blocks.0.weight", "heads.out.weight"]
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     x = torch.randn(2, 6)
     c = compact(model, x)
     assert c.fc is c.again is c.blocks[1] and type(c.fc) is nn.Sequential
@@ -272,7 +274,7 @@ class TwoInputs(nn.Module):
 
 def test_compact_with_tuple_and_dict_example_input():
     model = decompose(TwoInputs())
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     x, y = torch.randn(2, 8), torch.randn(2, 6)
     for example in ((x, y), {"x": x, "y": y}):
         c = compact(model, example)
@@ -294,7 +296,7 @@ class ReadsItsWeight(nn.Module):
 
 def test_a_weight_read_outside_its_module_stays_dense():
     model = decompose(ReadsItsWeight())
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     x = torch.randn(2, 16)
     c = compact(model, x)
     assert type(c.fc) is nn.Linear and type(c.out) is nn.Sequential
@@ -308,7 +310,7 @@ def test_a_weight_read_outside_its_module_stays_dense():
 
 def test_forms_override_the_choice():
     _, model = _decomposed("channel")
-    prune(model, rank={"conv1.weight": 1, "conv2.weight": 1})
+    prune(model, Ranks({"conv1.weight": 1, "conv2.weight": 1}))
     x = _x()
     c = compact(model, x, forms={"conv1.weight": "dense", "conv4.weight": "pair"})
     assert type(c.conv1) is nn.Conv2d and type(c.conv2) is nn.Sequential  # forced dense; chosen pair
@@ -345,7 +347,7 @@ def test_compact_without_factored_weights_raises():
 def test_compact_is_scriptable(scheme, rank):
     _, model = _decomposed(scheme)
     if rank is not None:
-        prune(model, rank=rank)
+        prune(model, Ranks(rank))
     x = _x()
     c = compact(model, x).eval()
     with warnings.catch_warnings():
@@ -366,7 +368,7 @@ def test_compact_exports_to_onnx_and_onnxruntime_matches(scheme, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     _, model = _decomposed(scheme)
-    prune(model, rank={"conv1.weight": 2, "conv2.weight": 3, "conv4.weight": 1, "fc.weight": 2})  # conv3: dense
+    prune(model, Ranks({"conv1.weight": 2, "conv2.weight": 3, "conv4.weight": 1, "fc.weight": 2}))  # conv3: dense
     x = _x()
     c = compact(model, x).eval()
     assert type(c.conv1) is nn.Sequential and type(c.conv3) is nn.Conv2d  # both kinds are exported
@@ -383,7 +385,7 @@ def test_compact_exports_to_onnx_and_onnxruntime_matches(scheme, tmp_path):
 def test_measured_choice_keeps_the_function_and_picks_a_form_per_layer():
     torch.manual_seed(0)
     model = decompose(nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3)))
-    prune(model, rank=4)
+    prune(model, Ranks(4))
     x = torch.randn(2, 8, 12, 12)
     measured = compact(model, x, choose="measured", rounds=3)
     torch.testing.assert_close(measured(x), model(x), atol=1e-4, rtol=1e-4)
@@ -395,7 +397,7 @@ def test_measured_choice_takes_the_faster_form(monkeypatch):
     from svdtrain.surgery import timing
 
     model = decompose(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)))
-    prune(model, rank=2)
+    prune(model, Ranks(2))
     x = torch.randn(1, 16, 8, 8)
     monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds: [1.0, 2.0])  # dense measured faster
     assert type(compact(model, x, choose="measured")[0]) is nn.Conv2d
@@ -418,7 +420,7 @@ def test_measured_choice_needs_an_example_and_a_known_rule():
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 def test_spec_round_trip_rebuilds_the_compact_model(scheme):
     _, model = _decomposed(scheme)
-    prune(model, rank={"conv1.weight": 2, "conv2.weight": 3, "conv4.weight": 1, "fc.weight": 2})
+    prune(model, Ranks({"conv1.weight": 2, "conv2.weight": 3, "conv4.weight": 1, "fc.weight": 2}))
     x = _x()
     c = compact(model, x)
     spec = json.loads(json.dumps(compact_spec(model, c)))  # plain JSON data
@@ -438,7 +440,7 @@ def test_spec_round_trip_rebuilds_the_compact_model(scheme):
 
 def test_spec_round_trip_keeps_forced_forms():
     _, model = _decomposed("channel")
-    prune(model, rank={"conv1.weight": 1})
+    prune(model, Ranks({"conv1.weight": 1}))
     c = compact(model, _x(), forms={"conv1.weight": "dense", "fc.weight": "pair"})
     spec = compact_spec(model, c)
     assert spec["weights"]["conv1.weight"]["form"] == "dense" and spec["weights"]["fc.weight"]["form"] == "pair"
@@ -449,7 +451,7 @@ def test_spec_round_trip_keeps_forced_forms():
 
 def _spec():
     _, model = _decomposed("channel")
-    prune(model, rank=2)
+    prune(model, Ranks(2))
     return compact_spec(model, compact(model))
 
 

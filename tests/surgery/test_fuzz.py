@@ -101,15 +101,15 @@ def case(draw):
     if draw(st.booleans()):
         model = Nest(model)
     rule = draw(st.sampled_from(["energy", "rank", "threshold"]))
-    value = {"energy": draw(st.floats(0, 0.9)), "rank": draw(st.integers(1, 4)),
-             "threshold": draw(st.floats(0, 2))}[rule]  # fmt: skip
-    return model, x, scheme, {rule: value}
+    policy = {"energy": svdtrain.Energy(draw(st.floats(0, 0.9))), "rank": svdtrain.Ranks(draw(st.integers(1, 4))),
+              "threshold": svdtrain.Threshold(draw(st.floats(0, 2)))}[rule]  # fmt: skip
+    return model, x, scheme, policy
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case())
 def test_decompose_prune_compact_preserve_outputs_or_say_why(example):
-    model, x, scheme, rule = example
+    model, x, scheme, policy = example
     torch.manual_seed(0)
     model.eval()
     try:
@@ -126,7 +126,7 @@ def test_decompose_prune_compact_preserve_outputs_or_say_why(example):
             return
     with torch.no_grad():
         torch.testing.assert_close(model(x), dense_out, atol=1e-4, rtol=1e-4)
-    svdtrain.prune(model, **rule)
+    svdtrain.prune(model, policy)
     with torch.no_grad():
         pruned_out = model(x)
     assert torch.isfinite(pruned_out).all()

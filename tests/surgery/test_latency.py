@@ -1,4 +1,4 @@
-"""ranks_for_speedup: ranks chosen by measured time, checked on a synthetic clock."""
+"""Speedup: ranks chosen by measured time, checked on a synthetic clock."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ from torch.nn.utils import parametrize
 
 import svdtrain
 from svdtrain.surgery import latency, timing
+from svdtrain.surgery.allocate import monotone
 from svdtrain.surgery.latency import rank_grid
 
 
@@ -55,7 +56,7 @@ def test_meets_the_speedup_on_the_clock_and_cuts_the_decaying_layer_first(synthe
     model = _model()
     x = torch.randn(1, 64)
     total = 50 + 2 * 64 * 64
-    ranks = svdtrain.ranks_for_speedup(model, x, 1.5)
+    ranks = svdtrain.Speedup(1.5, x).ranks(model)
     assert set(ranks) == {"0.weight", "2.weight"}
     assert ranks["0.weight"] < 64 and ranks["2.weight"] == 64  # the flat spectrum is left alone while possible
     cost = 50 + sum(64 * 64 if r == 64 else min(64 * 64, 2 * 64 * r + 30) for r in ranks.values())
@@ -66,19 +67,19 @@ def test_meets_the_speedup_on_the_clock_and_cuts_the_decaying_layer_first(synthe
 def test_out_of_reach_and_bad_arguments_are_refused(synthetic_clock):
     model, x = _model(), torch.randn(1, 64)
     with pytest.raises(ValueError, match="out of reach"):
-        svdtrain.ranks_for_speedup(model, x, 20.0)
+        svdtrain.Speedup(20.0, x).ranks(model)
     with pytest.raises(ValueError, match="speedup must be > 1"):
-        svdtrain.ranks_for_speedup(model, x, 1.0)
+        svdtrain.Speedup(1.0, x).ranks(model)
     with pytest.raises(ValueError, match="multiple must be"):
-        svdtrain.ranks_for_speedup(model, x, 1.5, multiple=0)
+        svdtrain.Speedup(1.5, x, multiple=0).ranks(model)
     with pytest.raises(ValueError, match=r"no factored weights; call svdtrain\.decompose"):
-        svdtrain.ranks_for_speedup(nn.Sequential(nn.Linear(4, 4)), torch.randn(1, 4), 1.5)
+        svdtrain.Speedup(1.5, torch.randn(1, 4)).ranks(nn.Sequential(nn.Linear(4, 4)))
 
 
 def test_the_model_is_not_changed(synthetic_clock):
     model, x = _model(), torch.randn(1, 64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    svdtrain.ranks_for_speedup(model, x, 1.5)
+    svdtrain.Speedup(1.5, x).ranks(model)
     assert before.keys() == model.state_dict().keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(parametrize.is_parametrized(model[i], "weight") for i in (0, 2))
@@ -94,7 +95,7 @@ def test_timed_forms_are_the_deployed_modules_of_one_weight(synthetic_clock, mon
     monkeypatch.setattr(latency, "median_seconds", record)
     model, x = _model(), torch.randn(1, 64)
     with pytest.raises(ValueError, match="out of reach"):  # a clock on which nothing is faster
-        svdtrain.ranks_for_speedup(model, x, 1.5, points=2)
+        svdtrain.Speedup(1.5, x, points=2).ranks(model)
     whole, first, second = seen
     assert whole == [nn.Sequential]
     assert first == second == [nn.Linear, nn.Sequential, nn.Sequential]  # dense, then the pair at 2 ranks
@@ -112,19 +113,19 @@ def test_only_weights_that_can_be_timed_alone_get_ranks(synthetic_clock):
     model = svdtrain.decompose(ReadsItsWeight())
     with torch.no_grad():
         svdtrain.factored_weights(model)["a.weight"].s.copy_(0.8 ** torch.arange(64.0))
-    ranks = svdtrain.ranks_for_speedup(model, torch.randn(1, 64), 1.2)
+    ranks = svdtrain.Speedup(1.2, torch.randn(1, 64)).ranks(model)
     assert set(ranks) == {"a.weight"} and ranks["a.weight"] < 64
 
 
 def test_noisy_times_are_made_monotone():
-    assert latency._non_decreasing({64: 10.0, 48: 11.0, 32: 6.0, 16: 7.0}) == {64: 10.0, 48: 10.0, 32: 6.0, 16: 6.0}
+    assert monotone({64: 10.0, 48: 11.0, 32: 6.0, 16: 7.0}) == {64: 10.0, 48: 10.0, 32: 6.0, 16: 6.0}
 
 
 def test_real_clock_returns_valid_ranks():
     model = svdtrain.decompose(nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3)))
     x = torch.randn(2, 16, 16, 16)
     try:
-        ranks = svdtrain.ranks_for_speedup(model, x, 1.05, rounds=2)
+        ranks = svdtrain.Speedup(1.05, x, rounds=2).ranks(model)
     except ValueError as error:  # a machine where no pair is faster: the refusal must say so
         assert "out of reach" in str(error)
         return
@@ -143,7 +144,7 @@ def test_keyword_inputs_are_timed_like_tensors():
 
     model = svdtrain.decompose(Keyword())
     try:  # timing decides whether the target is reachable; either answer means the input was run
-        ranks = svdtrain.ranks_for_speedup(model, {"features": torch.randn(256, 64)}, 1.05, multiple=8, rounds=2)
+        ranks = svdtrain.Speedup(1.05, {"features": torch.randn(256, 64)}, multiple=8, rounds=2).ranks(model)
     except ValueError as unreachable:
         assert "out of reach" in str(unreachable)
     else:

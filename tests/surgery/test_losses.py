@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from svdtrain import decompose, factored_weights, orthogonality_loss, prune, singular_values, sparsity_loss
+from svdtrain import Ranks, decompose, factored_weights, orthogonality_loss, prune, singular_values, sparsity_loss
 
 
 def _two_linear_model():
@@ -74,7 +74,7 @@ def test_sparsity_loss_default_is_hoyer():
 @pytest.mark.parametrize("s0", [[0.0, 0.0], [0.0, 2.0], [1e-30, 3e-30], [1e30, 0.0]])
 def test_sparsity_loss_gradients_finite_with_zero_tiny_huge_and_rank1(kind, s0):
     model = _two_linear_model()
-    prune(model, rank={"1.weight": 1})  # weight 1 has rank 1
+    prune(model, Ranks({"1.weight": 1}))  # weight 1 has rank 1
     with torch.no_grad():
         _h(model, 0).s.copy_(torch.tensor(s0))
     loss = sparsity_loss(model, kind)
@@ -159,7 +159,7 @@ def test_training_sanity_with_both_regularizers(kind):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     # prune, rebuild the optimizer, keep training
-    prune(model, rank=2)
+    prune(model, Ranks(2))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss = nn.functional.cross_entropy(model(x), y) + orthogonality_loss(model) + sparsity_loss(model, kind)
     loss.backward()

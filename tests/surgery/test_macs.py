@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from svdtrain import (
+    Ranks,
     attention_macs,
     compact,
     count_macs,
@@ -64,7 +65,7 @@ def test_count_macs_conv1d_transpose_and_3d_linear_input():
 def _factored(module, scheme="channel", rank=None):
     model = decompose(nn.Sequential(module), scheme=scheme)
     if rank is not None:
-        prune(model, rank=rank)
+        prune(model, Ranks(rank))
     return model
 
 
@@ -109,7 +110,7 @@ class ReadsItsWeight(nn.Module):
 
 def test_a_weight_read_outside_its_module_counts_dense():
     model = decompose(ReadsItsWeight())
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     x = torch.randn(2, 16)
     assert count_macs(model, x) == 2 * 16 * 16  # compact keeps fc a Linear: dense
     assert type(compact(model, x).fc) is nn.Linear
@@ -120,7 +121,7 @@ def test_macs_by_layer_names_and_shared_layers_counted_per_call():
     model = nn.Sequential(fc, nn.ReLU(), fc, nn.Linear(4, 2))
     assert macs_by_layer(model, torch.randn(5, 4)) == {"0": 2 * 5 * 16, "3": 5 * 8}
     decompose(model)
-    prune(model, rank={"0.weight": 1})
+    prune(model, Ranks({"0.weight": 1}))
     assert macs_by_layer(model, torch.randn(5, 4)) == {"0": 2 * 5 * 1 * (4 + 4), "3": 5 * 8}
 
 
@@ -139,12 +140,12 @@ def test_a_module_called_on_two_shapes_is_counted_in_the_form_compact_deploys():
     # Rank 4, per output position: dense 320; pair 4 * (8 * width / out width + 40): 320 at
     # width 5 (first call: compact keeps it dense), about 193 at width 100 (a pair would pay).
     model = decompose(TwoWidths(), scheme="spatial")
-    prune(model, rank=4)
+    prune(model, Ranks(4))
     x = torch.randn(1, 8, 3, 5)
     c = compact(model, x)
     assert type(c.conv) is nn.Conv2d
     assert count_macs(model, x) == count_macs(c, x) == 3 * 1 * 320 + 3 * 96 * 320
-    prune(model, rank=3)  # cheaper as a pair on both shapes
+    prune(model, Ranks(3))  # cheaper as a pair on both shapes
     c = compact(model, x)
     assert type(c.conv) is nn.Sequential
     assert count_macs(model, x) == count_macs(c, x) and 2 * count_macs(c, x) == _flops(c, x)
@@ -223,7 +224,7 @@ def test_compact_macs_agree_with_flop_counter(scheme, data):
     model = decompose(copy.deepcopy(dense), scheme=scheme)
     weights = factored_weights(model)
     assert list(weights) == [f"{name}.weight" for name in ("c1", "c2", "c3", "c4", "c5", "fc")]
-    prune(model, rank={name: data.draw(st.integers(1, handle.rank), label=name) for name, handle in weights.items()})
+    prune(model, Ranks({name: data.draw(st.integers(1, handle.rank), label=name) for name, handle in weights.items()}))
     for c in (compact(model, x), compact(model)):
         macs = count_macs(c, x)
         assert 2 * macs == _flops(c, x)
@@ -277,7 +278,7 @@ def test_count_params_counts_shared_tensors_once():
     assert count_params(model) == 20
     decompose(model)
     assert count_params(model) == 16 + 4 + 16 + 4  # U, s, Vh, bias, once
-    prune(model, rank=1)
+    prune(model, Ranks(1))
     assert count_params(model) == 4 + 1 + 4 + 4
 
 

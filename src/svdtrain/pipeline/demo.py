@@ -17,7 +17,7 @@ from torch import nn
 from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
 from svdtrain.models import DigitsCNN
-from svdtrain.surgery import compact, count_macs, count_params, decompose, factored_weights, prune
+from svdtrain.surgery import Energy, compact, count_macs, count_params, decompose, factored_weights, prune
 from svdtrain.pipeline.config.options import non_negative, option
 from svdtrain.train.loop import evaluate, train_epoch
 from svdtrain.train.regularization import Regularization
@@ -75,7 +75,7 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = pri
     svd_reg = Regularization(config.ortho_weight, config.sparsity_weight, config.sparsity_kind)
     fit(model, config.svd_epochs, svd_reg, "svd_train")
 
-    ranks = prune(model, energy=config.energy)
+    ranks = prune(model, Energy(config.energy))
     pruned_accuracy = evaluate(model, tensor_batches(x_test, y_test, 512))
     stages["prune"] = {"accuracy": pruned_accuracy, "seconds": 0.0}
     log(f"{'prune':<10} energy {config.energy}  test accuracy {pruned_accuracy:.4f}")

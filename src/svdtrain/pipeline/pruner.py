@@ -9,15 +9,34 @@ import torch
 from torch import nn
 
 from svdtrain.surgery import (
-    Calibration, calibrate, copy_model, energy_for_macs, factored_weights, prune, ranks_for_macs, ranks_for_speedup,
+    Calibration, Energy, MacsBudget, RankPolicy, Ranks, Speedup, Threshold, calibrate, factored_weights, prune,
 )  # fmt: skip
-from svdtrain.linalg import energy_rank, importance_order, threshold_rank
-from svdtrain.surgery.prune import spectra
+from svdtrain.linalg import importance_order
+from svdtrain.surgery.macs import Inputs
 from svdtrain.train.distributed import Distributed
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.pipeline.config import RunConfig
+from svdtrain.pipeline.config.sections import PruneConfig
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.pipeline.run_data import Data
+
+
+def policy_from_config(
+    p: PruneConfig, *, example: Inputs, speed_example: Inputs, baseline_macs: int, max_macs: int | None = None
+) -> RankPolicy:
+    """The one rank policy the prune section sets. The first rule set wins, in the order the
+    section lists them: target_speedup (timed on a CPU copy at ``speed_example``'s batch
+    size), target_reduction (at most ``baseline_macs`` / target_reduction MACs on
+    ``example``, or ``max_macs`` for a gradual cut on the way there), threshold, energy."""
+    if p.target_speedup:
+        return Speedup(p.target_speedup, speed_example, multiple=p.rank_multiple, device="cpu")
+    if p.target_reduction:
+        budget = max_macs if max_macs is not None else int(baseline_macs / p.target_reduction)
+        multiple = p.rank_multiple if p.rank_allocation == "greedy" else 1  # the energy rule has no grid
+        return MacsBudget(example, max_macs=budget, allocation=p.rank_allocation, multiple=multiple)
+    if p.threshold > 0:
+        return Threshold(p.threshold)
+    return Energy(p.energy)
 
 
 class Pruner:
@@ -29,39 +48,22 @@ class Pruner:
         self.config, self.data, self.device, self.baseline_macs = config, data, device, baseline_macs
         self.speed_example, self.log, self.dist = speed_example, log, dist
 
+    def policy(self, max_macs: int | None = None) -> RankPolicy:
+        """The run's rank policy (:func:`policy_from_config`); ``max_macs``: a gradual cut's budget."""
+        return policy_from_config(self.config.prune, example=self.data.example, speed_example=self.speed_example,
+                                  baseline_macs=self.baseline_macs, max_macs=max_macs)  # fmt: skip
+
     def prune(self, model: nn.Module) -> dict[str, int]:
-        """Prune ``model`` by the first rule the prune section sets; returns the kept ranks."""
-        p = self.config.prune
-        if p.target_reduction:
-            return self.prune_to(model, int(self.baseline_macs / p.target_reduction))
-        calibration = self.calibration(model)
-        return self._apply(model, lambda: self._ranks_by_rule(model, calibration), calibration)
+        """Prune ``model`` by the run's rank policy; returns the kept ranks."""
+        return self._apply(model, self.policy(), self.calibration(model))
 
     def prune_to(self, model: nn.Module, budget: int, cut: int = 0) -> dict[str, int]:
         """Prune ``model`` to at most ``budget`` MACs by the configured rank allocation."""
-        calibration = self.calibration(model, cut)
-        return self._apply(model, lambda: self._ranks_for_budget(model, budget, calibration), calibration)
+        return self._apply(model, self.policy(max_macs=budget), self.calibration(model, cut))
 
-    def _apply(self, model: nn.Module, choose: Callable[[], dict[str, int]], calibration: Calibration | None):
-        ranks = self.dist.broadcast(choose() if self.dist.is_main else None)
-        return prune(model, rank=ranks, calibration=calibration)
-
-    def _ranks_by_rule(self, model: nn.Module, calibration: Calibration | None) -> dict[str, int]:
-        p = self.config.prune
-        if p.target_speedup:
-            timing_model = copy_model(model).cpu().eval()  # timed where it will be deployed: this CPU
-            return ranks_for_speedup(timing_model, self.speed_example, p.target_speedup, multiple=p.rank_multiple)
-        if p.threshold > 0:
-            return {name: threshold_rank(layer.s, p.threshold) for name, layer in factored_weights(model).items()}
-        return {name: energy_rank(values, p.energy) for name, values in spectra(model, calibration).items()}
-
-    def _ranks_for_budget(self, model: nn.Module, budget: int, calibration: Calibration | None) -> dict[str, int]:
-        p = self.config.prune
-        if p.rank_allocation == "greedy":
-            return ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple, calibration=calibration)
-        energy = energy_for_macs(model, self.data.example, budget, calibration=calibration)
-        self.log(f"prune: energy {energy:.3g} meets {budget:,} MACs")
-        return {name: energy_rank(values, energy) for name, values in spectra(model, calibration).items()}
+    def _apply(self, model: nn.Module, policy: RankPolicy, calibration: Calibration | None) -> dict[str, int]:
+        ranks = self.dist.broadcast(policy.ranks(model, calibration) if self.dist.is_main else None)
+        return prune(model, Ranks(ranks), calibration=calibration)
 
     def gradual_step(self, model: nn.Module, epochs_done: int) -> bool:
         """After SVD-training epoch ``epochs_done`` of E: prune to (1/R)^(done/E) of the dense
@@ -77,14 +79,8 @@ class Pruner:
 
     def tails(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """{weight: bool mask over s} of the singular values that pruning to the MACs target
-        would drop now (by the configured allocation, by |s|)."""
-        p = self.config.prune
-        budget = int(self.baseline_macs / p.target_reduction)
-        if p.rank_allocation == "greedy":
-            ranks = ranks_for_macs(model, self.data.example, budget, multiple=p.rank_multiple)
-        else:
-            energy = energy_for_macs(model, self.data.example, budget)
-            ranks = {name: energy_rank(layer.s, energy) for name, layer in factored_weights(model).items()}
+        would drop now (by the run's rank policy, by |s|)."""
+        ranks = self.policy().ranks(model)
         masks = {}
         for name, layer in factored_weights(model).items():
             mask = torch.ones_like(layer.s, dtype=torch.bool)

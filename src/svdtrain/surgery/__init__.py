@@ -1,18 +1,23 @@
-"""Walking and rewriting models: decompose, regularize, prune, compact, count MACs."""
+"""Walking and rewriting models: decompose, regularize, rank policies, prune, compact, count MACs."""
 
-from svdtrain.surgery.budget import energy_for_macs, ranks_for_macs
 from svdtrain.surgery.calibrate import Calibration, calibrate
 from svdtrain.surgery.compact import compact, deployed_forms
 from svdtrain.surgery.decompose import decompose
-from svdtrain.surgery.latency import ranks_for_speedup
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
 from svdtrain.surgery.macs import attention_macs, count_macs, count_params, macs_by_layer
+from svdtrain.surgery.policies import Energy, MacsBudget, RankPolicy, Ranks, Speedup, Threshold
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.spec import compact_spec, rebuild_compact
 from svdtrain.surgery.walk import copy_model, factored_weights
 
 __all__ = [
     "Calibration",
+    "Energy",
+    "MacsBudget",
+    "RankPolicy",
+    "Ranks",
+    "Speedup",
+    "Threshold",
     "attention_macs",
     "calibrate",
     "compact",
@@ -22,13 +27,10 @@ __all__ = [
     "count_params",
     "decompose",
     "deployed_forms",
-    "energy_for_macs",
     "factored_weights",
     "macs_by_layer",
     "orthogonality_loss",
     "prune",
-    "ranks_for_macs",
-    "ranks_for_speedup",
     "rebuild_compact",
     "singular_values",
     "sparsity_loss",

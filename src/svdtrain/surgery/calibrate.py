@@ -7,8 +7,8 @@ best rank-r W_r is the truncated SVD of W S mapped back by S⁻¹ (SVD-LLM's tru
 whitening, Wang et al. 2024). ASVD (Yuan et al. 2023) scales columns by the mean input
 magnitude instead, S = diag(mean |x|)^alpha, cheaper and rougher. Both need a few batches.
 
-Usage: ``cal = calibrate(model, batches)`` on a decomposed model, then pass ``calibration=cal``
-to :func:`ranks_for_macs`, :func:`energy_for_macs` and :func:`prune`.
+Usage: ``cal = calibrate(model, batches)`` on a decomposed model, then
+``prune(model, policy, calibration=cal)``: the policy scores weights by output energy.
 """
 
 from __future__ import annotations
