@@ -53,10 +53,10 @@ def test_demo_refuses_finished_run(tmp_path, capsys):
     [
         ("--energy", "1.5", "energy must be a number in [0, 1)"),
         ("--scheme", "diagonal", "unknown scheme 'diagonal'"),
-        ("--sparsity-kind", "hoyr", "unknown sparsity kind 'hoyr'"),
+        ("--sparsity-kind", "hoyr", "unknown sparsity_kind 'hoyr'; valid values are l1, hoyer, hoyer_square"),
         ("--sparsity-weight", "-1", "sparsity_weight must be >= 0"),
         ("--dense-epochs", "0", "dense_epochs must be >= 1"),
-        ("--seed", "-1", "seed must be >= 0, got -1"),
+        ("--seed", "-1", "seed must be >= 0, got '-1'"),
         ("--ortho-weight", "-0.5", "ortho_weight must be >= 0"),
     ],
 )

@@ -40,7 +40,7 @@ def test_cli_warnings_are_one_line_without_source():
 def test_a_non_finite_number_is_named_as_such(tmp_path, capsys, flag, value):
     assert main(["run", "--preset", "smoke", f"{flag}={value}", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith(f"must be a finite number, got {float(value)!r}") and len(err.splitlines()) == 1
+    assert err.endswith(f"must be a finite number, got {value!r}") and len(err.splitlines()) == 1
 
 
 def test_a_config_of_many_unknown_keys_names_ten_quickly(tmp_path, capsys):

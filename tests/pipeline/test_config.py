@@ -183,11 +183,16 @@ def test_file_mistakes_are_named(tmp_path, text, message):
         resolve_config("smoke", path)
 
 
-def test_empty_sections_and_flag_names_inside_sections(tmp_path):
+def test_empty_sections_and_one_spelling_per_place(tmp_path):
+    """In a section an option goes by its field name, at the top by its flag: a flag inside a
+    section is an unknown key, with the field name suggested."""
     path = tmp_path / "c.yaml"
-    path.write_text("prune:\n  # nothing yet\nstart:\n  start_epochs: 3\nfinetune:\n  finetune_lr: 0.01\n")
+    path.write_text("prune:\n  # nothing yet\nstart:\n  epochs: 3\nfinetune_lr: 0.01\n")
     config = resolve_config("smoke", path)
     assert config.start.epochs == 3 and config.finetune.lr == 0.01
+    path.write_text("start:\n  start_epochs: 3\n")
+    with pytest.raises(ValueError, match=r"start.start_epochs \(did you mean start.epochs\?\)"):
+        resolve_config("smoke", path)
 
 
 def test_a_target_changes_nothing_else_and_one_lever_sets_that_lever_only():

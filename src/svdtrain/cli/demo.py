@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from svdtrain.cli.options import parse_value
+from svdtrain.cli.options import flag_text
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.pipeline.demo import DemoConfig, run_demo
@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for field in dataclasses.fields(DemoConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        parser.add_argument(flag, type=lambda text, d=default: parse_value(text, d), default=default, metavar="V",
+        parser.add_argument(flag, type=lambda text, d=default: flag_text(text, d), default=default, metavar="V",
                             help=f"{field.metadata['help']} (default: {default})")
     parser.set_defaults(run=run)
 

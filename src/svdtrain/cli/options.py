@@ -4,37 +4,29 @@ option, grouped by config section, with the help text the option declares."""
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
 from typing import Any
 
 from svdtrain.models import is_language_model
-from svdtrain.pipeline.config import OPTIONS, RECIPES, SECTIONS, RunConfig, merge, recipe_values, resolve_config
+from svdtrain.pipeline.config import (
+    OPTIONS, RECIPES, SECTIONS, Option, RunConfig, merge, recipe_values, resolve_config,
+)  # fmt: skip
 from svdtrain.pipeline.run_folder import RunFolder
 
 
-def _number(text: str) -> int | float:
-    return int(text) if text.strip().lstrip("-").isdigit() else float(text)
+def flag_text(text: str, default: Any) -> Any:
+    """A flag's text as the option's type reads it: a list option's comma-separated items, else the
+    text itself (the option's type checks and converts it, as it does a config file's value)."""
+    return [item for item in text.split(",") if item.strip()] if isinstance(default, list) else text
 
 
-def parse_value(text: str, default: Any) -> Any:
-    """Parse a flag's text by its option's type; a bad value is an argparse error, one line."""
-    try:
-        if isinstance(default, list):
-            return [_number(v) for v in text.split(",") if v.strip()]
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes")
-        return type(default)(text)
-    except ValueError:
-        kind = "comma-separated numbers" if isinstance(default, list) else type(default).__name__
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-
-
-def _metavar(default: Any) -> str:
-    if isinstance(default, list):
-        return "N,N"
-    return {bool: "BOOL", int: "N", float: "X"}.get(type(default), "TEXT")
+def _metavar(option: Option) -> str:
+    """What a flag takes, as ``--help`` shows it: its choices where its type lists them."""
+    choices = typing.get_args(typing.get_type_hints(option.owner)[option.name])
+    if choices and all(isinstance(choice, str) for choice in choices):
+        return "{" + ",".join(choices) + "}"
+    return {list: "N,N", bool: "BOOL", int: "N", float: "X"}.get(type(option.default), "TEXT")
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
@@ -49,8 +41,8 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
         shown = ",".join(map(str, default)) if isinstance(default, list) else shown_value(default)
         shown = f"{shown}{_in_recipes(flag)}"
         groups[option.section].add_argument(
-            "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(default),
-            type=lambda text, d=default: parse_value(text, d), help=f"{option.help} (default: {shown})".replace("%", "%%"),
+            "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(option),
+            type=lambda text, d=default: flag_text(text, d), help=f"{option.help} (default: {shown})".replace("%", "%%"),
         )  # fmt: skip  (argparse formats help with %)
 
 

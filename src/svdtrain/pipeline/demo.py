@@ -9,45 +9,40 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
 import torch
 from torch import nn
 
 from svdtrain.data import load_digits_split, tensor_batches
-from svdtrain.linalg import check_energy, check_scheme, check_sparsity_kind
+from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy
 from svdtrain.models import DigitsCNN
+from svdtrain.pipeline.config.options import (
+    NonNegative, NonNegativeInt, Positive, PositiveInt, checked, option, validate_options,
+)  # fmt: skip
 from svdtrain.surgery import Energy, compact, count_macs, count_params, decompose, factored_weights, prune
-from svdtrain.pipeline.config.options import non_negative, option
 from svdtrain.train.loop import evaluate, train_epoch
 from svdtrain.train.regularization import Regularization
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    seed: int = option(0, "seed of the data split, initialization and batch order")
-    width: int = option(32, "DigitsCNN base width (32: 32/64/128 channels)")
-    batch_size: int = option(64, "training batch size")
-    lr: float = option(1e-3, "Adam learning rate, as in the official code")
-    dense_epochs: int = option(30, "epochs of dense training")
-    svd_epochs: int = option(30, "epochs of SVD training (orthogonality + sparsity)")
-    finetune_epochs: int = option(15, "epochs of fine-tuning after pruning")
-    scheme: str = option("channel", "conv kernels as matrices: channel or spatial")
-    sparsity_kind: str = option("hoyer", "sparsity term on s: l1, hoyer or hoyer_square")
-    sparsity_weight: float = option(0.02, "weight of the sparsity term")
-    ortho_weight: float = option(1.0, "weight of the orthogonality term")
-    energy: float = option(0.02, "fraction of sum(s^2) each weight may lose when pruned")
+    seed: NonNegativeInt = option(0, "seed of the data split, initialization and batch order")
+    width: PositiveInt = option(32, "DigitsCNN base width (32: 32/64/128 channels)")
+    batch_size: PositiveInt = option(64, "training batch size")
+    lr: Positive = option(1e-3, "Adam learning rate, as in the official code")
+    dense_epochs: PositiveInt = option(30, "epochs of dense training")
+    svd_epochs: PositiveInt = option(30, "epochs of SVD training (orthogonality + sparsity)")
+    finetune_epochs: PositiveInt = option(15, "epochs of fine-tuning after pruning")
+    scheme: Literal[SCHEMES] = option("channel", "conv kernels as matrices: channel or spatial")
+    sparsity_kind: Literal[SPARSITY_KINDS] = option("hoyer", "sparsity term on s: l1, hoyer or hoyer_square")
+    sparsity_weight: NonNegative = option(0.02, "weight of the sparsity term")
+    ortho_weight: NonNegative = option(1.0, "weight of the orthogonality term")
+    energy: Annotated[float, checked(check_energy)] = option(0.02, "fraction of sum(s^2) each weight may lose when "
+                                                             "pruned")  # fmt: skip
 
     def __post_init__(self) -> None:
-        check_scheme(self.scheme)
-        check_sparsity_kind(self.sparsity_kind)
-        check_energy(self.energy)
-        for name in ("width", "batch_size", "dense_epochs", "svd_epochs", "finetune_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        non_negative("seed", self.seed)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        validate_options(self)
 
 
 def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> dict:

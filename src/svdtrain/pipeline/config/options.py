@@ -1,23 +1,44 @@
-"""One config option: its default, the one-line help the CLI shows, its flag and its check.
+"""One config option: its type, default, one-line help and flag, declared once in its section.
 
-Every option is declared once, in the section it belongs to; the command line, config files,
-validation and ``--help`` all read this one declaration.
+The type says what a value may be (``Literal`` choices, ``Positive`` and the like, library
+checks as validators); pydantic checks and converts every value against it, whether it comes
+from YAML, a command-line flag or Python: one path, and one-line errors that name the flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Callable
+import typing
+from functools import cache
+from typing import Annotated, Any, Callable
 
-Check = Callable[[str, Any], None]
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
-def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] = (),
-           check: Check | None = None) -> Any:  # fmt: skip
-    """A dataclass field carrying its help text, its flag (default: the field's name, made
-    unique across sections where needed), allowed values and a check ``(flag, value)``."""
-    metadata = {"help": help, "flag": flag, "choices": choices, "check": check}
+def checked(check: Callable[[Any], Any]) -> AfterValidator:
+    """A library check that raises ValueError naming its value (``check_energy``), as a validator."""
+    return AfterValidator(lambda value: check(value) or value)
+
+
+def above_one_or_zero(value: float) -> float:
+    """A target factor: 0 for none, else > 1."""
+    if 0 < value <= 1:
+        raise ValueError(f"must be > 1 (or 0 for none), got {value!r}")
+    return value
+
+
+Target = Annotated[NonNegative, AfterValidator(above_one_or_zero)]
+
+
+def option(default: Any, help: str, *, flag: str | None = None) -> Any:
+    """A dataclass field carrying its help text and its flag (default: the field's name, made
+    unique across sections where needed)."""
+    metadata = {"help": help, "flag": flag}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -31,43 +52,37 @@ def default_of(field: dataclasses.Field) -> Any:
     return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
-def check_fields(section: object) -> None:
-    """Run each option's choices and check on its current value."""
-    for field in dataclasses.fields(section):
-        if "help" not in field.metadata:
-            continue
-        value, flag = getattr(section, field.name), flag_of(field)
-        choices = field.metadata["choices"]
-        if choices and value not in choices:
-            raise ValueError(f"unknown {flag} {value!r}; valid values are {', '.join(choices)}")
-        if field.metadata["check"] is not None:
-            field.metadata["check"](flag, value)
+def validate_options(instance: object) -> None:
+    """Check and convert every option of a dataclass instance in place (frozen ones too)."""
+    for field in dataclasses.fields(instance):
+        if "help" in field.metadata:
+            value = convert(type(instance), field.name, flag_of(field), getattr(instance, field.name))
+            object.__setattr__(instance, field.name, value)
 
 
-def _finite(name: str, value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):  # inf is > 0, so "must be > 0" would mislead
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+def convert(owner: type, name: str, flag: str, value: Any) -> Any:
+    """``value`` checked and converted to the type of ``owner``'s field ``name``; one line if not."""
+    try:
+        return _adapter(owner, name).validate_python(value)
+    except ValidationError as error:
+        raise ValueError(_message(flag, error.errors()[0], typing.get_type_hints(owner)[name])) from None
 
 
-def positive(name: str, value: Any) -> None:
-    _finite(name, value)
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+@cache
+def _adapter(owner: type, name: str) -> TypeAdapter:
+    return TypeAdapter(typing.get_type_hints(owner, include_extras=True)[name])
 
 
-def non_negative(name: str, value: Any) -> None:
-    _finite(name, value)
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def zero_or_above_one(name: str, value: Any) -> None:
-    """A target factor: 0 for none, else > 1."""
-    non_negative(name, value)
-    if 0 < value <= 1:
-        raise ValueError(f"{name} must be > 1 (or 0 for none), got {value!r}")
-
-
-def using(check: Callable[[Any], Any]) -> Check:
-    """A library check that names its own value (``check_energy(value)``) as an option check."""
-    return lambda _flag, value: check(value)
+def _message(flag: str, error: dict, kind: type) -> str:
+    got, context, problem = error["input"], error.get("ctx", {}), error["type"]
+    if problem == "value_error":
+        return f"{flag} {context['error']}" if str(context["error"]).startswith("must") else str(context["error"])
+    if problem in ("greater_than", "greater_than_equal"):
+        bound = context.get("gt", context.get("ge"))
+        return f"{flag} must be {'>' if problem == 'greater_than' else '>='} {bound:g}, got {got!r}"
+    if problem == "finite_number":  # inf is > 0, so "must be > 0" would mislead
+        return f"{flag} must be a finite number, got {got!r}"
+    if problem == "literal_error":
+        return f"unknown {flag} {got!r}; valid values are {', '.join(map(str, typing.get_args(kind)))}"
+    expected = getattr(typing.get_origin(kind), "__name__", None) or getattr(kind, "__name__", str(kind))
+    return f"config key {flag!r} expects {expected}, got {got!r}"

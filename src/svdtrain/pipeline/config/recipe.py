@@ -21,7 +21,7 @@ from svdtrain.pipeline.config.sources import read_yaml, to_flags
 
 
 def recipe_path(name: str) -> Path:
-    check_recipe_name("recipe", name)
+    check_recipe_name(name)
     return Path(str(resources.files("svdtrain.presets") / "recipes" / f"{name}.yaml"))
 
 

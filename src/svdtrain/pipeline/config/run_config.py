@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from svdtrain.models import check_model_name, is_language_model
-from svdtrain.pipeline.config.options import check_fields, default_of, flag_of, option
+from svdtrain.pipeline.config.options import checked, convert, default_of, flag_of, option, validate_options
 from svdtrain.pipeline.config.sections import (
     IMAGE_DATASETS, TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings,
     StartConfig, SVDTrainConfig,
@@ -20,21 +20,18 @@ from svdtrain.pipeline.config.sections import (
 from svdtrain.tasks import TASKS
 
 CONFIG_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: the same options as flat keys
-
-
-def _model(_flag: str, value: str) -> None:
-    check_model_name(value)
+READABLE_VERSIONS = (1, 2)  # version 1: the same options as flat keys (their flags), read by the same path
+TASK_NAMES = tuple(TASKS)
 
 
 @dataclass
 class RunConfig:
-    model: str = option("resnet20", "resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn; language "
-                        "models: char_lstm, paper_lstm, gpt_small, tiny_lstm, tiny_gpt, or hf:PATH/config.json; masked: "
-                        "tiny_bert",
-                        check=_model)  # fmt: skip
-    task: str = option("classification", "what the model learns: classification (images), language_modeling "
-                       "(next token), masked_lm (BERT's masked tokens; model tiny_bert)", choices=tuple(TASKS))
+    model: Annotated[str, checked(check_model_name)] = option(
+        "resnet20", "resnet20/32/44/56/110 (CIFAR), imagenet_resnet18/50, digits_cnn; language models: char_lstm, "
+        "paper_lstm, gpt_small, tiny_lstm, tiny_gpt, or hf:PATH/config.json; masked: tiny_bert")  # fmt: skip
+    task: Literal[TASK_NAMES] = option("classification", "what the model learns: classification (images), "
+                                       "language_modeling (next token), masked_lm (BERT's masked tokens; model "
+                                       "tiny_bert)")  # fmt: skip
     data: DataConfig = field(default_factory=DataConfig)
     start: StartConfig = field(default_factory=StartConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -46,7 +43,7 @@ class RunConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        validate_options(self)
         reads = TASKS[self.task].inputs
         if (reads == "tokens") != self.data.is_text:
             fits = [name for name, task in TASKS.items() if (task.inputs == "tokens") == self.data.is_text]
@@ -77,7 +74,7 @@ class RunConfig:
         top: dict[str, Any] = {}
         for flag, value in values.items():
             where = OPTIONS[flag]
-            (sections[where.section] if where.section else top)[where.name] = coerce(flag, value)
+            (sections[where.section] if where.section else top)[where.name] = value
         return cls(**top, **{name: SECTIONS[name](**given) for name, given in sections.items()})
 
     def flat(self) -> dict[str, Any]:
@@ -98,11 +95,19 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fiel
 
 
 class Option(NamedTuple):
-    """Where a flag lives: its section ('' for top-level), field name and field."""
+    """Where a flag lives: its section ('' for top-level), the dataclass declaring it, its field."""
 
     section: str
-    name: str
+    owner: type
     field: dataclasses.Field
+
+    @property
+    def name(self) -> str:
+        return self.field.name
+
+    def convert(self, value: Any) -> Any:
+        """``value`` checked and converted by the option's type (options.convert)."""
+        return convert(self.owner, self.name, flag_of(self.field), value)
 
     @property
     def default(self) -> Any:
@@ -120,36 +125,8 @@ def _options() -> dict[str, Option]:
         for f in dataclasses.fields(cls):
             if "help" in f.metadata:
                 assert flag_of(f) not in options, f"flag {flag_of(f)} declared twice"
-                options[flag_of(f)] = Option(section, f.name, f)
+                options[flag_of(f)] = Option(section, cls, f)
     return options
 
 
 OPTIONS = _options()
-
-
-def coerce(flag: str, value: Any) -> Any:
-    """``value`` checked against the option's type (its default's), converting int -> float and
-    YAML's strings for numbers where natural; a list is copied."""
-    default = OPTIONS[flag].default
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif isinstance(default, float) and isinstance(value, str):
-        try:  # PyYAML reads 1e-3 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    elif isinstance(default, list) and isinstance(value, list):
-        try:  # PyYAML reads 1e2 (no dot) as a string here too
-            value = [float(v) if isinstance(v, str) else v for v in value]
-        except ValueError:
-            pass
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return list(value)
-    elif type(value) is type(default):
-        return value
-    raise ValueError(f"config key {flag!r} expects {type(default).__name__}, got {value!r}")

@@ -9,9 +9,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator
 
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
-from svdtrain.pipeline.config.options import check_fields, non_negative, option, positive, using, zero_or_above_one
+from svdtrain.pipeline.config.options import (
+    NonNegative, NonNegativeInt, Positive, PositiveInt, Target, checked, option, validate_options,
+)  # fmt: skip
 from svdtrain.train.distill import check_distillation
 from svdtrain.train.step import COMPILE_MODES
 
@@ -25,29 +30,25 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def _non_negative_list(name: str, values: list[float]) -> None:
-    for value in values:
-        non_negative(name, value)
-
-
-def check_recipe_name(name: str, value: str) -> None:
+def check_recipe_name(value: str) -> str:
     if value == "auto":
         raise ValueError("recipe auto is gone (it chose in silence): `svdtrain probe` measures the cut and "
                          "recommends a recipe; name it with --recipe")
     if value not in RECIPES:
-        raise ValueError(f"unknown {name} {value!r}; valid values are {', '.join(RECIPES)}")
+        raise ValueError(f"unknown recipe {value!r}; valid values are {', '.join(RECIPES)}")
+    return value
 
 
-def _device(name: str, value: str) -> None:
+def _device(value: str) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise ValueError(f"{name} must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
 
 
 class Section:
     """Checks every option on construction, then what ties options of the section together."""
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        validate_options(self)
         self.validate()
 
     def validate(self) -> None:
@@ -58,23 +59,21 @@ class Section:
 class DataConfig(Section):
     """data: what the model learns from, and in which batches"""
 
-    dataset: str = option("cifar10", "cifar10 (pickles), image_folder (folder or tarball), digits, or text: "
-                          "text_char, text_word (train/valid/test.txt), text_byte",
-                          choices=IMAGE_DATASETS + TEXT_DATASETS)  # fmt: skip
+    dataset: Literal[IMAGE_DATASETS + TEXT_DATASETS] = option(
+        "cifar10", "cifar10 (pickles), image_folder (folder or tarball), digits, or text: text_char, text_word "
+        "(train/valid/test.txt), text_byte")  # fmt: skip
     path: str = option("", "where the data is (file, folder or tarball); not needed for digits", flag="data")
-    block_length: int = option(64, "text: tokens per training sequence, the model's context", check=positive)
+    block_length: PositiveInt = option(64, "text: tokens per training sequence, the model's context")
     download: bool = option(False, "cifar10: fetch it (checksum-verified) when it is not at the path")
     cache_dir: str = option("~/.cache/svdtrain", "image_folder: where decoded image arrays are cached")
-    image_size: int = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)",
-                             check=non_negative)  # fmt: skip
+    image_size: NonNegativeInt = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)")
     mean: list[float] = option(IMAGENET_MEAN, "per-channel mean subtracted from images")
     std: list[float] = option(IMAGENET_STD, "per-channel standard deviation images are divided by")
     augment: bool = option(True, "images: random crop (4-pixel padding) and horizontal flip in training")
-    train_limit: int = option(0, "use only the first N training examples (0: all); for smoke runs",
-                              check=non_negative)  # fmt: skip
-    test_limit: int = option(0, "use only the first N test examples (0: all)", check=non_negative)
-    batch_size: int = option(100, "training batch size (sequences for text)", check=positive)
-    eval_batch_size: int = option(1000, "evaluation batch size", check=positive)
+    train_limit: NonNegativeInt = option(0, "use only the first N training examples (0: all); for smoke runs")
+    test_limit: NonNegativeInt = option(0, "use only the first N test examples (0: all)")
+    batch_size: PositiveInt = option(100, "training batch size (sequences for text)")
+    eval_batch_size: PositiveInt = option(1000, "evaluation batch size")
 
     def validate(self) -> None:
         if len(self.mean) != len(self.std) or not self.mean or not all(s > 0 and math.isfinite(s) for s in self.std) \
@@ -90,14 +89,14 @@ class DataConfig(Section):
 class StartConfig(Section):
     """start: how the SVD model is obtained"""
 
-    init: str = option("random", "svd: decompose a dense model (pretrained, or trained here first); "
-                       "random: train the SVD form from scratch", choices=("svd", "random"))  # fmt: skip
+    init: Literal["svd", "random"] = option("random", "svd: decompose a dense model (pretrained, or trained here "
+                                            "first); random: train the SVD form from scratch")  # fmt: skip
     checkpoint: str = option("", "init svd: the pretrained dense state dict ('module.' prefixes are fine)")
-    scheme: str = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or spatial "
-                         "(in*kh x out*kw)", choices=SCHEMES)  # fmt: skip
-    epochs: int = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains from "
-                         "scratch); init random: SVD-form epochs, orthogonality only",
-                         flag="start_epochs", check=non_negative)  # fmt: skip
+    scheme: Literal[SCHEMES] = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or "
+                                      "spatial (in*kh x out*kw)")  # fmt: skip
+    epochs: NonNegativeInt = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
+                                    "from scratch); init random: SVD-form epochs, orthogonality only",
+                                    flag="start_epochs")  # fmt: skip
 
     def validate(self) -> None:
         if self.init == "svd" and not self.checkpoint and not self.epochs:
@@ -109,27 +108,26 @@ class StartConfig(Section):
 class OptimConfig(Section):
     """optim: how every training stage steps"""
 
-    optimizer: str = option("adam", "adam or sgd", choices=("adam", "sgd"))
-    lr: float = option(1e-3, "learning rate", check=positive)
-    momentum: float = option(0.9, "sgd momentum", check=non_negative)
-    weight_decay: float = option(0.0, "L2 on dense weights and biases; U, s and Vh are never decayed",
-                                 check=non_negative)  # fmt: skip
-    grad_clip: float = option(0.0, "> 0: clip the gradients' total norm to this (the paper's LSTM: 0.25)",
-                              check=non_negative)  # fmt: skip
-    lr_milestones: list[float] = option([81, 122], "epochs of each stage where lr is multiplied by lr_gamma; "
-                                        "values below 1 are fractions of the stage, counted in steps (0.75 of a "
-                                        "1-epoch stage: three quarters into it)", check=_non_negative_list)  # fmt: skip
-    lr_gamma: float = option(0.1, "learning-rate factor at each milestone", check=positive)
-    lr_schedule: str = option("stage", "stage: lr_milestones restart in every stage (the paper's); run: SVD "
-                              "training and fine-tuning share one schedule, the milestones counted over both "
-                              "(fine-tuning goes on from where SVD training left the rate)",
-                              choices=LR_SCHEDULES)  # fmt: skip
-    precision: str = option("fp32", "bf16: train under bfloat16 autocast (the factor products, Gram matrices and "
-                            "Hoyer ratio stay float32); evaluation stays float32", choices=("fp32", "bf16"))
+    optimizer: Literal["adam", "sgd"] = option("adam", "adam or sgd")
+    lr: Positive = option(1e-3, "learning rate")
+    momentum: NonNegative = option(0.9, "sgd momentum")
+    weight_decay: NonNegative = option(0.0, "L2 on dense weights and biases; U, s and Vh are never decayed")
+    grad_clip: NonNegative = option(0.0, "> 0: clip the gradients' total norm to this (the paper's LSTM: 0.25)")
+    lr_milestones: list[NonNegative] = option([81, 122], "epochs of each stage where lr is multiplied by lr_gamma; "
+                                              "values below 1 are fractions of the stage, counted in steps (0.75 of "
+                                              "a 1-epoch stage: three quarters into it)")  # fmt: skip
+    lr_gamma: Positive = option(0.1, "learning-rate factor at each milestone")
+    lr_schedule: Literal[LR_SCHEDULES] = option("stage", "stage: lr_milestones restart in every stage (the paper's); "
+                                                "run: SVD training and fine-tuning share one schedule, the milestones "
+                                                "counted over both (fine-tuning goes on from where SVD training left "
+                                                "the rate)")  # fmt: skip
+    precision: Literal["fp32", "bf16"] = option("fp32", "bf16: train under bfloat16 autocast (the factor products, "
+                                                "Gram matrices and Hoyer ratio stay float32); evaluation stays "
+                                                "float32")  # fmt: skip
     compile: bool = option(False, "torch.compile each training step's forward, loss and regularizers in one graph "
                            "(the first steps compile)")
-    compile_mode: str = option("default", "with compile: torch.compile's mode; reduce-overhead replays the step as "
-                               "CUDA graphs on a GPU", choices=COMPILE_MODES)  # fmt: skip
+    compile_mode: Literal[COMPILE_MODES] = option("default", "with compile: torch.compile's mode; reduce-overhead "
+                                                  "replays the step as CUDA graphs on a GPU")  # fmt: skip
     channels_last: bool = option(False, "images: train on NHWC batches, which convolutions run faster in (oneDNN, "
                                  "cuDNN); measured in BENCHMARKS.md section 2")  # fmt: skip
 
@@ -142,19 +140,18 @@ class OptimConfig(Section):
 class SVDTrainConfig(Section):
     """svd_train: training with the orthogonality and sparsity regularizers"""
 
-    epochs: int = option(164, "SVD-training epochs", flag="svd_epochs", check=non_negative)
-    ortho_weight: float = option(1.0, "weight of the orthogonality term on U and Vh (every stage with SVD factors)",
-                                 check=non_negative)  # fmt: skip
-    sparsity_kind: str = option("hoyer", "sparsity term on s: l1, hoyer (|s|_1/|s|_2) or hoyer_square",
-                                choices=SPARSITY_KINDS)  # fmt: skip
-    sparsity_weight: float = option(1e-3, "weight of the sparsity term", check=non_negative)
-    regularize_every: int = option(1, "> 1: lazy regularization, both terms on one step in N, weighted by N",
-                                   check=positive)  # fmt: skip
-    s_lr_scale: float = option(1.0, "the singular values' learning rate, as a multiple of lr (Adam moves each "
-                               "by about lr per step, whatever the sparsity weight)", check=positive)  # fmt: skip
+    epochs: NonNegativeInt = option(164, "SVD-training epochs", flag="svd_epochs")
+    ortho_weight: NonNegative = option(1.0, "weight of the orthogonality term on U and Vh (every stage with SVD "
+                                       "factors)")  # fmt: skip
+    sparsity_kind: Literal[SPARSITY_KINDS] = option("hoyer", "sparsity term on s: l1, hoyer (|s|_1/|s|_2) or "
+                                                    "hoyer_square")  # fmt: skip
+    sparsity_weight: NonNegative = option(1e-3, "weight of the sparsity term")
+    regularize_every: PositiveInt = option(1, "> 1: lazy regularization, both terms on one step in N, weighted by N")
+    s_lr_scale: Positive = option(1.0, "the singular values' learning rate, as a multiple of lr (Adam moves each "
+                                  "by about lr per step, whatever the sparsity weight)")  # fmt: skip
     proximal: bool = option(False, "l1 (or budget_tail): apply the L1 term as a soft-threshold of s by s's lr x "
-                            "sparsity_weight after each step (exact zeros) instead of as a gradient; under Adam, "
-                            "whose steps are about lr whatever the weight, that takes a weight near 1 or more")  # fmt: skip
+                            "sparsity_weight after each step (exact zeros) instead of as a gradient; under Adam, whose "
+                            "steps are about lr whatever the weight, that takes a weight near 1 or more")  # fmt: skip
     macs_weighted: bool = option(False, "weigh each weight's sparsity term by the MACs one of its singular values "
                                  "costs, so the pull falls where a MACs budget is spent")  # fmt: skip
     budget_tail: bool = option(False, "make the sparsity term an L1 on just the singular values the MACs target "
@@ -163,11 +160,11 @@ class SVDTrainConfig(Section):
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
                            "distill_weight and temperature)")  # fmt: skip
-    recipe: str = option("paper", "a named set of option values, shown in config.json and by `svdtrain presets`: "
-                         "paper (the options as set), budget (SVD training with gradual, MACs-weighted cuts, s at "
-                         "10x, distillation, whitened cuts), truncation (no SVD training: the whitened cut, "
-                         "fine-tuned); a value that contradicts it is an error. `svdtrain probe` recommends one",
-                         check=check_recipe_name)  # fmt: skip
+    recipe: Annotated[Literal[RECIPES], BeforeValidator(check_recipe_name)] = option(
+        "paper", "a named set of option values, shown in config.json and by `svdtrain presets`: paper (the options as "
+        "set), budget (SVD training with gradual, MACs-weighted cuts, s at 10x, distillation, whitened cuts), "
+        "truncation (no SVD training: the whitened cut, fine-tuned); a value that contradicts it is an error. `svdtrain"
+        " probe` recommends one")  # fmt: skip
 
     def validate(self) -> None:
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
@@ -178,25 +175,21 @@ class SVDTrainConfig(Section):
 class PruneConfig(Section):
     """prune: which singular values to keep (the first rule set wins, in the order listed)"""
 
-    target_speedup: float = option(0.0, "> 1: ranks for this measured speedup over dense (this CPU, eager)",
-                                   check=zero_or_above_one)  # fmt: skip
-    speed_batch_size: int = option(1, "the batch size target_speedup is timed (and the export chosen) at",
-                                   check=positive)  # fmt: skip
-    target_reduction: float = option(0.0, "> 1: cut MACs by this factor, ranks chosen by rank_allocation",
-                                     check=zero_or_above_one)  # fmt: skip
-    rank_allocation: str = option("greedy", "greedy: least relative energy lost per MAC saved; energy: one "
-                                  "threshold for all weights", choices=("greedy", "energy"))  # fmt: skip
-    rank_multiple: int = option(1, "greedy: kept ranks are multiples of this (8 or 16 suit conv kernels)",
-                                check=positive)  # fmt: skip
-    threshold: float = option(0.0, "> 0: drop singular values below this", check=using(check_threshold))
-    energy: float = option(1e-4, "otherwise: the fraction of sum(s^2) each weight may lose",
-                           check=using(check_energy))  # fmt: skip
-    calibration: str = option("none", "activation-aware truncation: whiten (SVD-LLM) or scale (ASVD) keeps what "
-                              "matters for each weight's outputs on training batches; none: by |s|",
-                              choices=("none", "whiten", "scale"))  # fmt: skip
-    calibration_batches: int = option(8, "training batches (unaugmented) the calibration sees", check=positive)
-    bn_recalibration_batches: int = option(50, "after pruning, re-estimate BatchNorm statistics on N batches "
-                                           "(0: off)", check=non_negative)  # fmt: skip
+    target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (this CPU, eager)")
+    speed_batch_size: PositiveInt = option(1, "the batch size target_speedup is timed (and the export chosen) at")
+    target_reduction: Target = option(0.0, "> 1: cut MACs by this factor, ranks chosen by rank_allocation")  # fmt: skip
+    rank_allocation: Literal["greedy", "energy"] = option("greedy", "greedy: least relative energy lost per MAC saved; "
+                                                          "energy: one threshold for all weights")  # fmt: skip
+    rank_multiple: PositiveInt = option(1, "greedy: kept ranks are multiples of this (8 or 16 suit conv kernels)")
+    threshold: Annotated[float, checked(check_threshold)] = option(0.0, "> 0: drop singular values below this")
+    energy: Annotated[float, checked(check_energy)] = option(
+        1e-4, "otherwise: the fraction of sum(s^2) each weight may lose")  # fmt: skip
+    calibration: Literal["none", "whiten", "scale"] = option(
+        "none", "activation-aware truncation: whiten (SVD-LLM) or scale (ASVD) keeps what matters for each weight's "
+        "outputs on training batches; none: by |s|")  # fmt: skip
+    calibration_batches: PositiveInt = option(8, "training batches (unaugmented) the calibration sees")
+    bn_recalibration_batches: NonNegativeInt = option(50, "after pruning, re-estimate BatchNorm statistics on N batches"
+                                                      " (0: off)")  # fmt: skip
     bn_recalibration_augment: bool = option(True, "recalibrate on augmented batches, as BatchNorm was trained")
 
     def validate(self) -> None:
@@ -210,8 +203,8 @@ class PruneConfig(Section):
 class FinetuneConfig(Section):
     """finetune: training the pruned model (orthogonality only), optionally distilled from dense"""
 
-    epochs: int = option(164, "fine-tuning epochs", flag="finetune_epochs", check=non_negative)
-    lr: float = option(0.0, "fine-tuning learning rate (0: optim's lr)", flag="finetune_lr", check=non_negative)
+    epochs: NonNegativeInt = option(164, "fine-tuning epochs", flag="finetune_epochs")
+    lr: NonNegative = option(0.0, "fine-tuning learning rate (0: optim's lr)", flag="finetune_lr")
     distill_weight: float = option(0.0, "0: off; else loss = (1 - w) * task loss + w * T^2 * KL(teacher || "
                                    "student), the teacher being the dense baseline")  # fmt: skip
     distill_temperature: float = option(4.0, "distillation temperature T")
@@ -231,7 +224,7 @@ class ExportConfig(Section):
 class RunSettings(Section):
     """run: where and how reproducibly it runs"""
 
-    seed: int = option(0, "seed of every random choice: data order, initialization, samples", check=non_negative)
-    device: str = option("auto", "auto, cpu, mps, cuda or cuda:N", check=_device)
+    seed: NonNegativeInt = option(0, "seed of every random choice: data order, initialization, samples")
+    device: Annotated[str, checked(_device)] = option("auto", "auto, cpu, mps, cuda or cuda:N")
     flush_denormals: bool = option(True, "treat subnormal floats as zero on CPU: weights decaying towards zero "
                                    "reach them, and x86 computes with them more slowly")  # fmt: skip

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.pipeline.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS, RunConfig, coerce
+from svdtrain.pipeline.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS
 
 
 def _section_keys(section: str) -> dict[str, str]:
@@ -22,9 +22,9 @@ def _section_keys(section: str) -> dict[str, str]:
 def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
     """``values`` (sections and/or flags) as ``{flag: value}``, checked; unknown keys raise.
 
-    Inside a section an option may be named by its field or its flag (``start: {epochs: 3}``
-    or ``start: {start_epochs: 3}``); an empty section is no change; one option given twice
-    (``dataset:`` and ``data: {dataset:}``) is an error."""
+    In a section an option is named by its field (``start: {epochs: 3}``), at the top by its
+    flag (``start_epochs: 3``, as config.json of version 1 held them all); an empty section is
+    no change; one option given twice (``dataset:`` and ``data: {dataset:}``) is an error."""
     if not isinstance(values, dict):
         raise ValueError(f"{source} must hold a mapping of config keys")
     flags: dict[str, Any] = {}
@@ -45,7 +45,7 @@ def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
                 raise ValueError(f"{source}: section {key!r} needs a mapping of its options, got {value!r}")
             names = _section_keys(key)
             for name, option_value in (value or {}).items():
-                flag = names.get(name) or (name if name in OPTIONS and OPTIONS[name].section == key else None)
+                flag = names.get(name)
                 if flag is None:
                     unknown.append(f"{key}.{name}")
                 else:
@@ -58,7 +58,7 @@ def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
         shown = ", ".join(_with_suggestion(key[:80]) for key in map(str, unknown[:SHOWN]))
         more = f" and {len(unknown) - SHOWN:,} more" if len(unknown) > SHOWN else ""
         raise ValueError(f"unknown config key(s) in {source}: {shown}{more}; `svdtrain run --help` lists the options")
-    return {flag: coerce(flag, value) for flag, value in flags.items()}
+    return {flag: OPTIONS[flag].convert(value) for flag, value in flags.items()}
 
 
 SHOWN = 10  # unknown keys an error names (a file of 400,000 took a minute and a 3 MB line)
