@@ -261,6 +261,11 @@ def test_a_resumed_run_keeps_its_saved_values_and_its_recipe():
         resolve_config(overrides={"gradual": False}, saved=started.flat())
 
 
+def test_a_threshold_with_a_target_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="threshold and a target both choose the ranks"):
+        resolve_config("smoke", overrides={"threshold": 0.5, "target_reduction": 2.0})
+
+
 def test_one_source_per_target_kind(tmp_path):
     """A run has one target; a later source's speed target does not drop an earlier MACs target in silence."""
     with pytest.raises(ValueError, match="set target_speedup or target_reduction, not both"):

@@ -1,4 +1,4 @@
-"""policy_from_config: the one rank policy a prune section sets, the first rule set winning."""
+"""policy_from_config: the one rank policy a prune section sets (a target, else a threshold, else energy)."""
 
 import pytest
 import torch
@@ -16,14 +16,14 @@ def _policy(max_macs=None, **fields):
 
 
 def test_speedup_wins_and_is_timed_on_a_cpu_copy_at_the_speed_batch():
-    policy = _policy(target_speedup=2.0, threshold=0.1, energy=0.2, rank_multiple=4)
+    policy = _policy(target_speedup=2.0, energy=0.2, rank_multiple=4)
     assert isinstance(policy, Speedup) and policy.factor == 2.0 and policy.multiple == 4
     assert policy.example is SPEED_EXAMPLE and policy.device == "cpu"
 
 
 @pytest.mark.parametrize("allocation, multiple", [("greedy", 8), ("energy", 1)])
 def test_a_reduction_is_a_macs_budget_of_the_baseline(allocation, multiple):
-    policy = _policy(target_reduction=4.0, rank_allocation=allocation, rank_multiple=8, threshold=0.1)
+    policy = _policy(target_reduction=4.0, rank_allocation=allocation, rank_multiple=8)
     assert policy == MacsBudget(EXAMPLE, max_macs=250, allocation=allocation, multiple=multiple)
     assert _policy(120, target_reduction=4.0).max_macs == 120  # a gradual cut's own budget
 

@@ -24,10 +24,11 @@ from svdtrain.pipeline.run_data import Data
 def policy_from_config(
     p: PruneConfig, *, example: Inputs, speed_example: Inputs, baseline_macs: int, max_macs: int | None = None
 ) -> RankPolicy:
-    """The one rank policy the prune section sets. The first rule set wins, in the order the
-    section lists them: target_speedup (timed on a CPU copy at ``speed_example``'s batch
-    size), target_reduction (at most ``baseline_macs`` / target_reduction MACs on
-    ``example``, or ``max_macs`` for a gradual cut on the way there), threshold, energy."""
+    """The one rank policy the prune section sets (its validation refuses two targets, or a
+    target and a threshold): target_speedup (timed on a CPU copy at ``speed_example``'s batch
+    size), target_reduction (at most ``baseline_macs`` / target_reduction MACs on ``example``,
+    or ``max_macs`` for a gradual cut on the way there), threshold, else energy (the fallback,
+    so its default never counts as a second rule)."""
     if p.target_speedup:
         return Speedup(p.target_speedup, speed_example, multiple=p.rank_multiple, device="cpu")
     if p.target_reduction:

@@ -173,7 +173,7 @@ class SVDTrainConfig(Section):
 
 @dataclass
 class PruneConfig(Section):
-    """prune: which singular values to keep (the first rule set wins, in the order listed)"""
+    """prune: which singular values to keep: by a speed or MACs target, else a threshold, else energy"""
 
     target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (this CPU, eager)")
     speed_batch_size: PositiveInt = option(1, "the batch size target_speedup is timed (and the export chosen) at")
@@ -195,6 +195,8 @@ class PruneConfig(Section):
     def validate(self) -> None:
         if self.target_speedup and self.target_reduction:
             raise ValueError("set target_speedup or target_reduction, not both (0 turns off one a preset or file set)")
+        if self.threshold and (self.target_speedup or self.target_reduction):
+            raise ValueError("threshold and a target both choose the ranks: set one (threshold 0 turns it off)")
         if self.calibration != "none" and self.threshold and not (self.target_speedup or self.target_reduction):
             raise ValueError("threshold compares |s| to a number; with calibration use energy or a target")
 
