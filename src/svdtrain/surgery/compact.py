@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from svdtrain.layers import FactoredWeight, kind_for, plain_type
+from svdtrain.layers import FactoredWeight, WeightKind, kind_for, plain_type
 from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.plan import can_swap, paired
 from svdtrain.surgery.timing import faster_form
@@ -67,7 +67,8 @@ def _chosen_pairs(
         (param,) = pairs
         dense = _deployed(copy_model(module), set(), handles)
         pair = _deployed(copy_model(module), {param}, handles)
-        if faster_form(dense, pair, shape, rounds) is dense:
+        inputs = kind.sample_inputs(module, shape, handles[param].U)
+        if faster_form(dense, pair, inputs, rounds) is dense:
             pairs = set()
     return pairs
 
@@ -121,6 +122,7 @@ def compact(
     new = copy_model(model)
     trace = trace_forward(new, example_input) if example_input is not None else None
     replacements: dict[int, nn.Module] = {}
+    swapped_kinds: dict[int, WeightKind] = {}  # each kind once, to settle the model around its modules
     for fqn, handles in by_module(require_factored_weights(new)).items():
         shape = trace.shapes.get(fqn) if trace else None
         outside = trace.read_outside if trace else set()
@@ -129,9 +131,12 @@ def compact(
         deployed = _deployed(module, pairs, handles)
         if deployed is not module:
             replacements[id(module)] = deployed
+            swapped_kinds[id(kind_for(module))] = kind_for(module)
     if id(new) in replacements:
         return replacements[id(new)]
     replace_modules(new, replacements)
+    for kind in swapped_kinds.values():
+        kind.settle(new)
     return new
 
 
