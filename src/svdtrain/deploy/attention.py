@@ -44,9 +44,11 @@ class PairedAttention(nn.Module):
         self.embed_dim, self.num_heads = out_proj.in_features, num_heads
         self.head_dim = self.embed_dim // num_heads
         self.batch_first, self.dropout = batch_first, dropout
-        # TransformerEncoderLayer's fast path reads these and, for a dense packed projection,
-        # runs a fused kernel instead of this forward; these values send it here.
+        # TransformerEncoderLayer's fast path reads these (TorchScript compiles it whole) and,
+        # for a dense packed projection, runs a fused kernel instead of this forward; these
+        # values send it here.
         self._qkv_same_embed_dim = False
+        self.in_proj_weight: Optional[torch.Tensor] = None
         self.in_proj_bias: Optional[torch.Tensor] = None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,12 @@ def _tokens(x: torch.Tensor) -> int:
     return math.prod(x.shape[:-1])
 
 
+def _fusable(layer: nn.Module) -> bool:
+    """Whether a TransformerEncoderLayer still holds the module types its fused kernel reads."""
+    parts = (getattr(layer, "self_attn", None), getattr(layer, "linear1", None), getattr(layer, "linear2", None))
+    return type(parts[0]) is nn.MultiheadAttention and all(isinstance(p, nn.Linear) for p in parts[1:])
+
+
 @torch.no_grad()
 def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
@@ -99,13 +105,14 @@ class AttentionKind(WeightKind):
         return query, key, value
 
     def settle(self, model: nn.Module) -> None:
-        # In eval with a padding mask nn.TransformerEncoder would pack its input as a nested
-        # tensor for MultiheadAttention's fused kernel, reading self_attn.in_proj_weight;
-        # PairedAttention takes plain tensors (padded positions then hold values, not zeros).
+        # nn.TransformerEncoder(Layer)'s fast paths hand self_attn's, linear1's and linear2's
+        # weights to fused kernels (and, in eval with a padding mask, pack the batch as a nested
+        # tensor for them); once any of those deploys as another module they must not run.
         for module in model.modules():
-            if isinstance(module, nn.TransformerEncoder) and module.layers \
-                    and isinstance(getattr(module.layers[0], "self_attn", None), PairedAttention):
-                module.use_nested_tensor = False
+            if isinstance(module, nn.TransformerEncoderLayer) and not _fusable(module):
+                module.activation_relu_or_gelu = 0  # a flag those paths check, read nowhere else
+            if isinstance(module, nn.TransformerEncoder) and len(module.layers) and not _fusable(module.layers[0]):
+                module.use_nested_tensor = False  # padded positions then hold values, not zeros
 
     def deployed_form(self, deployed: PairedAttention, name: str) -> str:
         if name == "in_proj_weight":

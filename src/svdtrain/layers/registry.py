@@ -64,8 +64,8 @@ class WeightKind:
         return (torch.randn(input_shape, dtype=like.dtype, device=like.device),)
 
     def settle(self, model: nn.Module) -> None:
-        """Adjust, in place, what surrounds this kind's deployed modules in the compact ``model``
-        (a parent that reads attributes only the original type has); called once per compact."""
+        """Adjust, in place, what surrounds deployed modules in the compact ``model`` (a parent
+        that reads attributes only the original types have); called once per compact."""
 
     def swappable(self, module: nn.Module) -> bool:
         """Whether the module may be replaced by another module type when deployed."""

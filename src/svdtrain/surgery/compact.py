@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from svdtrain.layers import FactoredWeight, WeightKind, kind_for, plain_type
+from svdtrain.layers import KINDS, FactoredWeight, kind_for, plain_type
 from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.plan import can_swap, paired
 from svdtrain.surgery.timing import faster_form
@@ -122,7 +122,6 @@ def compact(
     new = copy_model(model)
     trace = trace_forward(new, example_input) if example_input is not None else None
     replacements: dict[int, nn.Module] = {}
-    swapped_kinds: dict[int, WeightKind] = {}  # each kind once, to settle the model around its modules
     for fqn, handles in by_module(require_factored_weights(new)).items():
         shape = trace.shapes.get(fqn) if trace else None
         outside = trace.read_outside if trace else set()
@@ -131,11 +130,10 @@ def compact(
         deployed = _deployed(module, pairs, handles)
         if deployed is not module:
             replacements[id(module)] = deployed
-            swapped_kinds[id(kind_for(module))] = kind_for(module)
     if id(new) in replacements:
         return replacements[id(new)]
     replace_modules(new, replacements)
-    for kind in swapped_kinds.values():
+    for kind in {id(kind): kind for kind in KINDS.values()}.values():
         kind.settle(new)
     return new
 
