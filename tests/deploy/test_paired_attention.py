@@ -37,7 +37,8 @@ def _masks(name, length, source):
     return {
         "none": {},
         "bool padding": {"key_padding_mask": padding},
-        "float padding, float attn": {"key_padding_mask": torch.randn(B, source), "attn_mask": torch.randn(length, source)},
+        "float padding, float attn": {"key_padding_mask": torch.randn(B, source),
+                                      "attn_mask": torch.randn(length, source)},
         "bool attn": {"attn_mask": torch.rand(length, source) > 0.7},
         "float attn per head": {"attn_mask": torch.randn(B * HEADS, length, source)},
         "causal": {"attn_mask": torch.ones(length, source, dtype=torch.bool).triu(1), "is_causal": True},

@@ -75,7 +75,7 @@ class PairedAttention(nn.Module):
         attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True, is_causal: bool = False,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # fmt: skip
         if is_causal and attn_mask is None:
-            raise RuntimeError("is_causal is a hint: give the causal mask as attn_mask too, as MultiheadAttention needs")
+            raise RuntimeError("is_causal is a hint: give the causal mask as attn_mask too (as MultiheadAttention)")
         # Projections act per token, so they run in the callers' layout; the same tensor is
         # projected once (self-attention reads Vh x once for q, k and v).
         reduced_q = self.reduce(query)  # (..., r) or the query itself

@@ -40,7 +40,8 @@ def _fusable(layer: nn.Module) -> bool:
 
 @torch.no_grad()
 def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    rows, columns = weight.shape
+    linear = nn.Linear(columns, rows, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     linear.weight.copy_(weight)
     if bias is not None:
         linear.bias.copy_(bias)
@@ -78,7 +79,9 @@ class AttentionKind(WeightKind):
         rows, columns = weight_shape(module, name)
         return self.tokens(module, name, input_shape) * rows // (3 if name == "in_proj_weight" else 1) * columns
 
-    def pair_macs(self, module: nn.MultiheadAttention, name: str, input_shape: torch.Size | None, rank: int) -> float | None:
+    def pair_macs(
+        self, module: nn.MultiheadAttention, name: str, input_shape: torch.Size | None, rank: int
+    ) -> float | None:
         """Packed: r (E + 3E) per token (self-attention); separate: r (in + E) per token."""
         if module.bias_k is not None or module.add_zero_attn:
             return None
