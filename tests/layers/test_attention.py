@@ -6,6 +6,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import svdtrain
+from svdtrain.deploy import PairedAttention
 
 
 class SelfAttention(nn.Module):
@@ -48,17 +49,26 @@ def test_svd_init_preserves_outputs_packed_and_separate(batch_first, kdim):
 
 
 @pytest.mark.parametrize("kdim", [None, 10])
-def test_compact_keeps_multihead_attention_with_dense_low_rank_weights(kdim):
+def test_compact_deploys_low_rank_projections_as_pairs(kdim):
     model = svdtrain.decompose(SelfAttention(True, kdim)).eval()
     svdtrain.prune(model, svdtrain.Ranks(3))
     x, memory = _inputs(True, kdim)
     small = svdtrain.compact(model, (x, memory))
-    assert type(small.attn) is nn.MultiheadAttention  # its forward reads whole weights: no pairs
-    assert set(svdtrain.deployed_forms(model, small).values()) == {"dense"}
+    assert type(small.attn) is PairedAttention
+    forms = svdtrain.deployed_forms(model, small)
+    assert forms.pop("attn.out_proj.weight") == "dense"  # MultiheadAttention reads it as a weight
+    assert set(forms.values()) == {"pair"}
     _close(small(x, memory), model(x, memory))
-    weight = small.attn.in_proj_weight if kdim is None else small.attn.q_proj_weight
-    s = torch.linalg.svdvals(weight.detach().double())
-    assert (s[3:] <= 1e-5 * s[0]).all()  # rank 3 up to float32 round-off
+    assert svdtrain.count_macs(small, (x, memory)) < svdtrain.count_macs(SelfAttention(True, kdim), (x, memory))
+
+
+def test_bias_kv_and_zero_attention_keep_the_module_dense():
+    model = nn.MultiheadAttention(16, 4, add_bias_kv=True, add_zero_attn=True)
+    svdtrain.prune(svdtrain.decompose(model), svdtrain.Ranks(2))
+    x = torch.randn(5, 2, 16)
+    assert type(svdtrain.compact(model, (x, x, x))) is nn.MultiheadAttention
+    with pytest.raises(ValueError, match="no pair form"):
+        svdtrain.compact(model, (x, x, x), forms={"in_proj_weight": "pair"})
 
 
 @pytest.mark.parametrize("kdim", [None, 10])

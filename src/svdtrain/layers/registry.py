@@ -58,6 +58,15 @@ class WeightKind:
         no pair form never gets any pairs."""
         return module
 
+    def sample_inputs(self, module: nn.Module, input_shape: torch.Size, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Random positional inputs for one call of the module whose first input has
+        ``input_shape`` (``like``'s dtype and device), to time its forms alone."""
+        return (torch.randn(input_shape, dtype=like.dtype, device=like.device),)
+
+    def settle(self, model: nn.Module) -> None:
+        """Adjust, in place, what surrounds deployed modules in the compact ``model`` (a parent
+        that reads attributes only the original types have); called once per compact."""
+
     def swappable(self, module: nn.Module) -> bool:
         """Whether the module may be replaced by another module type when deployed."""
         return True

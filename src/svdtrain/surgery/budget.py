@@ -56,7 +56,7 @@ def energy_for_macs(
 def _costs(model: nn.Module, trace: Trace) -> dict[str, tuple[int, float]]:
     """{weight: (MACs of its dense product, MACs one rank costs in its pair)} per forward, for
     the weights whose rank changes their MACs; weights that always deploy dense (an LSTM's
-    W_hh, MultiheadAttention's projections) are left out."""
+    W_hh, MultiheadAttention's out_proj) are left out."""
     costs: dict[str, tuple[int, float]] = {}
     for name, layer in require_factored_weights(model).items():
         fqn, module = name[: -len(layer.param)].rstrip("."), layer.module
@@ -83,7 +83,7 @@ def macs_costs(model: nn.Module, example_input: Inputs, *, multiple: int = 1) ->
     A weight deploys as the cheaper of dense and the pair, so that is what the budget counts;
     the cuts follow the pair's MACs, which fall with every value dropped, so values are
     dropped in order of energy per MAC even above the break-even rank. Weights that always
-    deploy dense (an LSTM's W_hh, MultiheadAttention's projections) save nothing by dropping
+    deploy dense (an LSTM's W_hh, MultiheadAttention's out_proj) save nothing by dropping
     and are left out (their MACs are in ``rest``).
     """
     layers = require_factored_weights(model)

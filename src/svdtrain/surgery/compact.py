@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from svdtrain.layers import FactoredWeight, kind_for, plain_type
+from svdtrain.layers import KINDS, FactoredWeight, kind_for, plain_type
 from svdtrain.linalg import check_positive_int
 from svdtrain.surgery.plan import can_swap, paired
 from svdtrain.surgery.timing import faster_form
@@ -67,7 +67,8 @@ def _chosen_pairs(
         (param,) = pairs
         dense = _deployed(copy_model(module), set(), handles)
         pair = _deployed(copy_model(module), {param}, handles)
-        if faster_form(dense, pair, shape, rounds) is dense:
+        inputs = kind.sample_inputs(module, shape, handles[param].U)
+        if faster_form(dense, pair, inputs, rounds) is dense:
             pairs = set()
     return pairs
 
@@ -132,6 +133,8 @@ def compact(
     if id(new) in replacements:
         return replacements[id(new)]
     replace_modules(new, replacements)
+    for kind in {id(kind): kind for kind in KINDS.values()}.values():
+        kind.settle(new)
     return new
 
 

@@ -46,7 +46,7 @@ def layer_times(
     layer: FactoredWeight, input_shape: torch.Size, ranks: list[int], rounds: int
 ) -> tuple[float, dict[int, float]]:
     """Median seconds of the dense form and of the pair at each of ``ranks``, timed interleaved."""
-    inputs = torch.randn(input_shape, dtype=layer.U.dtype, device=layer.U.device)
+    inputs = layer.kind.sample_inputs(layer.module, input_shape, layer.U)
     candidates = [_form_at(layer, None), *(_form_at(layer, r) for r in ranks)]
     dense_s, *pair_s = median_seconds(candidates, inputs, rounds)
     return dense_s, dict(zip(ranks, pair_s))

@@ -87,7 +87,7 @@ class MacsBudget:
     > 1 every pruned rank is a multiple of it, as CPU and GPU conv kernels run channels in
     blocks of 8 or 16. ``allocation="energy"`` finds the one energy threshold for all weights
     (the paper's rule) that meets the budget. Weights that always deploy dense (an LSTM's
-    W_hh, MultiheadAttention's projections) keep every value: dropping there saves nothing.
+    W_hh, MultiheadAttention's out_proj) keep every value: dropping there saves nothing.
 
     Example:
         >>> prune(model, MacsBudget(x, reduction=2.0, multiple=8))
