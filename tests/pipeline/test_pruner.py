@@ -18,7 +18,7 @@ def _policy(max_macs=None, **fields):
 def test_speedup_wins_and_is_timed_on_a_cpu_copy_at_the_speed_batch():
     policy = _policy(target_speedup=2.0, energy=0.2, rank_multiple=4)
     assert isinstance(policy, Speedup) and policy.factor == 2.0 and policy.multiple == 4
-    assert policy.example is SPEED_EXAMPLE and policy.device == "cpu"
+    assert policy.example is SPEED_EXAMPLE and policy.device == "cpu" and policy.dtype == torch.float32
 
 
 @pytest.mark.parametrize("allocation, multiple", [("greedy", 8), ("energy", 1)])
@@ -26,6 +26,13 @@ def test_a_reduction_is_a_macs_budget_of_the_baseline(allocation, multiple):
     policy = _policy(target_reduction=4.0, rank_allocation=allocation, rank_multiple=8)
     assert policy == MacsBudget(EXAMPLE, max_macs=250, allocation=allocation, multiple=multiple)
     assert _policy(120, target_reduction=4.0).max_macs == 120  # a gradual cut's own budget
+
+
+def test_a_speed_target_times_on_the_device_and_in_the_dtype_the_section_names():
+    policy = _policy(target_speedup=2.0, speed_dtype="bf16")
+    assert (policy.device, policy.dtype) == ("cpu", torch.bfloat16)
+    with pytest.raises(ValueError, match="speed_device must be cpu, mps, cuda or cuda:N"):
+        PruneConfig(target_speedup=2.0, speed_device="auto")
 
 
 def test_then_threshold_then_energy():

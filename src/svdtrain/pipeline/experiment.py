@@ -30,7 +30,7 @@ from svdtrain.pipeline.config import RunConfig, recipe_summary
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.regularization import Regularization
-from svdtrain.pipeline.pruner import Pruner
+from svdtrain.pipeline.pruner import Pruner, speed_timing
 from svdtrain.pipeline.report import write_report
 from svdtrain.pipeline.run_data import Data, load_data
 from svdtrain.pipeline.run_folder import STAGES, RunFolder
@@ -250,7 +250,9 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("finetune")
         # With a speed target each layer's form is chosen by measured time, at the timed batch size.
-        timing = dict(choose="measured", timing_input=self.speed_example) if c.prune.target_speedup else {}
+        timing = {} if not c.prune.target_speedup else dict(
+            choose="measured", timing_input=self.speed_example,
+            **{f"timing_{key}": value for key, value in speed_timing(c.prune).items()})  # fmt: skip
         out = self.folder.export
         info = export_compact(model, out, self.data.example, model_name=c.model, num_classes=self.data.num_classes,
                               context=c.data.block_length, sequence=c.data.is_text, onnx=c.export.onnx,

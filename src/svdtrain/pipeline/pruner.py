@@ -21,16 +21,24 @@ from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.pipeline.run_data import Data
 
 
+SPEED_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def speed_timing(p: PruneConfig) -> dict:
+    """Where and as what a speed target times: ``device`` and ``dtype`` for Speedup and compact."""
+    return {"device": p.speed_device, "dtype": SPEED_DTYPES[p.speed_dtype]}
+
+
 def policy_from_config(
     p: PruneConfig, *, example: Inputs, speed_example: Inputs, baseline_macs: int, max_macs: int | None = None
 ) -> RankPolicy:
     """The one rank policy the prune section sets (its validation refuses two targets, or a
-    target and a threshold): target_speedup (timed on a CPU copy at ``speed_example``'s batch
-    size), target_reduction (at most ``baseline_macs`` / target_reduction MACs on ``example``,
+    target and a threshold): target_speedup (timed on a copy on ``speed_device`` in
+    ``speed_dtype``, at ``speed_example``'s batch size), target_reduction (at most ``baseline_macs`` / target_reduction MACs on ``example``,
     or ``max_macs`` for a gradual cut on the way there), threshold, else energy (the fallback,
     so its default never counts as a second rule)."""
     if p.target_speedup:
-        return Speedup(p.target_speedup, speed_example, multiple=p.rank_multiple, device="cpu")
+        return Speedup(p.target_speedup, speed_example, multiple=p.rank_multiple, **speed_timing(p))
     if p.target_reduction:
         budget = max_macs if max_macs is not None else int(baseline_macs / p.target_reduction)
         multiple = p.rank_multiple if p.rank_allocation == "greedy" else 1  # the energy rule has no grid

@@ -44,7 +44,7 @@ def _bake(module: nn.Module, params: list[str]) -> None:
 
 def _chosen_pairs(
     handles: dict[str, FactoredWeight], fqn: str, shape: torch.Size | None, read_outside: set[str],
-    forms: dict[str, str], choose: str, rounds: int,
+    forms: dict[str, str], choose: str, timing: dict,
 ) -> set[str]:  # fmt: skip
     module = next(iter(handles.values())).module
     kind = kind_for(module)
@@ -68,7 +68,7 @@ def _chosen_pairs(
         dense = _deployed(copy_model(module), set(), handles)
         pair = _deployed(copy_model(module), {param}, handles)
         inputs = kind.sample_inputs(module, shape, handles[param].U)
-        if faster_form(dense, pair, inputs, rounds) is dense:
+        if faster_form(dense, pair, inputs, **timing) is dense:
             pairs = set()
     return pairs
 
@@ -89,7 +89,8 @@ def _deployed(module: nn.Module, pairs: set[str], handles: dict[str, FactoredWei
 
 def compact(
     model: nn.Module, example_input: torch.Tensor | tuple | dict | None = None, *, choose: str = "macs",
-    rounds: int = 9, forms: dict[str, str] | None = None,
+    rounds: int = 9, forms: dict[str, str] | None = None, device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> nn.Module:  # fmt: skip
     """Return a copy of ``model`` in which every factored weight is deployed as plain torch layers.
 
@@ -99,8 +100,9 @@ def compact(
     module whose weight other code reads directly (seen in that forward pass) stays its own type;
     without it, a bound per token that can only favour dense. ``choose="measured"`` (needs
     ``example_input`` at the batch size you will deploy) also keeps a one-weight module dense
-    where its pair, though cheaper in MACs, measures slower here in torch eager (medians of
-    ``rounds`` interleaved runs). ``forms`` ({weight name: "pair" | "dense"}) overrides the
+    where its pair, though cheaper in MACs, measures slower in torch eager (medians of
+    ``rounds`` interleaved runs) on ``device`` in ``dtype`` (default: where and as the model
+    is; a GPU is synchronized around each run). ``forms`` ({weight name: "pair" | "dense"}) overrides the
     choice, e.g. to rebuild a saved structure. ``model`` is not changed.
 
     Raises:
@@ -126,7 +128,8 @@ def compact(
         shape = trace.shapes.get(fqn) if trace else None
         outside = trace.read_outside if trace else set()
         module = next(iter(handles.values())).module
-        pairs = _chosen_pairs(handles, fqn, shape, outside, forms, choose, rounds)
+        timing = dict(rounds=rounds, device=device, dtype=dtype)
+        pairs = _chosen_pairs(handles, fqn, shape, outside, forms, choose, timing)
         deployed = _deployed(module, pairs, handles)
         if deployed is not module:
             replacements[id(module)] = deployed

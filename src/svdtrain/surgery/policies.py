@@ -19,7 +19,8 @@ from svdtrain.surgery.budget import energy_for_macs, macs_costs
 from svdtrain.surgery.latency import measured_costs
 from svdtrain.surgery.macs import Inputs, count_macs
 from svdtrain.surgery.prune import spectra
-from svdtrain.surgery.walk import copy_model, require_factored_weights
+from svdtrain.surgery.timing import deployed_as
+from svdtrain.surgery.walk import require_factored_weights
 
 if TYPE_CHECKING:
     from svdtrain.surgery.calibrate import Calibration
@@ -132,9 +133,9 @@ class MacsBudget:
 class Speedup:
     """Ranks whose compact model should run ``factor`` times faster, as measured on
     ``example`` (which sets the batch size) by :func:`svdtrain.surgery.latency.measured_costs`
-    (torch eager, this machine), on a copy of the model moved to ``device`` when given (the
-    example must be there). Values are dropped where they buy the most time per unit of
-    relative energy lost. Only weights that can be timed alone get a rank; compact the pruned
+    (torch eager), on a copy of the model moved to ``device`` and cast to ``dtype`` when given
+    (the example goes with it; token ids stay integers): time where and as you will deploy.
+    Values are dropped where they buy the most time per unit of relative energy lost. Only weights that can be timed alone get a rank; compact the pruned
     model with ``choose="measured"``.
     """
 
@@ -145,6 +146,7 @@ class Speedup:
     points: int = 8
     rounds: int = 5
     device: str | torch.device | None = None
+    dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
         if not self.factor > 1:
@@ -154,9 +156,8 @@ class Speedup:
 
     def ranks(self, model: nn.Module, calibration: Calibration | None = None) -> dict[str, int]:
         layers = require_factored_weights(model)
-        timed = copy_model(model).to(self.device).eval() if self.device is not None else model
-        costs = measured_costs(timed, self.example, multiple=self.multiple, points=self.points,
-                                      rounds=self.rounds)  # fmt: skip
+        timed, example = deployed_as(model, self.example, self.device, self.dtype)
+        costs = measured_costs(timed, example, multiple=self.multiple, points=self.points, rounds=self.rounds)
         start = {name: layers[name].rank for name in costs.weights}
         now, floor = costs.total(start), costs.floor()
         if floor > now / self.factor:

@@ -2,8 +2,9 @@
 
 Fewer MACs is not always less time: on a CPU a thin 1x1 conv over a large feature map
 is bound by memory traffic, and the pair writes one more activation than the dense op.
-Timing both forms on the layer's real input shape, on the machine that will run the
-model, settles it.
+Timing both forms on the layer's real input shape, on the device and in the dtype that will
+run the model, settles it. On a GPU each timed call is synchronized, so the time is the
+kernels', not the launch's.
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ from typing import Callable
 import torch
 from torch import nn
 
+from svdtrain.surgery.walk import copy_model
 
-def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: int = 2) -> list[float]:
+
+def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: int = 2,
+                        sync: Callable[[], None] = lambda: None) -> list[float]:  # fmt: skip
     """Median seconds of each zero-argument call, timed interleaved (A B A B ...) so machine
-    noise hits all alike; the first ``warmup`` rounds are not counted."""
+    noise hits all alike; the first ``warmup`` rounds are not counted. ``sync`` waits for the
+    device (``torch.cuda.synchronize``) before each clock reading."""
     times: list[list[float]] = [[] for _ in calls]
     for index in range(warmup + rounds):
         for call, bucket in zip(calls, times):
+            sync()
             start = time.perf_counter()
             call()
+            sync()
             if index >= warmup:
                 bucket.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
@@ -35,8 +42,40 @@ def median_seconds(
     candidates: list[nn.Module], inputs: torch.Tensor | tuple | dict, rounds: int = 9, warmup: int = 2
 ) -> list[float]:
     """Median seconds per forward of each module on ``inputs`` (a tensor, a tuple of positional
-    inputs or a dict of keyword inputs), timed interleaved."""
-    return interleaved_medians([partial(_call, module, inputs) for module in candidates], rounds, warmup)
+    inputs or a dict of keyword inputs), timed interleaved, synchronized on a GPU."""
+    calls = [partial(_call, module, inputs) for module in candidates]
+    return interleaved_medians(calls, rounds, warmup, sync=_synchronizer(inputs))
+
+
+def _tensors(inputs: torch.Tensor | tuple | dict) -> list[torch.Tensor]:
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, tuple) else (inputs,)
+    return [value for value in values if isinstance(value, torch.Tensor)]
+
+
+def _synchronizer(inputs: torch.Tensor | tuple | dict) -> Callable[[], None]:
+    devices = {tensor.device for tensor in _tensors(inputs) if tensor.device.type == "cuda"}
+    return partial(torch.cuda.synchronize, next(iter(devices))) if devices else (lambda: None)
+
+
+def deployed_as(
+    model: nn.Module, inputs: torch.Tensor | tuple | dict, device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Module, torch.Tensor | tuple | dict]:  # fmt: skip
+    """A copy of ``model``, and ``inputs``, as they will run: on ``device``, floating values in
+    ``dtype`` (token ids stay integers); ``model`` and ``inputs`` themselves where nothing changes."""
+    if device is None and dtype is None:
+        return model, inputs
+
+    def move(value: object) -> object:
+        if isinstance(value, dict):
+            return {key: move(v) for key, v in value.items()}
+        if isinstance(value, tuple):
+            return tuple(move(v) for v in value)
+        if isinstance(value, torch.Tensor):
+            return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+        return value
+
+    return copy_model(model).to(device=device, dtype=dtype).eval(), move(inputs)
 
 
 def _call(module: nn.Module, inputs: torch.Tensor | tuple | dict) -> object:
@@ -45,7 +84,10 @@ def _call(module: nn.Module, inputs: torch.Tensor | tuple | dict) -> object:
     return module(*inputs) if isinstance(inputs, tuple) else module(inputs)
 
 
-def faster_form(dense: nn.Module, factored: nn.Module, inputs: tuple, rounds: int = 9) -> nn.Module:
-    """Whichever of two equivalent modules runs faster on ``inputs`` (positional)."""
-    dense_s, factored_s = median_seconds([dense.eval(), factored.eval()], inputs, rounds)
+def faster_form(dense: nn.Module, factored: nn.Module, inputs: tuple, rounds: int = 9, *,
+                device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> nn.Module:  # fmt: skip
+    """Whichever of two equivalent modules runs faster on ``inputs`` (positional), timed on
+    ``device`` in ``dtype`` (default: where and as the modules are)."""
+    (timed_dense, moved), (timed_factored, _) = (deployed_as(m, inputs, device, dtype) for m in (dense, factored))
+    dense_s, factored_s = median_seconds([timed_dense.eval(), timed_factored.eval()], moved, rounds)
     return factored if factored_s < dense_s else dense

@@ -44,6 +44,11 @@ def _device(value: str) -> None:
         raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
 
 
+def _speed_device(value: str) -> None:
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
+        raise ValueError(f"speed_device must be cpu, mps, cuda or cuda:N (where the model will run), got {value!r}")
+
+
 class Section:
     """Checks every option on construction, then what ties options of the section together."""
 
@@ -175,8 +180,14 @@ class SVDTrainConfig(Section):
 class PruneConfig(Section):
     """prune: which singular values to keep: by a speed or MACs target, else a threshold, else energy"""
 
-    target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (this CPU, eager)")
+    target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (torch eager, on "
+                                    "speed_device in speed_dtype)")  # fmt: skip
     speed_batch_size: PositiveInt = option(1, "the batch size target_speedup is timed (and the export chosen) at")
+    speed_device: Annotated[str, checked(_speed_device)] = option("cpu", "where target_speedup times the layers and the "
+                                                            "export chooses their forms: the deployment's device "
+                                                            "(cpu, cuda, cuda:N)")  # fmt: skip
+    speed_dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "the dtype target_speedup and the export time the "
+                                                          "layers in: the deployment's")  # fmt: skip
     target_reduction: Target = option(0.0, "> 1: cut MACs by this factor, ranks chosen by rank_allocation")  # fmt: skip
     rank_allocation: Literal["greedy", "energy"] = option("greedy", "greedy: least relative energy lost per MAC saved; "
                                                           "energy: one threshold for all weights")  # fmt: skip
