@@ -50,11 +50,8 @@ _AUTO_NAMES = {
     "AutoModelForImageClassification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
     "AutoModelForPreTraining": "MODEL_FOR_PRETRAINING_MAPPING_NAMES",
 }
-_LAYER_ARGS = {
-    nn.Linear: ("in_features", "out_features"),
-    nn.Conv1d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"),
-    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"),
-}
+_CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
+_LAYER_ARGS = {nn.Linear: ("in_features", "out_features"), nn.Conv1d: _CONV_ARGS, nn.Conv2d: _CONV_ARGS}
 
 
 def save_compact_pretrained(model: nn.Module, compact_model: nn.Module, directory: str | Path) -> dict:
