@@ -1,6 +1,7 @@
 """Hugging Face models built from a config (nothing downloaded): GPT-2 (Conv1D), BERT, a
 Llama-style model with grouped-query attention, ViT."""
 
+import json
 import subprocess
 import sys
 import warnings
@@ -12,7 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 transformers = pytest.importorskip("transformers")  # the [hf] extra, part of [test]
 from transformers import (  # noqa: E402
-    BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel,
+    AutoModel, AutoModelForCausalLM, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+    ViTConfig, ViTModel,
 )  # fmt: skip
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
@@ -22,8 +24,8 @@ from svdtrain.integrations.hf import load_compact_pretrained, save_compact_pretr
 IDS = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
-def gpt2():
-    return GPT2LMHeadModel(GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+def gpt2(vocab_size=96, n_layer=2):
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=32, n_embd=32, n_layer=n_layer, n_head=4,
                                       bos_token_id=0, eos_token_id=0))  # fmt: skip
 
 
@@ -101,7 +103,8 @@ def test_prune_and_compact_give_plain_layers_with_the_same_outputs(name):
 
 def test_gpt2_conv1d_weights_are_factored_and_the_tied_head_is_skipped_with_a_warning():
     model = gpt2()
-    with pytest.warns(UserWarning, match=r"lm_head\.weight \(tied to transformer\.wte\.weight"):
+    with pytest.warns(UserWarning, match=r"lm_head\.weight \(tied to transformer\.wte\.weight: "
+                                         r"decompose\(untie=\['lm_head\.weight'\]\) factors its own copy"):
         svdtrain.decompose(model)
     names = list(svdtrain.factored_weights(model))
     assert "transformer.h.0.attn.c_attn.weight" in names and "transformer.h.1.mlp.c_proj.weight" in names
@@ -149,6 +152,81 @@ def test_save_pretrained_and_reload_give_the_same_outputs(tmp_path, build, cls):
     _close(again(IDS).logits, small(IDS).logits)
     if build is gpt2:
         assert again.lm_head.weight is again.transformer.wte.weight
+
+
+AUTO = {gpt2: AutoModelForCausalLM, llama: AutoModelForCausalLM, bert: AutoModel}
+
+
+@pytest.mark.parametrize("build", AUTO)
+def test_the_folder_loads_with_transformers_alone_given_trust_remote_code(tmp_path, build):
+    model = _decomposed(build)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
+    small = svdtrain.compact(model, {"input_ids": IDS}).eval()
+    save_compact_pretrained(model, small, tmp_path)
+    code = (tmp_path / "modeling_svdtrain_compact.py").read_text()
+    assert "import svdtrain" not in code and "from svdtrain" not in code
+    again = AUTO[build].from_pretrained(tmp_path, trust_remote_code=True).eval()
+    inputs = {"input_ids": IDS}
+    _close(_out(again, inputs), _out(small, inputs))
+    if build is not bert:
+        kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+        assert again.generate(IDS[:1, :4], **kwargs).tolist() == small.generate(IDS[:1, :4], **kwargs).tolist()
+
+
+def test_the_folder_never_loads_as_the_plain_model(tmp_path):
+    model = _decomposed(gpt2)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
+    save_compact_pretrained(model, svdtrain.compact(model, {"input_ids": IDS}), tmp_path)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # the pairs' dense names hold 0-size tensors
+        GPT2LMHeadModel.from_pretrained(tmp_path)
+    for trust in ({}, {"trust_remote_code": False}):
+        with pytest.raises(ValueError, match=r"(?s)contains custom code.*trust_remote_code=True"):
+            AutoModelForCausalLM.from_pretrained(tmp_path, **trust)
+
+
+def test_a_folder_without_pairs_is_a_plain_model(tmp_path):
+    model = _decomposed(gpt2)  # full rank: every weight deploys dense
+    small = svdtrain.compact(model, {"input_ids": IDS}).eval()
+    save_compact_pretrained(model, small, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gpt2"
+    assert not (tmp_path / "modeling_svdtrain_compact.py").exists()
+    _close(GPT2LMHeadModel.from_pretrained(tmp_path).eval()(IDS).logits, small(IDS).logits)
+
+
+@pytest.mark.filterwarnings("ignore:svdtrain.decompose left")
+def test_untying_the_head_is_explicit_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = gpt2().eval()
+    ref, embedding = model(IDS).logits, model.transformer.wte.weight.detach().clone()
+    with pytest.warns(UserWarning, match=r"untied lm_head\.weight from transformer\.wte\.weight to factor it: its own "
+                                         r"copy adds 3,072 parameters \(12,288 bytes\)"):  # fmt: skip
+        svdtrain.decompose(model, untie=["lm_head.weight"])
+    assert "lm_head.weight" in svdtrain.factored_weights(model)
+    assert torch.equal(model.transformer.wte.weight, embedding)
+    assert model.config.tie_word_embeddings is False  # or tie_weights() and reloads would tie them again
+    _close(model(IDS).logits, ref)
+
+
+def test_an_untied_head_lets_gpt2_reach_3x_fewer_macs_and_the_folder_reloads(tmp_path):
+    build = lambda: gpt2(vocab_size=512, n_layer=1)  # noqa: E731 - the head is over half the MACs
+    inputs = {"input_ids": IDS}
+    tied = _decomposed(build)
+    with pytest.raises(ValueError, match="out of reach"):  # a dense head alone is over a third
+        svdtrain.prune(tied, svdtrain.MacsBudget(inputs, reduction=3))
+    torch.manual_seed(0)
+    model, dense = build().eval(), build().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        svdtrain.decompose(model, untie=["lm_head.weight"])
+    svdtrain.prune(model, svdtrain.MacsBudget(inputs, reduction=3))
+    small = svdtrain.compact(model, inputs).eval()
+    assert svdtrain.count_macs(small, inputs) * 3 <= svdtrain.count_macs(dense, inputs)
+    assert svdtrain.deployed_forms(model, small)["lm_head.weight"] == "pair"
+    save_compact_pretrained(model, small, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    _close(load_compact_pretrained(tmp_path, GPT2LMHeadModel)(IDS).logits, small(IDS).logits)
+    _close(AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()(IDS).logits,
+           small(IDS).logits)  # fmt: skip
 
 
 def test_reload_refuses_a_folder_without_a_spec(tmp_path):

@@ -264,13 +264,41 @@ def test_a_tied_weight_stays_dense_with_a_warning_and_is_refused_by_name():
     model = Tied()
     tokens = torch.randint(0, 10, (2, 5))
     ref = model(tokens)
-    with pytest.warns(UserWarning, match=r"head\.weight \(tied to embed\.weight: factoring it would untie them\)"):
+    with pytest.warns(UserWarning, match=r"head\.weight \(tied to embed\.weight: decompose\(untie=\['head\.weight'\]"):
         decompose(model)
     assert list(factored_weights(model)) == ["hidden.weight"]
     assert model.head.weight is model.embed.weight
     _close(model(tokens), ref)
     with pytest.raises(ValueError, match=r"cannot factor 'head\.weight': tied to embed\.weight"):
         decompose(Tied(), weights=["head.weight"])
+
+
+@pytest.mark.filterwarnings("ignore:svdtrain.decompose left")
+def test_untie_gives_a_tied_weight_its_own_copy_and_factors_it():
+    model = Tied()
+    tokens = torch.randint(0, 10, (2, 5))
+    ref, embedding = model(tokens), model.embed.weight.detach().clone()
+    with pytest.warns(UserWarning, match=r"untied head\.weight from embed\.weight to factor it: its own copy adds 60 "
+                                         r"parameters \(240 bytes\)"):  # fmt: skip
+        decompose(model, untie=["head.weight"])
+    assert list(factored_weights(model)) == ["hidden.weight", "head.weight"]
+    assert torch.equal(model.embed.weight, embedding) and model.embed.weight.requires_grad
+    _close(model(tokens), ref)
+    model.embed.weight.data.add_(1.0)  # the embedding no longer moves the head
+    assert not torch.equal(model.head.weight, model.embed.weight)
+
+
+def test_untie_leaves_an_untied_weight_alone_and_refuses_what_is_not_a_parameter():
+    model = nn.Sequential(nn.Linear(4, 4))
+    x = torch.randn(2, 4)
+    ref = model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing was tied: nothing to say
+        decompose(model, untie=["0.weight"])
+    _close(model(x), ref)
+    for bad in (["1.weight"], "0.weight"):
+        with pytest.raises(ValueError, match=r"untie"):
+            decompose(nn.Sequential(nn.Linear(4, 4)), untie=bad)
 
 
 def test_an_already_parametrized_weight_stays_dense_with_a_warning():

@@ -58,7 +58,8 @@ def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Modul
             holders = owners.get(id(getattr(module, param)), [])
             tied = [n for n, holder, attr in holders if (holder, attr) != (id(module), param)]
             if tied:
-                refused[prefix + param] = f"tied to {tied[0]}: factoring it would untie them"
+                refused[prefix + param] = (f"tied to {tied[0]}: decompose(untie=[{prefix + param!r}]) factors "
+                                           "its own copy")  # fmt: skip
             elif parametrize.is_parametrized(module, param):
                 refused[prefix + param] = "already parametrized (weight_norm, spectral_norm, ...)"
             else:
@@ -77,6 +78,7 @@ def decompose(
     rank: int | float | None = None,
     *,
     weights: Iterable[str] | None = None,
+    untie: Iterable[str] = (),
 ) -> nn.Module:
     """Factor, in place, every supported weight matrix of ``model`` as U diag(s) Vh; returns ``model``.
 
@@ -95,15 +97,21 @@ def decompose(
         rank: keep only this many singular values per weight from the start (an int, or a
             fraction of each weight's full rank): truncated SVD in one call. Default: all.
         weights: factor exactly these weight names; any that cannot be factored is an error.
+        untie: weight names that may be tied to another (GPT-2's ``"lm_head.weight"`` and its
+            token embedding): each gets its own copy, a new parameter, which is then factored;
+            the other keeps the shared tensor unchanged. A warning states the copy's memory,
+            and a Hugging Face config's ``tie_word_embeddings`` becomes False so that
+            ``tie_weights()`` and a reload do not tie them again. A name that is not tied is
+            left as it is.
 
     Weights that are not factored (no entry for the module type, a grouped conv, an LSTM with
-    proj_size, a weight tied to another such as GPT-2's lm_head and token embedding) are named
-    in one warning with the reason.
+    proj_size, a weight tied to another such as GPT-2's lm_head and token embedding, unless
+    named in ``untie``) are named in one warning with the reason.
 
     Raises:
         ValueError: unknown scheme/init, a model already decomposed, nothing to decompose, a
             model with weights on the meta device (no values to factor), or a weight in
-            ``weights`` that does not exist or cannot be factored.
+            ``weights`` or ``untie`` that does not exist or cannot be factored.
 
     Example:
         >>> net = decompose(nn.Sequential(nn.Linear(8, 4)))
@@ -122,9 +130,10 @@ def decompose(
     existing = factored_weights(model)
     if existing:
         raise ValueError(f"model is already decomposed (weight {next(iter(existing))!r} is factored); decompose once")
-    found, refused = _candidates(model, scheme)
     if isinstance(weights, str):
         raise ValueError(f"weights must be a list of weight names, got the string {weights!r}")
+    _untie(model, untie)
+    found, refused = _candidates(model, scheme)
     if weights is not None:
         wanted = list(dict.fromkeys(weights))
         for name in wanted:
@@ -150,6 +159,30 @@ def decompose(
         warnings.warn(f"svdtrain.decompose left {len(refused)} weight(s) dense: {_listing(refused)}", stacklevel=2)
     log.info("factored %d weights (scheme=%s, init=%s)", len(found), scheme, init)
     return model
+
+
+def _untie(model: nn.Module, names: Iterable[str]) -> None:
+    """Give each weight in ``names`` that is tied to another its own copy, in place."""
+    if isinstance(names, str):
+        raise ValueError(f"untie must be a list of weight names, got the string {names!r}")
+    owners, tied = _owners(model), []
+    for name in dict.fromkeys(names):
+        fqn, _, param = name.rpartition(".")
+        module = dict(model.named_modules()).get(fqn)
+        weight = getattr(module, param, None) if module is not None and param else None
+        if not isinstance(weight, nn.Parameter):
+            raise ValueError(f"untie names {name!r}, which is not a parameter of this model")
+        others = [n for n, holder, attr in owners[id(weight)] if (holder, attr) != (id(module), param)]
+        if others:
+            tied.append((name, module, param, weight, others[0]))
+    for name, module, param, weight, other in tied:
+        setattr(module, param, nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad))
+        warnings.warn(f"svdtrain.decompose untied {name} from {other} to factor it: its own copy adds "
+                      f"{weight.numel():,} parameters ({weight.numel() * weight.element_size():,} bytes)",
+                      stacklevel=3)  # fmt: skip
+    config = getattr(model, "config", None)
+    if tied and getattr(config, "tie_word_embeddings", False) is True:
+        config.tie_word_embeddings = False  # else Hugging Face's tie_weights() and from_pretrained tie them again
 
 
 def _selected(model: nn.Module, name: str, filter_fn: FilterFn, fqns: dict[int, str]) -> bool:

@@ -13,7 +13,7 @@ from torch import nn
 from svdtrain.layers import FactoredWeight
 from svdtrain.surgery.compact import compact, deployed_forms
 from svdtrain.surgery.decompose import decompose
-from svdtrain.surgery.walk import factored_weights, require_factored_weights
+from svdtrain.surgery.walk import factored_weights, require_factored_weights, tied_names
 
 SPEC_FORMAT = "svdtrain-compact"
 SPEC_VERSION = 2
@@ -45,7 +45,8 @@ def check_spec(spec: object) -> dict:
 def rebuild_compact(model: nn.Module, spec: dict) -> nn.Module:
     """The compact structure of ``spec`` built on ``model`` (a dense model of the same
     architecture; its weights do not matter and it is changed in place). Load the compact
-    state dict into the result.
+    state dict into the result. A weight of the spec that is tied in ``model`` (an output
+    head untied by ``decompose(untie=...)``) gets its own copy, as it had when saved.
 
     Raises:
         ValueError: a malformed spec, or one that does not fit ``model``.
@@ -53,7 +54,8 @@ def rebuild_compact(model: nn.Module, spec: dict) -> nn.Module:
     weights = check_spec(spec)["weights"]
     schemes = {entry["view"] for entry in weights.values() if entry["view"] in ("channel", "spatial")}
     scheme = "spatial" if "spatial" in schemes else "channel"
-    decompose(model, scheme=scheme, init="random", weights=list(weights))
+    untie = sorted(tied_names(model) & set(weights))  # an output head untied when it was factored
+    decompose(model, scheme=scheme, init="random", weights=list(weights), untie=untie)
     for name, handle in factored_weights(model).items():
         entry = weights[name]
         if handle.view != entry["view"]:

@@ -22,6 +22,14 @@ def factored_weights(model: nn.Module) -> dict[str, FactoredWeight]:
     return found
 
 
+def tied_names(model: nn.Module) -> set[str]:
+    """Parameter names that share their tensor with another name (saved once)."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {name for group in names.values() if len(group) > 1 for name in group}
+
+
 def require_factored_weights(model: nn.Module) -> dict[str, FactoredWeight]:
     weights = factored_weights(model)
     if not weights:

@@ -20,6 +20,7 @@ from torch import nn
 
 from svdtrain.io import atomic_write, atomic_write_text
 from svdtrain.surgery import decompose, factored_weights
+from svdtrain.surgery.walk import tied_names
 
 
 class CorruptCheckpoint(ValueError):
@@ -165,7 +166,8 @@ def rebuild_svd_model(dense: nn.Module, scheme: str, ranks: dict[str, int]) -> n
     if old:
         raise ValueError(f"the saved ranks name module {old[0]!r}, not a weight: a checkpoint from an older "
                          f"svdtrain (ranks were per module then); re-run its stages with this version")
-    model = decompose(dense, scheme=scheme, init="random", weights=list(ranks))
+    untie = sorted(tied_names(dense) & set(ranks))  # an output head untied when it was factored
+    model = decompose(dense, scheme=scheme, init="random", weights=list(ranks), untie=untie)
     shrink_to(model, ranks)
     return model
 

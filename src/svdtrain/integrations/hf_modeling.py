@@ -1,0 +1,37 @@
+"""Modeling code of a compact svdtrain model, written into its folder by svdtrain's
+save_compact_pretrained: the folder loads with transformers alone,
+
+    AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+
+(or the Auto class of the original model). The model is the original transformers class
+with some layers replaced by thin pairs of plain torch layers; ``svdtrain_compact.modules``
+in config.json describes each replacement. Needs only torch and transformers: never svdtrain.
+"""
+
+import re
+
+from torch import nn
+from transformers import GPT2Config as BaseConfig, GPT2LMHeadModel as BaseModel  # the original classes
+
+LAYERS = {"Linear": nn.Linear, "Conv1d": nn.Conv1d, "Conv2d": nn.Conv2d}
+
+
+class CompactConfig(BaseConfig):
+    model_type = "svdtrain_compact"
+
+
+class CompactModel(BaseModel):
+    config_class = CompactConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        compact = config.svdtrain_compact
+        for fqn, layers in compact["modules"].items():
+            parent, _, child = fqn.rpartition(".")
+            pair = nn.Sequential(*(LAYERS[layer["class"]](**layer["args"]) for layer in layers))
+            setattr(self.get_submodule(parent), child, pair)
+        # The weights file holds a 0-size tensor under each replaced layer's dense name, so that
+        # loading it into the original class fails on a size mismatch instead of silently
+        # initializing those layers afresh; here they are expected and ignored.
+        guards = {"^" + re.escape(name) + "$" for name in compact["guards"]}
+        self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ()) | guards
