@@ -75,3 +75,11 @@ def test_an_unreachable_target_is_refused_before_anything_trains(tmp_path, capsy
     assert len(err.splitlines()) == 1
     assert "target_reduction 1e+09 is out of reach for digits_cnn: even rank 1 in every factored weight cuts" in err
     assert not any(out.glob("start*"))
+
+
+def test_an_unreachable_speed_target_is_refused_before_anything_trains(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--target-speedup", "1000", "--energy", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a 1000x speedup is out of reach here: even the fastest ranks measure" in err
+    assert not any(out.glob("start*"))

@@ -30,7 +30,7 @@ from svdtrain.pipeline.config import RunConfig, recipe_summary
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.regularization import Regularization
-from svdtrain.pipeline.pruner import Pruner, speed_timing
+from svdtrain.pipeline.pruner import Pruner, policy_from_config, speed_timing
 from svdtrain.pipeline.report import write_report
 from svdtrain.pipeline.run_data import Data, load_data
 from svdtrain.pipeline.run_folder import STAGES, RunFolder
@@ -300,15 +300,21 @@ class Experiment:
             self.run_stage(stage)
 
     def check_target_reach(self) -> None:
-        """Refuse a MACs target no ranks can meet before anything trains: the deepest cut is
-        every factored weight at rank 1, which shapes alone decide."""
-        target = self.config.prune.target_reduction
-        if not target:
+        """Refuse a MACs or speed target no ranks can meet before anything trains: the deepest
+        MACs cut is every factored weight at rank 1, which shapes alone decide; the fastest
+        ranks are measured as the prune stage will measure them, on the full-rank model."""
+        target, speedup = self.config.prune.target_reduction, self.config.prune.target_speedup
+        if not (target or speedup):
             return
         dense = self.dense_model()
         with warnings.catch_warnings():  # what stays dense is said once, when the start stage decomposes
             warnings.simplefilter("ignore")
-            floor = decompose(copy.deepcopy(dense), scheme=self.config.start.scheme, init="random", rank=1)
+            floor = decompose(copy.deepcopy(dense), scheme=self.config.start.scheme, init="random",
+                              rank=None if speedup else 1)  # fmt: skip
+        if speedup:
+            policy = policy_from_config(self.config.prune, example=self.data.example, speed_example=self.speed_example,
+                                        baseline_macs=count_macs(dense, self.data.example))  # fmt: skip
+            return policy.check_reach(floor)
         reach = count_macs(dense, self.data.example) / count_macs(floor, self.data.example)
         if reach < target:
             raise ValueError(f"target_reduction {target:g} is out of reach for {self.config.model}: even rank 1 in "

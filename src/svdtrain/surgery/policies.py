@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from svdtrain.linalg import check_energy, check_positive_int, check_threshold, energy_rank, threshold_rank
-from svdtrain.surgery.allocate import greedy_ranks
+from svdtrain.surgery.allocate import Costs, greedy_ranks
 from svdtrain.surgery.budget import energy_for_macs, macs_costs
 from svdtrain.surgery.latency import measured_costs
 from svdtrain.surgery.macs import Inputs, count_macs
@@ -155,12 +155,23 @@ class Speedup:
             check_positive_int(name, getattr(self, name))
 
     def ranks(self, model: nn.Module, calibration: Calibration | None = None) -> dict[str, int]:
+        costs, start = self._measured(model)
+        now = costs.total(start)
+        self._check_reach(now / costs.floor())
+        return greedy_ranks(costs, spectra(model, calibration), start, now / self.factor)
+
+    def check_reach(self, model: nn.Module) -> None:
+        """Refuse, before any training, a factor even the fastest measured ranks miss."""
+        costs, start = self._measured(model)
+        self._check_reach(costs.total(start) / costs.floor())
+
+    def _measured(self, model: nn.Module) -> tuple[Costs, dict[str, int]]:
         layers = require_factored_weights(model)
         timed, example = deployed_as(model, self.example, self.device, self.dtype)
         costs = measured_costs(timed, example, multiple=self.multiple, points=self.points, rounds=self.rounds)
-        start = {name: layers[name].rank for name in costs.weights}
-        now, floor = costs.total(start), costs.floor()
-        if floor > now / self.factor:
+        return costs, {name: layers[name].rank for name in costs.weights}
+
+    def _check_reach(self, reach: float) -> None:
+        if reach < self.factor:
             raise ValueError(f"a {self.factor:g}x speedup is out of reach here: even the fastest ranks measure "
-                             f"{now / floor:.2f}x")  # fmt: skip
-        return greedy_ranks(costs, spectra(model, calibration), start, now / self.factor)
+                             f"{reach:.2f}x")  # fmt: skip
