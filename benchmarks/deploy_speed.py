@@ -167,9 +167,9 @@ def main() -> None:
                         print(f"{name:<9} {setting:<22} {dtype_name} {mode:<8} MACs/{realized:4.2f}  dense "
                               f"{1e3 * medians['dense']:9.1f} ms  compact {1e3 * medians[reduction]:9.1f} ms  "
                               f"speedup {speedup:4.2f}", flush=True)  # fmt: skip
-    if args.json:
-        write_results(args.json, "deploy_speed", {"device": str(device), "rounds": args.rounds,
-                                                  "multiple": args.multiple, "rows": rows})  # fmt: skip
+                    if args.json:  # after each setting: a run cut off keeps what it measured
+                        write_results(args.json, "deploy_speed", {"device": str(device), "rounds": args.rounds,
+                                                                  "multiple": args.multiple, "rows": rows})  # fmt: skip
 
 
 if __name__ == "__main__":
