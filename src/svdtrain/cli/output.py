@@ -18,7 +18,8 @@ def format_report(report: dict) -> str:
         f"{'compact':<10} {small[metric]:>9.4f} {small['macs']:>12,} {small['params']:>10,}",
         f"MACs reduction {base['macs'] / small['macs']:.2f}x, {change}",
         "",
-        f"{'weight':<{width}} {'rank':>5} / {'full':<5}",
+        f"{'weight':<{width}} {'rank':>5} / {'full':<5} form",
     ]
-    lines += [f"{layer['name']:<{width}} {layer['rank']:>5} / {layer['full_rank']:<5}" for layer in report["layers"]]
+    lines += [f"{layer['name']:<{width}} {layer['rank']:>5} / {layer['full_rank']:<5} {layer.get('form', '')}"
+              for layer in report["layers"]]  # fmt: skip
     return "\n".join(lines)

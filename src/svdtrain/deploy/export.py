@@ -100,6 +100,11 @@ def export_compact(
             "torch_export_max_abs_diff": _max_abs_diff(torch.export.load(out_dir / "model.pt2").module()(example), reference),
             "reload_max_abs_diff": _max_abs_diff(load_compact(out_dir)(example), reference),
         }  # fmt: skip
+        if choose == "measured":  # the layers whose pair, cheaper in MACs, measured slower: kept dense
+            by_macs = compact_spec(model, compact(model, timed_on))["weights"]
+            result["dense_as_pairs_measured_slower"] = sorted(
+                name for name, entry in spec["weights"].items() if entry["form"] == "dense"
+                and by_macs[name]["form"] == "pair")  # fmt: skip
         if scripted is not None:
             result["files"].insert(2, "model.torchscript.pt")
             result["torchscript_max_abs_diff"] = _max_abs_diff(reloaded_script(example), reference)

@@ -269,6 +269,10 @@ class Experiment:
         if drifted:  # an export that does not reproduce the model: say so, it is not an error of the run
             self.log(f"export: WARNING exported outputs differ from the model's: {drifted} (a model this sensitive "
                      "to round-off, e.g. a recurrent net with large weights, amplifies runtime differences)")
+        if info.get("dense_as_pairs_measured_slower"):
+            slower = info["dense_as_pairs_measured_slower"]
+            self.log(f"export: {len(slower)} weight(s) stay dense, their pairs measured slower on "
+                     f"{c.prune.speed_device} in {c.prune.speed_dtype}: {', '.join(slower)}")  # fmt: skip
         self.log(f"export: compact {self.describe({k: info[k] for k in self.task.reported})}, "
                  f"{info['macs']:,} MACs -> {out}")  # fmt: skip
         save_checkpoint(self.folder.stage("export"), {"stage": "export", "info": info,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Callable, Protocol
 
 from torch import nn
@@ -46,7 +47,9 @@ def write_report(experiment: FinishedRun) -> dict:
         if f"{key}_before_bn_recalibration" in records["prune"]:
             stages["prune"][f"{key}_before_bn_recalibration"] = records["prune"][f"{key}_before_bn_recalibration"]
     stages["export"] = {**metrics(info), "seconds": round(export["seconds"], 2)}
-    layers = [{"name": name, "full_rank": handle.full_rank, "rank": handle.rank}
+    spec = json.loads((folder.export / "spec.json").read_text())
+    forms = {name: entry["form"] for name, entry in spec["weights"].items()}
+    layers = [{"name": name, "full_rank": handle.full_rank, "rank": handle.rank, "form": forms.get(name, "dense")}
               for name, handle in factored_weights(model).items()]  # fmt: skip
     baseline = records["start"]["baseline"]
     report = {
