@@ -83,8 +83,8 @@ from svdtrain.train.step import StepLoss
 _real, _calls = StepLoss._eager, [0]
 
 
-def _planted(self, inputs, targets, regularize):
-    loss, outputs, task_loss = _real(self, inputs, targets, regularize)
+def _planted(self, batch, regularize):
+    loss, outputs, task_loss = _real(self, batch, regularize)
     _calls[0] += 1
     if os.environ.get("RANK") == "1" and _calls[0] == 3:
         loss = loss * float("nan")

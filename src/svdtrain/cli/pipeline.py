@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from contextlib import ExitStack
+from pathlib import Path
 
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.distributed import Distributed
+from svdtrain.pipeline.config import RunConfig
 from svdtrain.pipeline.experiment import STAGES, Experiment
 from svdtrain.pipeline.run_folder import RunFolder
 
@@ -59,11 +61,20 @@ def _held(folder: RunFolder, dist: Distributed) -> ExitStack:
     return held
 
 
+def _check_checkpoint(config: RunConfig) -> None:
+    """A starting checkpoint that is not there, found by every process before any of them waits
+    for another (under torchrun one process failing alone would leave the rest at a barrier)."""
+    path = config.start.checkpoint
+    if config.start.init == "svd" and path and not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+
+
 def run_all(args: argparse.Namespace) -> int:
     """All stages. Under torchrun every process checks the folder and the config alike (so a
     mistake stops them all with the same message); rank 0 alone prepares and writes."""
     dist = Distributed.from_environment()
     config = config_from(args, continuing=args.resume)
+    _check_checkpoint(config)
     folder = RunFolder(args.out)
     folder.prepare(overwrite=args.overwrite, resume=args.resume, check_only=True)
     saved = saved_config(folder) if args.resume else None
@@ -97,6 +108,8 @@ def run_stage(args: argparse.Namespace) -> int:
     if args.stage != "start" and not folder.written_files():  # before the config: its errors would mislead
         raise ValueError(f"{folder.path} holds no run: run 'svdtrain start' or 'svdtrain run' there first")
     config = config_from(args, continuing=True)
+    if args.stage == "start":
+        _check_checkpoint(config)
     with _held(folder, dist):
         dist.barrier()
         if dist.is_main:
