@@ -13,7 +13,7 @@ recurrent: why W_hh deploys dense: a fused dense LSTM layer against the same lay
   step in Python with its recurrent matrix factored at rank h/2 and h/4.
 speed: the compact model at about 2x and 3x fewer MACs (greedy ranks, multiples of 8)
   against dense, in torch eager and ONNX Runtime, at batch 1 and 16 sequences; speedup over
-  the MACs reduction as in BENCHMARKS.md section 5.
+  the MACs reduction as in BENCHMARKS.md section 2.
 
     python benchmarks/sequence_models.py train --models lstm:32,gpt:32
     python benchmarks/sequence_models.py speed --models lstm,lstm_paper,gpt

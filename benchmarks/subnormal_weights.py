@@ -1,7 +1,7 @@
 """What subnormal weights cost a CPU training step, and what flushing them to zero saves
 (``run: flush_denormals``, on by default in the pipeline).
 
-Fine-tuning a truncated ResNet-20 (BENCHMARKS.md section 11) drove a few hundred entries of
+Fine-tuning a truncated ResNet-20 (BENCHMARKS.md section 3.4) drove a few hundred entries of
 layer3's Vh factors below float32's smallest normal number (1.2e-38) while its epochs slowed
 from 110 s to 278 s. Here such entries are made on purpose: ResNet-20 decomposed channel-wise
 (SVD init), ``--fraction`` of the entries of every layer3 Vh set to 1e-39, one training step

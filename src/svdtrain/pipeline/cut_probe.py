@@ -60,7 +60,7 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
         ValueError: without a checkpoint or a MACs target; FileNotFoundError: no such checkpoint.
 
     ``probe_cut(resolve_config("cpu-resnet20-channel-hoyer", overrides={"target_reduction": 3})).kept``
-    is 0.63 for the adapted ResNet-20 of BENCHMARKS.md section 11.
+    is 0.63 for the adapted ResNet-20 of BENCHMARKS.md section 4.2.
     """
     if config.task != "classification":
         raise ValueError(f"the cut probe compares accuracies: it takes classification runs, not task {config.task}")
@@ -90,7 +90,7 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
 
 
 # Where SVD training (the budget recipe) and activation-aware truncation were compared at the same
-# MACs and epochs from the same adapted model (BENCHMARKS.md section 11; points in
+# MACs and epochs from the same adapted model (BENCHMARKS.md section 4; points in
 # benchmarks/results/cut_probe_points.json): the share of the starting accuracy the cut kept on
 # training images, and the budget recipe's margin over truncation in test points (+: SVD training won).
 EVIDENCE = (
@@ -106,7 +106,7 @@ BUDGET_BELOW_KEPT = 0.70
 LIMITS = ("six points, all CIFAR-10 ResNets on 2-core CPU schedules (4 SVD + 5 fine-tuning epochs), the line "
           "drawn through the points it was fitted on; an out-of-sample check reported in issue 22 (another ResNet "
           "depth, channel-wise 3x, two seeds, GPU; not recorded in BENCHMARKS.md) kept 66.5% and the budget recipe "
-          "ended level with truncation (+0.08), not ahead. Near the line, run both (BENCHMARKS.md section 11)")
+          "ended level with truncation (+0.08), not ahead. Near the line, run both (BENCHMARKS.md section 4.1)")
 
 
 def recommendation(probe: CutProbe) -> str:

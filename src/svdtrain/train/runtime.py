@@ -21,7 +21,7 @@ def denormals_flushed(on: bool) -> Iterator[None]:
     """Within the block, subnormal floats count as zero (x86 FTZ/DAZ); as before after it.
 
     Training drives some weights geometrically towards zero (a dead input channel's entries of
-    Vh after truncation, BENCHMARKS.md section 11), and steps that touch subnormal values run
+    Vh after truncation, BENCHMARKS.md section 3.4), and steps that touch subnormal values run
     slower (benchmarks/subnormal_weights.py); values below 1.2e-38 lose nothing. The flag is
     per thread and worker threads copy it when they start: a run sets it before its first
     parallel operation, and restoring it reaches this thread only."""

@@ -3,7 +3,7 @@
 Milestones below 1 are fractions of the stage, so a preset's ``[0.75]`` means three quarters
 of the stage however many epochs it has. Counting in steps matters for short stages: rounded to
 whole epochs, 0.75 of a 1- or 2-epoch stage rounds to its end (Python rounds 1.5 to 2), and the
-rate never dropped there while a 3-epoch stage got a full low-rate epoch (BENCHMARKS.md
+rate never dropped there while a 3-epoch stage got a full low-rate epoch (benchmarks/JOURNAL.md
 section 11: it decided the GPT comparison of SVD training with truncation).
 
 The milestones restart in every stage (``lr_schedule: stage``, the paper's), or SVD training

@@ -134,7 +134,7 @@ class OptimConfig(Section):
     compile_mode: Literal[COMPILE_MODES] = option("default", "with compile: torch.compile's mode; reduce-overhead "
                                                   "replays the step as CUDA graphs on a GPU")  # fmt: skip
     channels_last: bool = option(False, "images: train on NHWC batches, which convolutions run faster in (oneDNN, "
-                                 "cuDNN); measured in BENCHMARKS.md section 2")  # fmt: skip
+                                 "cuDNN); measured in BENCHMARKS.md section 3.2")  # fmt: skip
 
     def validate(self) -> None:
         if self.compile_mode != "default" and not self.compile:
@@ -183,9 +183,9 @@ class PruneConfig(Section):
     target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (torch eager, on "
                                     "speed_device in speed_dtype)")  # fmt: skip
     speed_batch_size: PositiveInt = option(1, "the batch size target_speedup is timed (and the export chosen) at")
-    speed_device: Annotated[str, checked(_speed_device)] = option("cpu", "where target_speedup times the layers and the "
-                                                            "export chooses their forms: the deployment's device "
-                                                            "(cpu, cuda, cuda:N)")  # fmt: skip
+    speed_device: Annotated[str, checked(_speed_device)] = option(
+        "cpu", "where target_speedup times the layers and the export chooses their forms: the deployment's device "
+        "(cpu, cuda, cuda:N)")  # fmt: skip
     speed_dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "the dtype target_speedup and the export time the "
                                                           "layers in: the deployment's")  # fmt: skip
     target_reduction: Target = option(0.0, "> 1: cut MACs by this factor, ranks chosen by rank_allocation")  # fmt: skip
