@@ -47,11 +47,13 @@ def optimizer_follows(model: nn.Module, optimizer: torch.optim.Optimizer | None)
     """Within the block, pruning may replace ``model``'s factors; after it, ``optimizer`` holds
     the new ones in place of the old, in the same groups (so a learning-rate scheduler, a
     Trainer or a wrapper holding the optimizer keeps working). Factors that stayed keep their
-    state (Adam moments, momentum); replaced ones start fresh. None: nothing to follow."""
+    state (Adam moments, momentum); replaced ones start fresh. None: nothing to follow. A
+    wrapper that keeps the optimizer as ``.optimizer`` (accelerate's) is looked through."""
     before = {name: handle.factors for name, handle in factored_weights(model).items()}
     yield
     if optimizer is None:
         return
+    optimizer = getattr(optimizer, "optimizer", optimizer)
     replaced = {}  # id(old factor) -> the new one
     for name, handle in factored_weights(model).items():
         replaced.update({id(old): new for old, new in zip(before.get(name, ()), handle.factors) if old is not new})

@@ -11,9 +11,10 @@ from torch import nn
 from svdtrain.surgery import (
     Energy, MacsBudget, RankPolicy, Threshold, calibrate, compact, count_macs, decompose, factored_weights, prune,
 )  # fmt: skip
+from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
-from svdtrain.tasks.base import to_device
+from svdtrain.tasks.base import Task, to_device
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
 from svdtrain.train.regularization import Regularization, RegularizationTerms
@@ -91,8 +92,8 @@ class SVDTraining:
         (1/target_reduction)^(k/K) of the dense MACs at the k-th of K, so each cut shrinks the
         model by the same factor and the last reaches the target. ``optimizer`` is kept in step
         (:func:`~svdtrain.train.optimizer.optimizer_follows`); ``batches`` (an iterable read
-        twice, e.g. a DataLoader) feed the calibration and BatchNorm re-estimation. Returns the
-        kept ranks.
+        twice, e.g. a DataLoader, of tensors, ``(inputs, targets)`` pairs or dicts of keyword
+        inputs) feed the calibration and BatchNorm re-estimation. Returns the kept ranks.
 
         Raises:
             ValueError: no gradual cuts configured, or all of them done.
@@ -130,6 +131,13 @@ class SVDTraining:
         with optimizer_follows(self.model, optimizer):
             ranks = prune(self.model, policy, calibration=calibration)
         if on_device is not None and c.bn_recalibration_batches:
-            recalibrate_batchnorm(self.model, on_device(), c.bn_recalibration_batches, device)
+            recalibrate_batchnorm(self.model, on_device(), c.bn_recalibration_batches, device, _AnyBatch())
         self._terms = None  # new factors: group them again
         return ranks
+
+
+class _AnyBatch(Task):
+    """Batches read as :func:`svdtrain.calibrate` reads them (tensors, pairs, keyword dicts)."""
+
+    def forward(self, model: nn.Module, batch: object) -> object:
+        return call_on_batch(model, batch)
