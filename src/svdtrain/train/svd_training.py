@@ -84,7 +84,7 @@ class SVDTraining:
         if c.target_reduction:
             budget = max_macs if max_macs is not None else int(self.baseline_macs / c.target_reduction)
             multiple = c.rank_multiple if c.rank_allocation == "greedy" else 1
-            return MacsBudget(self.example, max_macs=budget, allocation=c.rank_allocation, multiple=multiple)
+            return MacsBudget(self._example(self.example), max_macs=budget, allocation=c.rank_allocation, multiple=multiple)
         return Threshold(c.threshold) if c.threshold else Energy(c.energy)
 
     def cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None) -> dict[str, int]:
@@ -117,7 +117,11 @@ class SVDTraining:
     def finish(self, example: Inputs | None = None, **compact_options) -> nn.Module:
         """A compact copy of the model as it is now (prune first), made of plain torch layers:
         :func:`svdtrain.compact` on ``example`` (default: the one given at construction)."""
-        return compact(self.model, example if example is not None else self.example, **compact_options)
+        return compact(self.model, self._example(example if example is not None else self.example), **compact_options)
+
+    def _example(self, example: Inputs | None) -> Inputs | None:
+        """``example`` where the model is now (a Trainer may have moved it)."""
+        return to_device(example, next(self.model.parameters()).device)
 
     def _prune(self, policy: RankPolicy, optimizer: torch.optim.Optimizer | None,
                batches: Iterable | None) -> dict[str, int]:  # fmt: skip
