@@ -83,8 +83,8 @@ class SVDTraining:
         c = self.config
         if c.target_reduction:
             budget = max_macs if max_macs is not None else int(self.baseline_macs / c.target_reduction)
-            multiple = c.rank_multiple if c.rank_allocation == "greedy" else 1
-            return MacsBudget(self._example(self.example), max_macs=budget, allocation=c.rank_allocation, multiple=multiple)
+            return MacsBudget(self._example(self.example), max_macs=budget, allocation=c.rank_allocation,
+                              multiple=c.rank_multiple)  # the config allows a multiple > 1 with greedy only
         return Threshold(c.threshold) if c.threshold else Energy(c.energy)
 
     def cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None) -> dict[str, int]:
