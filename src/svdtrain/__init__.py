@@ -1,6 +1,7 @@
 """svdtrain: SVD training (Yang et al., CVPRW 2020) for PyTorch models.
 
-decompose -> train with orthogonality_loss + sparsity_loss -> prune -> compact.
+decompose -> train with orthogonality_loss + sparsity_loss -> prune -> compact; or, in any
+training loop, SVDTraining(model, SVDTrainingConfig(...)) with its loss(), prune() and finish().
 """
 
 from svdtrain.layers import FactoredWeight, SVDWeight, WeightKind, register
@@ -28,11 +29,15 @@ from svdtrain.surgery import (
     sparsity_loss,
     factored_weights,
 )
+from svdtrain.train.svd_config import SVDTrainingConfig
+from svdtrain.train.svd_training import SVDTraining
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FactoredWeight",
+    "SVDTraining",
+    "SVDTrainingConfig",
     "SVDWeight",
     "WeightKind",
     "Calibration",

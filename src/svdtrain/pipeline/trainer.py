@@ -19,6 +19,7 @@ from svdtrain.pipeline.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed, unwrapped
 from svdtrain.train.loop import evaluate_metrics, train_epoch
+from svdtrain.train.optimizer import fresh_state, param_groups
 from svdtrain.train.regularization import Regularization
 from svdtrain.train.progress import format_eta, progress_bar
 from svdtrain.pipeline.run_data import Data
@@ -53,15 +54,7 @@ class Trainer:
         and decaying s would add an L2 pull that fights the chosen sparsity term. The singular
         values get their own group, at ``s_lr_scale`` times the learning rate."""
         o = self.config.optim
-        handles = factored_weights(model).values()
-        singular = {id(handle.s) for handle in handles}
-        vectors = {id(p) for handle in handles for p in (handle.U, handle.Vh)}
-        groups = [
-            {"params": [p for p in model.parameters() if id(p) not in singular | vectors], "weight_decay": o.weight_decay},
-            {"params": [p for p in model.parameters() if id(p) in vectors], "weight_decay": 0.0},
-            {"params": [p for p in model.parameters() if id(p) in singular], "weight_decay": 0.0, "lr": lr * s_lr_scale},
-        ]
-        groups = [{"lr": lr, **g} for g in groups if g["params"]]
+        groups = param_groups(model, lr, weight_decay=o.weight_decay, s_lr_scale=s_lr_scale)
         for group in groups:
             group["initial_lr"] = group["lr"]
         # fused: one kernel for all parameters, and it skips a non-finite step on the device
@@ -182,14 +175,13 @@ class Trainer:
 def _carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """``new`` with ``old``'s state (Adam moments, momentum) for the parameters both hold:
     pruning replaces the factors it shrinks, the rest keep what they learned. A new parameter
-    of a momentum SGD gets a zero buffer (its first step then moves it by its gradient, as a
-    fresh buffer would): fused SGD takes a group whose buffers are all set or all missing."""
+    starts fresh (:func:`svdtrain.train.optimizer.fresh_state`)."""
     for group in new.param_groups:
         for param in group["params"]:
             if param in old.state:
                 new.state[param] = old.state[param]
-            elif isinstance(new, torch.optim.SGD) and group["momentum"]:
-                new.state[param] = {"momentum_buffer": torch.zeros_like(param)}
+            else:
+                fresh_state(new, group, param)
     return new
 
 

@@ -124,13 +124,14 @@ class Calibration:
         layer.set_factors_(left, s, right)
 
 
-def _call(model: nn.Module, batch: object) -> None:
+def call_on_batch(model: nn.Module, batch: object) -> object:
+    """``model``'s outputs on one training batch: a tensor, an ``(inputs, targets)`` pair (the
+    inputs), or a dict of keyword inputs (a Hugging Face batch)."""
     if isinstance(batch, dict):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):  # (inputs, targets): the inputs
-        model(batch[0])
-    else:
-        model(batch)
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(batch[0])
+    return model(batch)
 
 
 @torch.no_grad()
@@ -175,7 +176,7 @@ def calibrate(
             for batch in batches:
                 if max_batches is not None and seen >= max_batches:
                     break
-                _call(model, batch)
+                call_on_batch(model, batch)
                 seen += 1
     finally:
         for handle in handles:

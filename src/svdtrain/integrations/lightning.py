@@ -1,0 +1,54 @@
+"""PyTorch Lightning with SVD training: the module adds the term, :class:`SVDCallback` cuts.
+
+The regularizers change what the model learns, so, as Lightning asks of anything a model needs
+to train, they go in the LightningModule: ``training_step`` returns ``task loss + svd.loss()``
+(a callback cannot change the loss: ``on_before_backward`` only sees it). The schedule around
+them is a callback, as Lightning's own ``ModelPruning`` is::
+
+    svd = svdtrain.SVDTraining(net, svdtrain.SVDTrainingConfig(target_reduction=2.0), example=x)
+    module = MyModule(net, svd)                  # training_step: return loss + self.svd.loss()
+    L.Trainer(max_epochs=10, callbacks=[SVDCallback(svd)]).fit(module, loader)  # ends pruned
+    L.Trainer(max_epochs=2).fit(module, loader)  # optional fine-tuning: a fresh optimizer
+    small = svd.finish()                         # plain torch layers
+
+``configure_optimizers`` may use ``svd.param_groups(lr)`` (U, s, Vh never decayed). A second
+``fit`` calls it again, so the optimizer holds the pruned factors. Gradual cuts assume one
+process and one optimizer: a DDP wrapper holds the parameters it was built with.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+from svdtrain.train.svd_training import SVDTraining
+
+
+class SVDCallback(pl.Callback):
+    """Gradual cuts at epoch ends (the optimizer kept in step), and the prune by the config's
+    rule when training ends (calibrated on the training batches where the config asks).
+
+    Raises:
+        RuntimeError: a training step that did not call ``svd.loss()``, or gradual cuts with
+            other than one optimizer.
+    """
+
+    def __init__(self, svd: SVDTraining) -> None:
+        self.svd = svd
+        self._steps_seen = svd.steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.svd.steps == self._steps_seen:
+            raise RuntimeError("training_step never called svd.loss(): return task loss + svd.loss()")
+        self._steps_seen = self.svd.steps
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        svd = self.svd
+        if svd.pruned or svd.cuts >= svd.config.gradual_cuts:
+            return
+        if len(trainer.optimizers) != 1:
+            raise RuntimeError(f"gradual cuts keep one optimizer in step; this module has {len(trainer.optimizers)}")
+        svd.cut(trainer.optimizers[0], trainer.train_dataloader)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.svd.pruned:
+            self.svd.prune(batches=trainer.train_dataloader)

@@ -1,0 +1,103 @@
+"""SVDTraining in a loop of one's own: its loss, its cuts (the optimizer following them), its config."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import svdtrain
+from svdtrain import SVDTraining, SVDTrainingConfig
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(16 * 4 * 4, 10))  # fmt: skip
+
+
+def _batch():
+    return torch.randn(8, 3, 4, 4), torch.randint(0, 10, (8,))
+
+
+def _train(net: nn.Module, svd: SVDTraining, optimizer: torch.optim.Optimizer, steps: int = 3) -> None:
+    x, y = _batch()
+    for _ in range(steps):
+        loss = F.cross_entropy(net(x), y) + svd.loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_the_config_survives_a_json_round_trip():
+    config = SVDTrainingConfig(scheme="spatial", sparsity_kind="l1", target_reduction=3.0, gradual_cuts=4,
+                               rank_multiple=8, calibration="whiten")  # fmt: skip
+    assert SVDTrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize("values", [
+    {"scheme": "diagonal"}, {"sparsity_kind": "l2"}, {"ortho_weight": -1.0}, {"sparsity_weight": float("nan")},
+    {"regularize_every": 0}, {"target_reduction": 0.5}, {"energy": 1.0}, {"threshold": 0.1, "target_reduction": 2.0},
+    {"gradual_cuts": 3}, {"gradual_cuts": -1, "target_reduction": 2.0}, {"rank_multiple": 8},
+    {"calibration": "magic"}, {"rank_allocation": "best"}, {"version": 99}, {"colour": "blue"},
+])  # fmt: skip
+def test_a_bad_config_is_one_line_value_error(values):
+    with pytest.raises(ValueError) as error:
+        SVDTrainingConfig.from_dict(values)
+    assert "\n" not in str(error.value)
+
+
+def test_a_target_needs_an_example():
+    with pytest.raises(ValueError, match="example"):
+        SVDTraining(_net(), SVDTrainingConfig(target_reduction=2.0))
+
+
+def test_loss_is_both_terms_lazily_then_orthogonality_alone_once_pruned():
+    net = _net()
+    config = SVDTrainingConfig(sparsity_weight=0.1, regularize_every=2)
+    svd = SVDTraining(net, config)
+    expected = svdtrain.train.Regularization(1.0, 0.1, "hoyer", every=2).loss(net)
+    torch.testing.assert_close(svd.loss(), expected)
+    assert svd.loss() == 0.0  # the lazy step
+    svd.prune()  # step 2: regularized
+    torch.testing.assert_close(svd.loss(), 2 * svdtrain.orthogonality_loss(net))
+
+
+def test_gradual_cuts_reach_the_target_and_the_optimizer_follows_them():
+    net, (x, _) = _net(), _batch()
+    svd = SVDTraining(net, SVDTrainingConfig(target_reduction=4.0, gradual_cuts=2), example=x[:1])
+    optimizer = torch.optim.SGD(svd.param_groups(0.01, weight_decay=1e-4), momentum=0.9, fused=True)
+    _train(net, svd, optimizer)
+    head = svdtrain.factored_weights(net)["4.weight"]
+    for _ in range(2):
+        svd.cut(optimizer, [_batch()])
+        held = [p for group in optimizer.param_groups for p in group["params"]]
+        assert {id(p) for p in held} == {id(p) for p in net.parameters()}
+        _train(net, svd, optimizer, steps=1)  # fused SGD takes the groups as they are
+    assert svdtrain.count_macs(net, x[:1]) <= svd.baseline_macs / 4
+    assert "momentum_buffer" in optimizer.state[head.s]
+    with pytest.raises(ValueError, match="all are done"):
+        svd.cut(optimizer)
+
+
+def test_the_compact_model_computes_what_the_pruned_one_does():
+    net, (x, _) = _net(), _batch()
+    svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0), example=x[:1])
+    optimizer = torch.optim.Adam(svd.param_groups(1e-3))
+    _train(net, svd, optimizer)
+    svd.prune(optimizer, [_batch()])
+    _train(net, svd, optimizer, steps=1)  # fine-tuning: Adam starts the replaced factors afresh
+    small = svd.finish().eval()
+    net.eval()
+    assert not svdtrain.factored_weights(small)
+    torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_calibrated_cut_reads_batches():
+    net, (x, _) = _net(), _batch()
+    svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0, calibration="whiten"), example=x[:1])
+    with pytest.raises(ValueError, match="batches="):
+        svd.prune()
+    ranks = svd.prune(batches=[_batch(), _batch()])
+    assert svdtrain.count_macs(net, x[:1]) <= svd.baseline_macs / 2 and set(ranks) == {"0.weight", "4.weight"}
