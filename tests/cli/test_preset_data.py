@@ -3,21 +3,9 @@ folder, and where they are nowhere the one-line error says where it looked."""
 
 import json
 
-import pytest
-
 from svdtrain.cli import main
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
-
-
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch):
-    """A working directory far from this repository, a home without a cache, no $SVDTRAIN_DATA."""
-    (tmp_path / "work").mkdir()
-    monkeypatch.chdir(tmp_path / "work")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SVDTRAIN_DATA", raising=False)
-    return tmp_path
 
 
 def test_a_preset_finds_its_data_in_svdtrain_data_from_another_directory(elsewhere, monkeypatch):

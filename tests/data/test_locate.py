@@ -1,20 +1,11 @@
-"""Where a run's input files are looked up: the current directory, $SVDTRAIN_DATA's folders, the cache."""
+"""Where a run's input files are looked up: the current directory, $SVDTRAIN_DATA's folders, the cache
+(``elsewhere``, tests/conftest.py: a fresh working directory and home)."""
 
 import os
 
 import pytest
 
 from svdtrain.data.locate import data_folders, locate
-
-
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch):
-    """A fresh working directory and home (so no real cache folder answers), $SVDTRAIN_DATA unset."""
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SVDTRAIN_DATA", raising=False)
-    return tmp_path
 
 
 def test_a_relative_path_is_looked_up_here_then_in_each_data_folder_then_the_cache(elsewhere, monkeypatch):
@@ -29,7 +20,7 @@ def test_a_relative_path_is_looked_up_here_then_in_each_data_folder_then_the_cac
     assert locate("t.txt", what="text") == b / "t.txt"
     (a / "t.txt").write_text("a")
     assert locate("t.txt", what="text") == a / "t.txt"
-    (elsewhere / "cwd/t.txt").write_text("here")
+    (elsewhere / "work/t.txt").write_text("here")
     assert locate("t.txt", what="text").read_text() == "here"
     (b / "sub").mkdir()
     (b / "sub/u.txt").write_text("u")
@@ -55,7 +46,7 @@ def test_nowhere_is_one_line_naming_the_places_tried_and_the_variable(elsewhere,
         locate("t.txt", what="data of dataset text_char", hint="give --data PATH")
     message = str(error.value)
     assert message.startswith("data of dataset text_char not found: t.txt is in none of ")
-    assert f"{elsewhere / 'cwd'} (the current directory), {elsewhere / 'home/.cache/svdtrain/data'}" in message
+    assert f"{elsewhere / 'work'} (the current directory), {elsewhere / 'home/.cache/svdtrain/data'}" in message
     assert "($SVDTRAIN_DATA is not set); give --data PATH, or put it in a folder $SVDTRAIN_DATA names" in message
     assert len(message.splitlines()) == 1
     monkeypatch.setenv("SVDTRAIN_DATA", str(elsewhere / "d"))

@@ -33,10 +33,7 @@ def test_needs_is_the_command_writing_the_start_checkpoint(name):
     assert resolve_config(needs[3]).start.epochs > 0  # it trains, so it writes adapted_dense.pt
 
 
-def test_a_missing_start_checkpoint_names_the_command_writing_it(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("SVDTRAIN_DATA", raising=False)
+def test_a_missing_start_checkpoint_names_the_command_writing_it(elsewhere):
     with pytest.raises(FileNotFoundError, match=r"start checkpoint not found: runs/cpu/adapt56/adapted_dense.pt is "
                                                 r"in none of .*; `svdtrain start --preset cpu-resnet56-adapt --out "
                                                 r"runs/cpu/adapt56` writes it, or give --checkpoint PATH, or put it"):
@@ -46,11 +43,8 @@ def test_a_missing_start_checkpoint_names_the_command_writing_it(tmp_path, monke
         start_checkpoint(resolve_config("cpu-resnet56-channel-hoyer", overrides={"checkpoint": "mine.pt"}))
 
 
-def test_cifar10_downloads_into_the_first_data_folder_not_the_current_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SVDTRAIN_DATA", raising=False)
+def test_cifar10_downloads_into_the_first_data_folder_not_the_current_directory(elsewhere):
     config = resolve_config("paper-resnet20-channel-hoyer")
-    assert data_path(config) == tmp_path / "home/.cache/svdtrain/data/cifar10"
+    assert data_path(config) == elsewhere / "home/.cache/svdtrain/data/cifar10"
     with pytest.raises(FileNotFoundError, match="cifar10 is in none of .*; give --data PATH, or --download true"):
         data_path(config.updated(download=False))
