@@ -67,7 +67,7 @@ def data_path(config: RunConfig) -> Path:
     """
     d = config.data
     fetch = d.dataset == "cifar10" and d.download
-    hint = "give --data PATH" + (", or --download true to fetch it" if d.dataset == "cifar10" and not fetch else "")
+    hint = "give --data PATH" + (", or --download true to fetch it" if d.dataset == "cifar10" else "")
     return locate(d.path, what=f"data of dataset {d.dataset}", hint=hint, create=fetch)
 
 
@@ -79,9 +79,13 @@ def start_checkpoint(config: RunConfig) -> Path:
             ``needs:`` line does (``svdtrain start --preset cpu-resnet20-adapt --out runs/cpu/adapt``).
     """
     path = config.start.checkpoint
-    writer = next((n.needs for n in map(preset_notes, preset_names()) if _writes(n.needs, path)), None)
-    hint = f"`{writer}` writes it, or give --checkpoint PATH" if writer else "give --checkpoint PATH"
-    return locate(path, what="start checkpoint", hint=hint)
+    try:
+        return locate(path, what="start checkpoint", hint="give --checkpoint PATH")
+    except FileNotFoundError:
+        writer = next((n.needs for n in map(preset_notes, preset_names()) if _writes(n.needs, path)), None)
+        if writer is None:
+            raise
+    return locate(path, what="start checkpoint", hint=f"`{writer}` writes it, or give --checkpoint PATH")
 
 
 def _writes(command: str, checkpoint: str) -> bool:
