@@ -27,3 +27,14 @@ torch.set_num_threads(1)  # 2-core CI: tiny ops run faster (and the demo test ~5
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """``tmp_path``, with ``tmp_path/work`` as the working directory (far from this repository),
+    ``tmp_path/home`` as a home without a cache folder, and $SVDTRAIN_DATA unset."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SVDTRAIN_DATA", raising=False)
+    return tmp_path

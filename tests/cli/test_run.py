@@ -266,12 +266,21 @@ def test_help_groups_flags_by_section_each_with_a_line(capsys):
     assert "(default: 164; 0 in the truncation recipe)" in flat  # --svd-epochs
 
 
-def test_presets_lists_every_preset_and_each_recipe_with_its_values(capsys):
-    from svdtrain.pipeline.config import OPTIONS, RECIPES, preset_names, recipe_values
+def test_presets_lists_every_preset_and_each_recipe_with_its_values(capsys, monkeypatch, tmp_path):
+    from svdtrain.pipeline.config import OPTIONS, RECIPES, preset_names, preset_notes, recipe_values
 
+    monkeypatch.setenv("SVDTRAIN_DATA", "/nowhere")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cache folder holds the data either
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    assert all(f"  {name}\n" in out for name in preset_names())
+    lines = out.splitlines()
+    for name in preset_names():  # its description, then its model, data and expected time
+        notes, facts = preset_notes(name), lines[lines.index(f"  {name}: {preset_notes(name).description}") + 1]
+        assert facts.startswith("    model ") and "; data " in facts and facts.endswith(f"; {notes.time}")
+    assert "    model char_lstm; data tinyshakespeare.txt (text_char, not found); 15 min on 2 CPU cores" in lines
+    assert ("    model resnet20; data cifar10 (cifar10, downloaded if missing); GPU, about 1 h (estimated)" in lines)
+    assert "    first: svdtrain start --preset cpu-resnet20-adapt --out runs/cpu/adapt" in lines
+    assert "folders in $SVDTRAIN_DATA (/nowhere), else from ~/.cache/svdtrain/data;" in out
     for name in RECIPES:
         line = next(line for line in out.splitlines() if line.startswith(f"  {name}: "))
         sets = out.splitlines()[out.splitlines().index(line) + 1]
@@ -279,7 +288,7 @@ def test_presets_lists_every_preset_and_each_recipe_with_its_values(capsys):
     assert "svd_train.epochs: 0" in out and "svd_train.gradual: true" in out
     assert main(["presets", "cpu-gpt-hoyer"]) == 0
     shown = capsys.readouterr().out
-    assert shown.startswith("# A nanoGPT-sized GPT") and "svd_train:" in shown
+    assert shown.startswith("# A nanoGPT-sized character GPT") and "svd_train:" in shown
     assert main(["presets", "truncation"]) == 0
     assert "epochs: 0" in capsys.readouterr().out
 

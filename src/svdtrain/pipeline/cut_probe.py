@@ -19,7 +19,7 @@ from svdtrain.train.checkpoint import load_matching, read_state_dict
 from svdtrain.pipeline.config import OPTIONS, RunConfig
 from svdtrain.train.loop import evaluate
 from svdtrain.pipeline.pruner import Pruner
-from svdtrain.pipeline.run_data import load_data
+from svdtrain.pipeline.run_data import load_data, start_checkpoint
 
 PROBE_BATCHES = 20  # training batches the dense and the cut model are scored on
 _PROBE_EPOCH = 2_000_000  # their order: apart from the calibration's (Pruner._batches)
@@ -69,9 +69,10 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
     recalibration = config.prune.bn_recalibration_batches or OPTIONS["bn_recalibration_batches"].default
     config = config.updated(calibration="whiten", bn_recalibration_batches=recalibration)
     device = torch.device(device)
+    checkpoint = start_checkpoint(config)  # before the data: a missing file fails in a second, not a decode
     data = load_data(config, device)
     dense = build_model(config.model, data.num_classes, config.data.block_length)
-    load_matching(dense, read_state_dict(config.start.checkpoint), config.start.checkpoint)
+    load_matching(dense, read_state_dict(checkpoint), str(checkpoint))
     dense = dense.to(device)
     dense_macs = count_macs(dense, data.example)
     task = task_named(config.task)

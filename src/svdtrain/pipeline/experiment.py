@@ -32,7 +32,7 @@ from svdtrain.train.distributed import Distributed
 from svdtrain.train.regularization import Regularization
 from svdtrain.pipeline.pruner import Pruner, policy_from_config, speed_timing
 from svdtrain.pipeline.report import write_report
-from svdtrain.pipeline.run_data import Data, load_data
+from svdtrain.pipeline.run_data import Data, load_data, start_checkpoint
 from svdtrain.pipeline.run_folder import STAGES, RunFolder
 from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.pipeline.sample import sample_text
@@ -159,15 +159,16 @@ class Experiment:
     def run_start(self) -> None:
         c, s = self.config, self.config.start
         started = time.perf_counter()
+        checkpoint = start_checkpoint(c) if s.init == "svd" and s.checkpoint else None  # missing: fail before the data
         self.check_target_reach()  # before any training; its random factors are reseeded away below
         seed_everything(c.run.seed)
         dense = self.dense_model()
         dense_macs, dense_params = count_macs(dense, self.data.example), count_params(dense)
         history: list[dict] = []
         if s.init == "svd":
-            if s.checkpoint:
-                load_matching(dense, read_state_dict(s.checkpoint), s.checkpoint)
-                self.log(f"start: pretrained {c.model} from {s.checkpoint}: {self.describe(self.evaluation(dense))}")
+            if checkpoint:
+                load_matching(dense, read_state_dict(checkpoint), str(checkpoint))
+                self.log(f"start: pretrained {c.model} from {checkpoint}: {self.describe(self.evaluation(dense))}")
             if s.epochs:  # adapts a pretrained model, or trains the dense model from scratch
                 history = self.trainer.fit("start", dense, s.epochs, Regularization())
                 # The trained dense model is a baseline of its own, and a checkpoint for other runs.

@@ -1,5 +1,6 @@
 """The pipeline's config: sections by concern, one flag per option, presets, recipes and files."""
 
+from svdtrain.pipeline.config.preset_notes import PresetNotes, preset_notes
 from svdtrain.pipeline.config.recipe import check_recipe, recipe_path, recipe_summary, recipe_values
 from svdtrain.pipeline.config.resolve import resolve_config
 from svdtrain.pipeline.config.run_config import CONFIG_VERSION, OPTIONS, SECTIONS, Option, RunConfig
@@ -7,7 +8,7 @@ from svdtrain.pipeline.config.sections import IMAGE_DATASETS, RECIPES, TEXT_DATA
 from svdtrain.pipeline.config.sources import load_preset, merge, preset_names, preset_path, read_yaml
 
 __all__ = [
-    "CONFIG_VERSION", "IMAGE_DATASETS", "OPTIONS", "Option", "RECIPES", "RunConfig", "SECTIONS", "TEXT_DATASETS",
-    "check_recipe", "load_preset", "merge", "preset_names", "preset_path", "read_yaml", "recipe_path",
-    "recipe_summary", "recipe_values", "resolve_config",
+    "CONFIG_VERSION", "IMAGE_DATASETS", "OPTIONS", "Option", "PresetNotes", "RECIPES", "RunConfig", "SECTIONS",
+    "TEXT_DATASETS", "check_recipe", "load_preset", "merge", "preset_names", "preset_notes", "preset_path", "read_yaml",
+    "recipe_path", "recipe_summary", "recipe_values", "resolve_config",
 ]  # fmt: skip

@@ -67,9 +67,12 @@ class DataConfig(Section):
     dataset: Literal[IMAGE_DATASETS + TEXT_DATASETS] = option(
         "cifar10", "cifar10 (pickles), image_folder (folder or tarball), digits, or text: text_char, text_word "
         "(train/valid/test.txt), text_byte")  # fmt: skip
-    path: str = option("", "where the data is (file, folder or tarball); not needed for digits", flag="data")
+    path: str = option("", "where the data is (file, folder or tarball); not needed for digits. A relative path "
+                       "not in the current directory is looked up in $SVDTRAIN_DATA's folders, then "
+                       "~/.cache/svdtrain/data", flag="data")  # fmt: skip
     block_length: PositiveInt = option(64, "text: tokens per training sequence, the model's context")
-    download: bool = option(False, "cifar10: fetch it (checksum-verified) when it is not at the path")
+    download: bool = option(False, "cifar10: fetch it (checksum-verified) when it is found nowhere: a relative path "
+                            "into the first data folder ($SVDTRAIN_DATA's, else ~/.cache/svdtrain/data)")
     cache_dir: str = option("~/.cache/svdtrain", "image_folder: where decoded image arrays are cached")
     image_size: NonNegativeInt = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)")
     mean: list[float] = option(IMAGENET_MEAN, "per-channel mean subtracted from images")
@@ -96,7 +99,8 @@ class StartConfig(Section):
 
     init: Literal["svd", "random"] = option("random", "svd: decompose a dense model (pretrained, or trained here "
                                             "first); random: train the SVD form from scratch")  # fmt: skip
-    checkpoint: str = option("", "init svd: the pretrained dense state dict ('module.' prefixes are fine)")
+    checkpoint: str = option("", "init svd: the pretrained dense state dict ('module.' prefixes are fine); looked up "
+                             "as the data path is")
     scheme: Literal[SCHEMES] = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or "
                                       "spatial (in*kh x out*kw)")  # fmt: skip
     epochs: NonNegativeInt = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
