@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from contextlib import ExitStack
-from pathlib import Path
 
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
@@ -13,6 +12,7 @@ from svdtrain.io import atomic_write_json
 from svdtrain.train.distributed import Distributed
 from svdtrain.pipeline.config import RunConfig
 from svdtrain.pipeline.experiment import STAGES, Experiment
+from svdtrain.pipeline.run_data import start_checkpoint
 from svdtrain.pipeline.run_folder import RunFolder
 
 STAGE_HELP = {
@@ -62,11 +62,10 @@ def _held(folder: RunFolder, dist: Distributed) -> ExitStack:
 
 
 def _check_checkpoint(config: RunConfig) -> None:
-    """A starting checkpoint that is not there, found by every process before any of them waits
+    """A starting checkpoint that is nowhere, found by every process before any of them waits
     for another (under torchrun one process failing alone would leave the rest at a barrier)."""
-    path = config.start.checkpoint
-    if config.start.init == "svd" and path and not Path(path).expanduser().is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if config.start.init == "svd" and config.start.checkpoint:
+        start_checkpoint(config)  # raises the one-line error naming the places tried
 
 
 def run_all(args: argparse.Namespace) -> int:
