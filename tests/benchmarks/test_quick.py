@@ -10,11 +10,8 @@ import pytest
 BENCHMARKS = sorted(p for p in (Path(__file__).parents[2] / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 
 
-SLOW = {"distributed_equivalence"}  # starts torchrun processes
-
-
-@pytest.mark.parametrize("script", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW else p for p in BENCHMARKS],
-                         ids=lambda p: p.stem)
+@pytest.mark.slow  # 16 scripts as subprocesses, about 90 s: .ci/run runs them with the other slow checks
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
     subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)], check=True, timeout=300)

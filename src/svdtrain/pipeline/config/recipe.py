@@ -11,6 +11,7 @@ off), with or without a MACs or speed target.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ def recipe_path(name: str) -> Path:
 
 
 def recipe_values(name: str) -> dict[str, Any]:
-    """The recipe's options as ``{flag: value}``."""
+    """The recipe's options as ``{flag: value}`` (a fresh dict: the caller may change it)."""
+    return dict(_read_recipe(name))
+
+
+@cache
+def _read_recipe(name: str) -> dict[str, Any]:
+    """Read once per process: the CLI's help reads every recipe for every option of every command."""
     return to_flags(read_yaml(recipe_path(name)), f"recipe {name}")
 
 
