@@ -10,16 +10,16 @@ import warnings
 
 import torch
 
-from svdtrain.cli import demo, parallel, pipeline, presets, probe, sweep
 from svdtrain.train.watch import TrainingDiverged
-
-SUBCOMMANDS = (demo, pipeline, sweep, parallel, presets, probe)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (imported here: they need the CLI's extras, the core does not)."""
+    from svdtrain.cli import demo, parallel, pipeline, presets, probe, sweep
+
     parser = argparse.ArgumentParser(prog="svdtrain", description="SVD training: low-rank networks that run faster.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS:
+    for module in (demo, pipeline, sweep, parallel, presets, probe):
         module.add_parser(subparsers)
     return parser
 
@@ -31,7 +31,12 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as missing:  # a core install: the command line needs an extra
+        print(f"svdtrain: error: {missing}; the command line needs an extra: pip install 'svdtrain[demo]' "
+              "(svdtrain demo) or 'svdtrain[pipeline]' (everything else)", file=sys.stderr)  # fmt: skip
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -18,8 +18,13 @@ def format_report(report: dict) -> str:
         f"{'compact':<10} {small[metric]:>9.4f} {small['macs']:>12,} {small['params']:>10,}",
         f"MACs reduction {base['macs'] / small['macs']:.2f}x, {change}",
         "",
-        f"{'weight':<{width}} {'rank':>5} / {'full':<5} form",
+        f"{'weight':<{width}} {'rank':>5} / {'full':<5}" + (" form" if _forms(report) else ""),
     ]
-    lines += [f"{layer['name']:<{width}} {layer['rank']:>5} / {layer['full_rank']:<5} {layer.get('form', '')}"
+    lines += [f"{layer['name']:<{width}} {layer['rank']:>5} / {layer['full_rank']:<5} {layer.get('form', '')}".rstrip()
               for layer in report["layers"]]  # fmt: skip
     return "\n".join(lines)
+
+
+def _forms(report: dict) -> bool:
+    """Whether the report says how each weight deployed (the demo's does not)."""
+    return any("form" in layer for layer in report["layers"])
