@@ -28,6 +28,7 @@ from svdtrain.surgery import (
     singular_values,
     sparsity_loss,
     factored_weights,
+    fastest_multiple,
 )
 from svdtrain.train.svd_config import SVDTrainingConfig
 from svdtrain.train.svd_training import SVDTraining
@@ -56,6 +57,7 @@ __all__ = [
     "decompose",
     "deployed_forms",
     "factored_weights",
+    "fastest_multiple",
     "macs_by_layer",
     "orthogonality_loss",
     "prune",

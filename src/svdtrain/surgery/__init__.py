@@ -5,6 +5,7 @@ from svdtrain.surgery.compact import compact, deployed_forms
 from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
 from svdtrain.surgery.macs import attention_macs, count_macs, count_params, macs_by_layer
+from svdtrain.surgery.multiple import fastest_multiple
 from svdtrain.surgery.policies import Energy, MacsBudget, RankPolicy, Ranks, Speedup, Threshold
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.spec import compact_spec, rebuild_compact
@@ -28,6 +29,7 @@ __all__ = [
     "decompose",
     "deployed_forms",
     "factored_weights",
+    "fastest_multiple",
     "macs_by_layer",
     "orthogonality_loss",
     "prune",
