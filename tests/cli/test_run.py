@@ -407,3 +407,13 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys)
     monkeypatch.setattr(presets, "run", breaks)
     assert main(["presets"]) == 2
     assert capsys.readouterr().err == "svdtrain presets: error: [Errno 32] Broken pipe (a data loader's worker)\n"
+
+
+def test_a_rank_multiple_left_to_measurement_is_chosen_once_and_logged(tmp_path, capsys):
+    assert _run(tmp_path, "--target-reduction", "1.5", "--energy", "0", "--rank-multiple", "0") == 0
+    out = capsys.readouterr().out
+    chosen = int(out.split("prune: rank multiple ")[1].split()[0])
+    assert out.count("measured fastest") == 1 and chosen in (1, 8, 16, 32, 64)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["prune"]["rank_multiple"] == 0  # the config keeps what was asked
+    assert all(layer["rank"] % chosen == 0 or layer["rank"] == layer["full_rank"] for layer in report["layers"])

@@ -318,7 +318,8 @@ class Experiment:
                               rank=None if speedup else 1)  # fmt: skip
         if speedup:
             policy = policy_from_config(self.config.prune, example=self.data.example, speed_example=self.speed_example,
-                                        baseline_macs=count_macs(dense, self.data.example))  # fmt: skip
+                                        baseline_macs=count_macs(dense, self.data.example),
+                                        multiple=self.config.prune.rank_multiple or 1)  # fmt: skip
             return policy.check_reach(floor)
         reach = count_macs(dense, self.data.example) / count_macs(floor, self.data.example)
         if reach < target:

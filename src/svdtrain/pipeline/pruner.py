@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 from torch import nn
 
 from svdtrain.surgery import (
-    Calibration, Energy, MacsBudget, RankPolicy, Ranks, Speedup, Threshold, calibrate, factored_weights, prune,
+    Calibration, Energy, MacsBudget, RankPolicy, Ranks, Speedup, Threshold, calibrate, factored_weights,
+    fastest_multiple, prune,
 )  # fmt: skip
 from svdtrain.linalg import importance_order
 from svdtrain.surgery.macs import Inputs
@@ -30,18 +32,22 @@ def speed_timing(p: PruneConfig) -> dict:
 
 
 def policy_from_config(
-    p: PruneConfig, *, example: Inputs, speed_example: Inputs, baseline_macs: int, max_macs: int | None = None
+    p: PruneConfig, *, example: Inputs, speed_example: Inputs, baseline_macs: int, max_macs: int | None = None,
+    multiple: int | None = None,
 ) -> RankPolicy:
     """The one rank policy the prune section sets (its validation refuses two targets, or a
     target and a threshold): target_speedup (timed on a copy on ``speed_device`` in
-    ``speed_dtype``, at ``speed_example``'s batch size), target_reduction (at most ``baseline_macs`` / target_reduction MACs on ``example``,
-    or ``max_macs`` for a gradual cut on the way there), threshold, else energy (the fallback,
-    so its default never counts as a second rule)."""
+    ``speed_dtype``, at ``speed_example``'s batch size), target_reduction (at most
+    ``baseline_macs`` / target_reduction MACs on ``example``, or ``max_macs`` for a gradual cut
+    on the way there), threshold, else energy (the fallback,
+    so its default never counts as a second rule). ``multiple``: the rank multiple where the
+    section leaves it to measurement (``rank_multiple`` 0; :meth:`Pruner.multiple`)."""
+    multiple = multiple or p.rank_multiple
     if p.target_speedup:
-        return Speedup(p.target_speedup, speed_example, multiple=p.rank_multiple, **speed_timing(p))
+        return Speedup(p.target_speedup, speed_example, multiple=multiple, **speed_timing(p))
     if p.target_reduction:
         budget = max_macs if max_macs is not None else int(baseline_macs / p.target_reduction)
-        multiple = p.rank_multiple if p.rank_allocation == "greedy" else 1  # the energy rule has no grid
+        multiple = multiple if p.rank_allocation == "greedy" else 1  # the energy rule has no grid
         return MacsBudget(example, max_macs=budget, allocation=p.rank_allocation, multiple=multiple)
     if p.threshold > 0:
         return Threshold(p.threshold)
@@ -56,19 +62,43 @@ class Pruner:
                  dist: Distributed = Distributed()) -> None:  # fmt: skip
         self.config, self.data, self.device, self.baseline_macs = config, data, device, baseline_macs
         self.speed_example, self.log, self.dist = speed_example, log, dist
+        self._measured_multiple: int | None = None
 
-    def policy(self, max_macs: int | None = None) -> RankPolicy:
-        """The run's rank policy (:func:`policy_from_config`); ``max_macs``: a gradual cut's budget."""
+    def policy(self, model: nn.Module, max_macs: int | None = None) -> RankPolicy:
+        """The run's rank policy (:func:`policy_from_config`) for ``model``; ``max_macs``: a
+        gradual cut's budget."""
         return policy_from_config(self.config.prune, example=self.data.example, speed_example=self.speed_example,
-                                  baseline_macs=self.baseline_macs, max_macs=max_macs)  # fmt: skip
+                                  baseline_macs=self.baseline_macs, max_macs=max_macs,
+                                  multiple=self.multiple(model))  # fmt: skip
+
+    def multiple(self, model: nn.Module) -> int:
+        """The rank multiple: the section's, or with ``rank_multiple`` 0 and a target, the one of
+        1, 8, 16, 32, 64 whose compact model measures fastest at the target (on speed_device in
+        speed_dtype, at speed_batch_size), measured once by rank 0 at the first cut; else 1."""
+        p = self.config.prune
+        if p.rank_multiple or not (p.target_reduction or p.target_speedup):
+            return p.rank_multiple or 1
+        if self._measured_multiple is None:
+            measured = self._measure_multiple(model) if self.dist.is_main else None
+            self._measured_multiple = self.dist.broadcast(measured)
+        return self._measured_multiple
+
+    def _measure_multiple(self, model: nn.Module) -> int:
+        target = partial(policy_from_config, self.config.prune, example=self.data.example,
+                         speed_example=self.speed_example, baseline_macs=self.baseline_macs)  # fmt: skip
+        best, seconds = fastest_multiple(model, self.speed_example.to(self.device),
+                                         lambda m: target(multiple=m), **speed_timing(self.config.prune))  # fmt: skip
+        times = ", ".join(f"{m}: {1e3 * s:.2f} ms" for m, s in seconds.items())
+        self.log(f"prune: rank multiple {best} measured fastest ({times})")
+        return best
 
     def prune(self, model: nn.Module) -> dict[str, int]:
         """Prune ``model`` by the run's rank policy; returns the kept ranks."""
-        return self._apply(model, self.policy(), self.calibration(model))
+        return self._apply(model, self.policy(model), self.calibration(model))
 
     def prune_to(self, model: nn.Module, budget: int, cut: int = 0) -> dict[str, int]:
         """Prune ``model`` to at most ``budget`` MACs by the configured rank allocation."""
-        return self._apply(model, self.policy(max_macs=budget), self.calibration(model, cut))
+        return self._apply(model, self.policy(model, max_macs=budget), self.calibration(model, cut))
 
     def _apply(self, model: nn.Module, policy: RankPolicy, calibration: Calibration | None) -> dict[str, int]:
         ranks = self.dist.broadcast(policy.ranks(model, calibration) if self.dist.is_main else None)
@@ -89,7 +119,7 @@ class Pruner:
     def tails(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """{weight: bool mask over s} of the singular values that pruning to the MACs target
         would drop now (by the run's rank policy, by |s|)."""
-        ranks = self.policy().ranks(model)
+        ranks = self.policy(model).ranks(model)
         masks = {}
         for name, layer in factored_weights(model).items():
             mask = torch.ones_like(layer.s, dtype=torch.bool)
