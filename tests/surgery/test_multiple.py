@@ -38,3 +38,12 @@ def test_a_real_timing_picks_a_candidate_and_no_candidate_is_a_clear_error():
     assert best in (1, 8) and all(s > 0 for s in seconds.values())
     with pytest.raises(ValueError, match="no rank multiple of 64 meets the policy"):
         svdtrain.fastest_multiple(model, x, lambda m: svdtrain.MacsBudget(x, reduction=2, multiple=m), candidates=(64,))
+
+
+def test_compiled_candidates_are_timed_compiled(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    model, x = _model(), torch.randn(4, 32)
+    svdtrain.fastest_multiple(model, x, lambda m: svdtrain.MacsBudget(x, reduction=1.5, multiple=m),
+                              candidates=(1, 8), rounds=1, compiled=True)  # fmt: skip
+    assert len(compiled) == 2 and all(isinstance(module, nn.Module) for module in compiled)

@@ -27,12 +27,15 @@ CANDIDATES = (1, 8, 16, 32, 64)
 def fastest_multiple(
     model: nn.Module, example: Inputs, policy_at: Callable[[int], RankPolicy], candidates: tuple[int, ...] = CANDIDATES,
     *, device: str | torch.device | None = None, dtype: torch.dtype | None = None, rounds: int = 5,
+    compiled: bool = False,
 ) -> tuple[int, dict[int, float]]:  # fmt: skip
     """The rank multiple whose compact model runs fastest on ``example``, and each candidate's
     median seconds. ``policy_at(m)`` is the policy with ranks in multiples of ``m``
     (``lambda m: svdtrain.MacsBudget(x, reduction=2, multiple=m)``), so every candidate meets the
     same target; one it cannot meet (a multiple wider than a layer) is left out. Timed on a
-    copy on ``device`` in ``dtype``, as ``Speedup`` times. ``model`` is not changed.
+    copy on ``device`` in ``dtype``, as ``Speedup`` times; ``compiled``: each under
+    ``torch.compile`` (where the model will run compiled, the widths inductor's kernels like can
+    differ from eager's). ``model`` is not changed.
 
     Raises:
         ValueError: no candidate meets the policy.
@@ -48,5 +51,6 @@ def fastest_multiple(
     if not compacts:
         raise ValueError(f"no rank multiple of {', '.join(map(str, candidates))} meets the policy")
     moved = [deployed_as(small, example, device, dtype) for small in compacts.values()]
-    seconds = dict(zip(compacts, median_seconds([small for small, _ in moved], moved[0][1], rounds)))
+    timed = [torch.compile(small) if compiled else small for small, _ in moved]
+    seconds = dict(zip(compacts, median_seconds(timed, moved[0][1], rounds)))  # warm-up rounds compile
     return min(seconds, key=seconds.get), seconds
