@@ -12,6 +12,7 @@ from svdtrain.models import is_language_model
 from svdtrain.pipeline.config import (
     OPTIONS, RECIPES, SECTIONS, Option, RunConfig, merge, recipe_values, resolve_config,
 )  # fmt: skip
+from svdtrain.pipeline.config.options import shown_value
 from svdtrain.pipeline.run_folder import RunFolder
 
 
@@ -38,7 +39,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = 
         groups[name] = parser.add_argument_group(section.__doc__.strip())
     for flag, option in OPTIONS.items():
         default = option.default
-        shown = ",".join(map(str, default)) if isinstance(default, list) else shown_value(default)
+        shown = shown_value(default)
         shown = f"{shown}{_in_recipes(flag)}"
         groups[option.section].add_argument(
             "--" + flag.replace("_", "-"), dest=f"field_{flag}", default=argparse.SUPPRESS, metavar=_metavar(option),
@@ -55,11 +56,6 @@ def _in_recipes(flag: str) -> str:
             by_value.setdefault(shown_value(values[flag]), []).append(name)
     return "".join(f"; {value} in the {' and '.join(names)} recipe{'s' * (len(names) > 1)}"
                    for value, names in by_value.items())  # fmt: skip
-
-
-def shown_value(value: object) -> str:
-    """A value as a flag or a config file takes it (true, not True)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

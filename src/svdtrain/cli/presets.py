@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from svdtrain.cli.options import shown_value
 from svdtrain.data.locate import CACHE, ENV, locate
+from svdtrain.pipeline.config.options import shown_value
 from svdtrain.pipeline.config import (
     OPTIONS, RECIPES, preset_names, preset_notes, preset_path, recipe_path, recipe_summary, recipe_values,
     resolve_config,

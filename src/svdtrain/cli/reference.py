@@ -23,9 +23,8 @@ from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
 
 from svdtrain.cli import build_parser
-from svdtrain.cli.options import shown_value
 from svdtrain.pipeline.config import OPTIONS, RECIPES, SECTIONS, Option, recipe_summary, recipe_values
-from svdtrain.pipeline.config.options import above_one_or_zero
+from svdtrain.pipeline.config.options import above_one_or_zero, shown_value
 
 PAGE = Path("docs") / "reference.md"
 COMMAND = "python -m svdtrain.cli.reference --write"
@@ -131,18 +130,14 @@ def _options() -> list[str]:
         lines += ["| flag | key | type | default | what it sets |", "| --- | --- | --- | --- | --- |"]
         for flag, option in options:
             key = f"{section}.{option.name}" if section else option.name
-            default = _code(_shown(option.default))
-            set_by = [f"{name}: {_code(_shown(values[flag]))}" for name, values in recipes.items() if flag in values]
+            default = _code(shown_value(option.default))
+            set_by = [f"{name}: {_code(shown_value(values[flag]))}" for name, values in recipes.items() if flag in values]
             if set_by:
                 default += f" ({'; '.join(set_by)})"
             lines.append(f"| `--{flag.replace('_', '-')}` | `{key}` | {_type(option)} | {default} | "
                          f"{_cell(option.help)} |")
         lines.append("")
     return lines
-
-
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else shown_value(value)
 
 
 def _type(option: Option) -> str:
@@ -177,7 +172,7 @@ def _recipes() -> list[str]:
              "| recipe | sets | what it is |", "| --- | --- | --- |"]  # fmt: skip
     for name in RECIPES:
         values = recipe_values(name)
-        sets = ", ".join(f"`--{flag.replace('_', '-')} {_shown(value)}`" for flag, value in values.items()) or "nothing"
+        sets = ", ".join(f"`--{flag.replace('_', '-')} {shown_value(value)}`" for flag, value in values.items()) or "nothing"
         lines.append(f"| `{name}` | {sets} | {_cell(recipe_summary(name))} |")
     return lines + [""]
 

@@ -44,6 +44,13 @@ def option(default: Any, help: str, *, flag: str | None = None) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def shown_value(value: Any) -> str:
+    """A value as a flag or a config file takes it: true, not True; a list as 1,2."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def flag_of(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or field.name
 

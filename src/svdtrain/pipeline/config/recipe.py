@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from svdtrain.pipeline.config.options import shown_value
 from svdtrain.pipeline.config.run_config import OPTIONS
 from svdtrain.pipeline.config.sections import SVD_TRAINING_LEVERS, check_recipe_name
 from svdtrain.pipeline.config.sources import read_yaml, to_flags
@@ -49,8 +50,8 @@ def check_recipe(values: dict[str, Any], origin: dict[str, str]) -> None:
     name = values.get("recipe", OPTIONS["recipe"].default)
     for flag, wanted in recipe_values(name).items():
         if values.get(flag, OPTIONS[flag].default) != wanted:
-            raise ValueError(f"recipe {name} sets {flag} {_shown(wanted)}, but {origin.get(flag, 'a source')} sets "
-                             f"{_shown(values[flag])}: drop one (`svdtrain presets` lists each recipe's values)")
+            raise ValueError(f"recipe {name} sets {flag} {shown_value(wanted)}, but {origin.get(flag, 'a source')} sets "
+                             f"{shown_value(values[flag])}: drop one (`svdtrain presets` lists each recipe's values)")
     if name == "truncation":
         levers = [lever for lever in SVD_TRAINING_LEVERS if values.get(lever, OPTIONS[lever].default)
                   != OPTIONS[lever].default]  # fmt: skip
@@ -60,6 +61,3 @@ def check_recipe(values: dict[str, Any], origin: dict[str, str]) -> None:
     if name == "budget" and not values.get("target_reduction"):
         raise ValueError("recipe budget cuts gradually towards target_reduction: set it (> 1)")
 
-
-def _shown(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
