@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from svdtrain.surgery.walk import copy_model
+from svdtrain.tasks.base import tensors_of, to_device
 
 
 def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: int = 2,
@@ -47,13 +48,8 @@ def median_seconds(
     return interleaved_medians(calls, rounds, warmup, sync=_synchronizer(inputs))
 
 
-def _tensors(inputs: torch.Tensor | tuple | dict) -> list[torch.Tensor]:
-    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, tuple) else (inputs,)
-    return [value for value in values if isinstance(value, torch.Tensor)]
-
-
 def _synchronizer(inputs: torch.Tensor | tuple | dict) -> Callable[[], None]:
-    devices = {tensor.device for tensor in _tensors(inputs) if tensor.device.type == "cuda"}
+    devices = {tensor.device for tensor in tensors_of(inputs) if tensor.device.type == "cuda"}
     return partial(torch.cuda.synchronize, next(iter(devices))) if devices else (lambda: None)
 
 
@@ -65,17 +61,7 @@ def deployed_as(
     ``dtype`` (token ids stay integers); ``model`` and ``inputs`` themselves where nothing changes."""
     if device is None and dtype is None:
         return model, inputs
-
-    def move(value: object) -> object:
-        if isinstance(value, dict):
-            return {key: move(v) for key, v in value.items()}
-        if isinstance(value, tuple):
-            return tuple(move(v) for v in value)
-        if isinstance(value, torch.Tensor):
-            return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-        return value
-
-    return copy_model(model).to(device=device, dtype=dtype).eval(), move(inputs)
+    return copy_model(model).to(device=device, dtype=dtype).eval(), to_device(inputs, device, dtype)
 
 
 def _call(module: nn.Module, inputs: torch.Tensor | tuple | dict) -> object:

@@ -9,15 +9,22 @@ import torch
 from torch import nn
 
 
-def to_device(batch: Any, device: torch.device | str) -> Any:
-    """``batch`` (a tensor, or tuples, lists and mappings of them, e.g. a Hugging Face dict) on ``device``."""
+def to_device(batch: Any, device: torch.device | str | None, dtype: torch.dtype | None = None) -> Any:
+    """``batch`` (a tensor, or tuples, lists and mappings of them, e.g. a Hugging Face dict) on
+    ``device``, its floating tensors in ``dtype`` where given (token ids stay integers)."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return batch.to(device, dtype if batch.is_floating_point() else None, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {key: to_device(value, device) for key, value in batch.items()}
+        return {key: to_device(value, device, dtype) for key, value in batch.items()}
     if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(value, device) for value in batch)
+        return type(batch)(to_device(value, device, dtype) for value in batch)
     return batch
+
+
+def tensors_of(batch: Any) -> list[torch.Tensor]:
+    """The tensors of a batch at its top level: itself, or a tuple's, list's or mapping's values."""
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else (batch,)
+    return [value for value in values if isinstance(value, torch.Tensor)]
 
 
 class Task:
