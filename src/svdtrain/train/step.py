@@ -3,7 +3,6 @@ regularizers, as one callable that ``torch.compile`` can capture whole."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from svdtrain.tasks import Classification, Task
+from svdtrain.tasks.base import tensors_of
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import unwrapped
 from svdtrain.train.regularization import Regularization
@@ -52,15 +52,14 @@ class StepLoss:
 
     def __call__(self, batch: Any, step: int = 0):
         """``batch``: one prepared batch (``Task.prepare``), on the model's device."""
-        tensors = [t for t in (batch.values() if isinstance(batch, Mapping) else batch) if isinstance(t, torch.Tensor)]
-        if self.mode in ("reduce-overhead", "max-autotune") and tensors and tensors[0].is_cuda:  # CUDA-graph modes
+        if self.mode in ("reduce-overhead", "max-autotune") and tensors_of(batch)[0].is_cuda:  # CUDA-graph modes
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
         if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
             batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
         return self._forward(batch, self.terms is not None and step % self.every == 0)
 
     def _eager(self, batch: Any, regularize: bool):
-        device = next(self.model.parameters()).device.type
+        device = tensors_of(batch)[0].device.type  # the batch's, as the model's: no lookup each step
         with parametrize.cached(), torch.autocast(device, torch.bfloat16, enabled=self.bf16):
             outputs, task_loss = self.task.step(self.model, batch)
             loss = task_loss
