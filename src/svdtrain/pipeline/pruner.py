@@ -15,6 +15,7 @@ from svdtrain.surgery import (
 )  # fmt: skip
 from svdtrain.linalg import importance_order
 from svdtrain.surgery.macs import Inputs
+from svdtrain.surgery.policies import gradual_budget
 from svdtrain.train.distributed import Distributed
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.pipeline.config import RunConfig
@@ -109,7 +110,7 @@ class Pruner:
         MACs, so the cut grows by the same factor each epoch and reaches R at the last.
         Returns whether any rank changed."""
         p, epochs = self.config.prune, self.config.svd_train.epochs
-        budget = int(self.baseline_macs * p.target_reduction ** (-epochs_done / epochs))
+        budget = gradual_budget(self.baseline_macs, p.target_reduction, epochs_done, epochs)
         before = {id(p) for p in model.parameters()}
         ranks = self.prune_to(model, budget, cut=epochs_done)
         self.recalibrate_batchnorm(model, cut=epochs_done)

@@ -129,6 +129,13 @@ class MacsBudget:
         return greedy_ranks(costs, scores, {name: layer.rank for name, layer in layers.items()}, budget)
 
 
+def gradual_budget(dense_macs: int, reduction: float, done: int, total: int) -> int:
+    """The MACs budget of the ``done``-th of ``total`` gradual cuts towards ``reduction`` x fewer
+    MACs: (1/reduction)^(done/total) of ``dense_macs``, so each cut shrinks the model by the same
+    factor and the last reaches the target."""
+    return int(dense_macs * reduction ** (-done / total))
+
+
 @dataclass(frozen=True)
 class Speedup:
     """Ranks whose compact model should run ``factor`` times faster, as measured on

@@ -14,6 +14,7 @@ from svdtrain.surgery import (
 from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
+from svdtrain.surgery.policies import gradual_budget
 from svdtrain.tasks.base import Task, to_device
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
@@ -102,7 +103,7 @@ class SVDTraining:
         if self.cuts >= c.gradual_cuts:
             raise ValueError(f"cut() makes the {c.gradual_cuts} gradual_cuts of the config; all are done")
         self.cuts += 1
-        budget = int(self.baseline_macs * c.target_reduction ** (-self.cuts / c.gradual_cuts))
+        budget = gradual_budget(self.baseline_macs, c.target_reduction, self.cuts, c.gradual_cuts)
         return self._prune(self.policy(max_macs=budget), optimizer, batches)
 
     def prune(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
