@@ -294,11 +294,11 @@ def test_presets_lists_every_preset_and_each_recipe_with_its_values(capsys, monk
 
 
 def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):
-    from svdtrain.pipeline.config import RunConfig, merge
+    from svdtrain.pipeline.config import RunConfig, to_flags
 
     assert main(["start", "--out", str(tmp_path), *TINY]) == 0
     saved = json.loads((tmp_path / "config.json").read_text())
-    flat = {**RunConfig.from_flags(merge({}, saved, "config.json")).flat(), "version": 1}
+    flat = {**RunConfig.from_flags(to_flags(saved, "config.json")).flat(), "version": 1}
     (tmp_path / "config.json").write_text(json.dumps(flat))
     assert _run(tmp_path, "--resume") == 0
     assert json.loads((tmp_path / "report.json").read_text())["config"]["version"] == 2

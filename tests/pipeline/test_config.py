@@ -121,21 +121,21 @@ def test_unknown_keys_get_the_closest_name_where_one_is_close(tmp_path):
 
 
 def test_a_config_saved_flat_by_an_older_svdtrain_reads_the_same():
-    from svdtrain.pipeline.config import merge
+    from svdtrain.pipeline.config import to_flags
 
     config = resolve_config("cpu-gpt-hoyer")
     old_style = {**config.flat(), "version": 1}  # how config.json looked before sections
-    assert RunConfig.from_flags(merge({}, old_style, "old config.json")) == config
+    assert RunConfig.from_flags(to_flags(old_style, "old config.json")) == config
     with pytest.raises(ValueError, match="config version 7 is not supported"):
-        merge({}, {**old_style, "version": 7}, "config.json")
+        to_flags({**old_style, "version": 7}, "config.json")
 
 
 def test_round_trip_through_the_saved_form():
-    from svdtrain.pipeline.config import merge
+    from svdtrain.pipeline.config import to_flags
 
     for name in preset_names():
         config = resolve_config(name)
-        assert RunConfig.from_flags(merge({}, config.to_dict(), "config.json")) == config
+        assert RunConfig.from_flags(to_flags(config.to_dict(), "config.json")) == config
 
 
 def test_every_option_has_a_help_line_and_a_unique_flag():

@@ -10,7 +10,7 @@ from typing import Any
 
 from svdtrain.models import is_language_model
 from svdtrain.pipeline.config import (
-    OPTIONS, RECIPES, SECTIONS, Option, RunConfig, merge, recipe_values, resolve_config,
+    OPTIONS, RECIPES, SECTIONS, Option, RunConfig, recipe_values, resolve_config, to_flags,
 )  # fmt: skip
 from svdtrain.pipeline.config.options import shown_value
 from svdtrain.pipeline.run_folder import RunFolder
@@ -69,7 +69,7 @@ def saved_config(folder: RunFolder) -> RunConfig | None:
         return None
     if "task" not in saved:  # written before the task option (issue 22), when the model decided it
         saved = {**saved, "task": "language_modeling" if is_language_model(saved.get("model", "")) else "classification"}
-    return RunConfig.from_flags(merge({}, saved, str(folder.config)))
+    return RunConfig.from_flags(to_flags(saved, str(folder.config)))
 
 
 def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:

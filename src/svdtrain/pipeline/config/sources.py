@@ -73,11 +73,6 @@ def _with_suggestion(key: str) -> str:
     return f"{shown} (did you mean {section + '.' if section else ''}{close[0]}?)" if close else shown
 
 
-def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[str, Any]:
-    """``base`` ({flag: value}) updated with ``updates`` (sections and/or flags) from ``source``."""
-    return {**base, **to_flags(updates, source)}
-
-
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         import yaml
