@@ -21,7 +21,7 @@ import svdtrain
 from svdtrain.cli import main as svdtrain_main
 from svdtrain.io import atomic_write_json
 from svdtrain.train.checkpoint import load_checkpoint
-from svdtrain.pipeline.config import RunConfig, merge
+from svdtrain.pipeline.config import RunConfig, to_flags
 from svdtrain.pipeline.experiment import Experiment
 from svdtrain.train.loop import recalibrate_batchnorm
 
@@ -42,7 +42,7 @@ def main() -> None:
     if args.run is None:
         parser.error("give --run FOLDER or --quick")
 
-    config = RunConfig.from_flags(merge({}, load_checkpoint(args.run / "svd_train.pt")["config"], "svd_train.pt"))
+    config = RunConfig.from_flags(to_flags(load_checkpoint(args.run / "svd_train.pt")["config"], "svd_train.pt"))
     experiment = Experiment(config, args.run, resume=True, log=lambda line: None)
     model, _ = experiment.load_stage("svd_train")
     example, baseline_macs = experiment.data.example, load_checkpoint(args.run / "start.pt")["baseline"]["macs"]
