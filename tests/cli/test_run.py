@@ -231,14 +231,19 @@ def test_target_speedup_prunes_and_exports_by_measured_time(tmp_path, monkeypatc
     import svdtrain
     from svdtrain.surgery import latency, timing
 
-    def clock(modules, inputs, rounds=5, warmup=2):  # deterministic: MACs plus a launch cost per op
+    modes = set()
+
+    def clock(modules, inputs, rounds=5, warmup=2, compiled=False):  # deterministic: MACs plus a launch cost per op
+        modes.add(compiled)
         ops = lambda m: sum(isinstance(x, (torch.nn.Conv2d, torch.nn.Linear)) for x in m.modules())  # noqa: E731
         return [svdtrain.count_macs(m, inputs) + 20_000 * ops(m) for m in modules]
 
     monkeypatch.setattr(latency, "median_seconds", clock)
     monkeypatch.setattr(timing, "median_seconds", clock)
     out = tmp_path / "speed"
-    assert _run(out, "--target-speedup", "1.5", "--speed-batch-size", "4", "--rank-multiple", "4") == 0
+    assert _run(out, "--target-speedup", "1.5", "--speed-batch-size", "4", "--rank-multiple", "4",
+                "--speed-compiled", "true") == 0  # fmt: skip
+    assert modes == {True}  # the policy's and the export's timings, each compiled as asked
     report = json.loads((out / "report.json").read_text())
     assert any(layer["rank"] < layer["full_rank"] for layer in report["layers"])
     assert all(layer["rank"] == layer["full_rank"] or layer["rank"] % 4 == 0 for layer in report["layers"])

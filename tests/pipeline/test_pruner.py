@@ -30,7 +30,8 @@ def test_a_reduction_is_a_macs_budget_of_the_baseline(allocation, multiple):
 
 def test_a_speed_target_times_on_the_device_and_in_the_dtype_the_section_names():
     policy = _policy(target_speedup=2.0, speed_dtype="bf16")
-    assert (policy.device, policy.dtype) == ("cpu", torch.bfloat16)
+    assert (policy.device, policy.dtype, policy.compiled) == ("cpu", torch.bfloat16, False)
+    assert _policy(target_speedup=2.0, speed_compiled=True).compiled
     with pytest.raises(ValueError, match="speed_device must be cpu, mps, cuda or cuda:N"):
         PruneConfig(target_speedup=2.0, speed_device="auto")
 

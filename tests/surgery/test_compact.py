@@ -399,9 +399,9 @@ def test_measured_choice_takes_the_faster_form(monkeypatch):
     model = decompose(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)))
     prune(model, Ranks(2))
     x = torch.randn(1, 16, 8, 8)
-    monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds: [1.0, 2.0])  # dense measured faster
+    monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds, compiled=False: [1.0, 2.0])  # dense measured faster
     assert type(compact(model, x, choose="measured")[0]) is nn.Conv2d
-    monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds: [2.0, 1.0])
+    monkeypatch.setattr(timing, "median_seconds", lambda mods, inputs, rounds, compiled=False: [2.0, 1.0])
     assert type(compact(model, x, choose="measured")[0]) is nn.Sequential
     assert parametrize.is_parametrized(model[0])  # timing ran on copies
 

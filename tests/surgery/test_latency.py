@@ -19,7 +19,7 @@ def _module_macs(module: nn.Module) -> float:
 def synthetic_clock(monkeypatch):
     """Time = weights touched (+ a fixed 50 for everything else); a pair pays a 30-unit launch cost."""
 
-    def fake(modules, inputs, rounds=5, warmup=2):
+    def fake(modules, inputs, rounds=5, warmup=2, compiled=False):
         out = []
         for m in modules:
             if isinstance(m, nn.Sequential) and len(m) == 2 and all(isinstance(x, nn.Linear) for x in m):
@@ -88,7 +88,7 @@ def test_the_model_is_not_changed(synthetic_clock):
 def test_timed_forms_are_the_deployed_modules_of_one_weight(synthetic_clock, monkeypatch):
     seen = []
 
-    def record(modules, inputs, rounds=5, warmup=2):
+    def record(modules, inputs, rounds=5, warmup=2, compiled=False):
         seen.append([type(m) for m in modules])
         return [1.0] * len(modules)
 

@@ -18,7 +18,7 @@ def test_each_candidate_meets_the_target_and_the_fastest_is_chosen(monkeypatch):
     dense_macs = svdtrain.count_macs(model, x)
     met = []
 
-    def timed(candidates, inputs, rounds):
+    def timed(candidates, inputs, rounds, compiled=False):
         met.extend(svdtrain.count_macs(small, inputs) for small in candidates)
         return [0.001 * (10 - index) for index in range(len(candidates))]  # the last candidate "fastest"
 
@@ -42,7 +42,7 @@ def test_a_real_timing_picks_a_candidate_and_no_candidate_is_a_clear_error():
 
 def test_compiled_candidates_are_timed_compiled(monkeypatch):
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compiled.append(module) or module)
     model, x = _model(), torch.randn(4, 32)
     svdtrain.fastest_multiple(model, x, lambda m: svdtrain.MacsBudget(x, reduction=1.5, multiple=m),
                               candidates=(1, 8), rounds=1, compiled=True)  # fmt: skip

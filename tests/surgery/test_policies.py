@@ -160,7 +160,7 @@ def test_a_custom_policy_with_its_own_cost_table_plugs_in(model):
 def synthetic_clock(monkeypatch):
     """Time = weights touched (+ 50 for the rest); a pair pays a 30-unit launch cost."""
 
-    def fake(modules, inputs, rounds=5, warmup=2):
+    def fake(modules, inputs, rounds=5, warmup=2, compiled=False):
         def weights(m):
             return float(sum(p.numel() for n, p in m.named_parameters() if n.endswith("weight")))
 

@@ -56,6 +56,39 @@ def test_a_speed_target_and_the_measured_forms_time_in_the_dtype_asked_for(monke
     assert next(model.parameters()).dtype == torch.float32
 
 
+def test_compiled_timing_compiles_every_candidate_past_dynamos_recompile_limit():
+    """Dynamo recompiles a Linear's forward per shape and, past 8, silently runs it eager: a
+    compiled timing of more forms than that would compare eager against compiled."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    graphs = counters["stats"]["unique_graphs"]
+    shapes = [(8 + i, 8) for i in range(10)]
+    for columns, rows in shapes:
+        (seconds,) = timing.median_seconds([nn.Linear(columns, rows)], torch.randn(2, columns), rounds=1, warmup=0,
+                                           compiled=True)  # fmt: skip
+        assert seconds > 0
+    assert counters["stats"]["unique_graphs"] - graphs == len(shapes)
+    assert torch._dynamo.config.recompile_limit == 8  # lifted while timing only
+
+
+def test_compiled_is_passed_to_every_timing_of_a_speed_target_and_the_measured_forms(monkeypatch):
+    seen = []
+
+    def recording(candidates, inputs, rounds=9, warmup=2, compiled=False):
+        seen.append(compiled)
+        return [1.0] * len(candidates)
+
+    monkeypatch.setattr(timing, "median_seconds", recording)
+    monkeypatch.setattr(latency, "median_seconds", recording)
+    model, x = _model(), torch.randn(16, 64)
+    svdtrain.prune(model, svdtrain.Ranks(8))
+    svdtrain.compact(model, x, choose="measured", rounds=1, compiled=True)
+    with pytest.raises(ValueError, match="out of reach"):  # a clock on which nothing is faster
+        svdtrain.Speedup(1.5, x, rounds=1, points=2, compiled=True).ranks(model)
+    assert len(seen) > 3 and all(seen)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_a_gpu_timing_synchronizes_on_the_inputs_device():
     x = torch.randn(8, 64, device="cuda")

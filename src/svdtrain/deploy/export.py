@@ -65,11 +65,12 @@ def export_compact(
     model: nn.Module, out_dir: str | Path, example: torch.Tensor, *, model_name: str, num_classes: int,
     context: int | None = None, sequence: bool = False, onnx: bool = True, choose: str = "macs",
     timing_input: torch.Tensor | None = None, timing_device: str | None = None, timing_dtype: torch.dtype | None = None,
+    timing_compiled: bool = False,
 ) -> dict:  # fmt: skip
     """Write ``out_dir``/{weights.pt, spec.json, model.torchscript.pt, model.pt2, model.onnx}; returns
     the file names and the max output difference of each reloaded export. ``choose`` and
-    ``timing_input`` (default ``example``), timed on ``timing_device`` in ``timing_dtype``,
-    pick each layer's form as in ``compact``. A
+    ``timing_input`` (default ``example``), timed on ``timing_device`` in ``timing_dtype``
+    (compiled if ``timing_compiled``), pick each layer's form as in ``compact``. A
     ``sequence`` model (token ids (B, T) in) exports with dynamic batch and time axes;
     ``context`` (its longest sequence) goes into the spec to rebuild it."""
     out_dir = Path(out_dir)
@@ -77,7 +78,8 @@ def export_compact(
     model = model.eval().cpu()
     example = example.cpu()
     timed_on = example if timing_input is None else timing_input.cpu()
-    small = compact(model, timed_on, choose=choose, device=timing_device, dtype=timing_dtype).eval()
+    small = compact(model, timed_on, choose=choose, device=timing_device, dtype=timing_dtype,
+                    compiled=timing_compiled).eval()  # fmt: skip
     spec = {**compact_spec(model, small), "model": model_name, "num_classes": num_classes, "context": context}
     atomic_write(out_dir / "weights.pt", lambda f: torch.save(small.state_dict(), f), mode="wb")
     atomic_write_json(out_dir / "spec.json", spec)

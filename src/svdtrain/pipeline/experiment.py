@@ -273,7 +273,8 @@ class Experiment:
         if info.get("dense_as_pairs_measured_slower"):
             slower = info["dense_as_pairs_measured_slower"]
             self.log(f"export: {len(slower)} weight(s) stay dense, their pairs measured slower on "
-                     f"{c.prune.speed_device} in {c.prune.speed_dtype}: {', '.join(slower)}")  # fmt: skip
+                     f"{c.prune.speed_device} in {c.prune.speed_dtype}{', compiled' if c.prune.speed_compiled else ''}: "
+                     f"{', '.join(slower)}")  # fmt: skip
         self.log(f"export: compact {self.describe({k: info[k] for k in self.task.reported})}, "
                  f"{info['macs']:,} MACs -> {out}")  # fmt: skip
         save_checkpoint(self.folder.stage("export"), {"stage": "export", "info": info,

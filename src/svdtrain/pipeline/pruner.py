@@ -28,8 +28,9 @@ SPEED_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 
 def speed_timing(p: PruneConfig) -> dict:
-    """Where and as what a speed target times: ``device`` and ``dtype`` for Speedup and compact."""
-    return {"device": p.speed_device, "dtype": SPEED_DTYPES[p.speed_dtype]}
+    """Where and as what a speed target times: ``device``, ``dtype`` and ``compiled`` for
+    Speedup, compact and fastest_multiple."""
+    return {"device": p.speed_device, "dtype": SPEED_DTYPES[p.speed_dtype], "compiled": p.speed_compiled}
 
 
 def policy_from_config(

@@ -90,7 +90,7 @@ def _deployed(module: nn.Module, pairs: set[str], handles: dict[str, FactoredWei
 def compact(
     model: nn.Module, example_input: torch.Tensor | tuple | dict | None = None, *, choose: str = "macs",
     rounds: int = 9, forms: dict[str, str] | None = None, device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None, compiled: bool = False,
 ) -> nn.Module:  # fmt: skip
     """Return a copy of ``model`` in which every factored weight is deployed as plain torch layers.
 
@@ -100,9 +100,10 @@ def compact(
     module whose weight other code reads directly (seen in that forward pass) stays its own type;
     without it, a bound per token that can only favour dense. ``choose="measured"`` (needs
     ``example_input`` at the batch size you will deploy) also keeps a one-weight module dense
-    where its pair, though cheaper in MACs, measures slower in torch eager (medians of
-    ``rounds`` interleaved runs) on ``device`` in ``dtype`` (default: where and as the model
-    is; a GPU is synchronized around each run). ``forms`` ({weight name: "pair" | "dense"}) overrides the
+    where its pair, though cheaper in MACs, measures slower (medians of ``rounds`` interleaved
+    runs) on ``device`` in ``dtype`` (default: where and as the model is; a GPU is synchronized
+    around each run), in torch eager or, with ``compiled``, each form under ``torch.compile``
+    (where the model will run compiled: a compile per layer and form, seconds each on a CPU). ``forms`` ({weight name: "pair" | "dense"}) overrides the
     choice, e.g. to rebuild a saved structure. ``model`` is not changed.
 
     Raises:
@@ -128,7 +129,7 @@ def compact(
         shape = trace.shapes.get(fqn) if trace else None
         outside = trace.read_outside if trace else set()
         module = next(iter(handles.values())).module
-        timing = dict(rounds=rounds, device=device, dtype=dtype)
+        timing = dict(rounds=rounds, device=device, dtype=dtype, compiled=compiled)
         pairs = _chosen_pairs(handles, fqn, shape, outside, forms, choose, timing)
         deployed = _deployed(module, pairs, handles)
         if deployed is not module:

@@ -43,26 +43,29 @@ def _form_at(layer: FactoredWeight, rank: int | None) -> nn.Module:
 
 @torch.no_grad()
 def layer_times(
-    layer: FactoredWeight, input_shape: torch.Size, ranks: list[int], rounds: int
+    layer: FactoredWeight, input_shape: torch.Size, ranks: list[int], rounds: int, compiled: bool = False
 ) -> tuple[float, dict[int, float]]:
-    """Median seconds of the dense form and of the pair at each of ``ranks``, timed interleaved."""
+    """Median seconds of the dense form and of the pair at each of ``ranks``, timed interleaved
+    (each compiled if ``compiled``)."""
     inputs = layer.kind.sample_inputs(layer.module, input_shape, layer.U)
     candidates = [_form_at(layer, None), *(_form_at(layer, r) for r in ranks)]
-    dense_s, *pair_s = median_seconds(candidates, inputs, rounds)
+    dense_s, *pair_s = median_seconds(candidates, inputs, rounds, compiled=compiled)
     return dense_s, dict(zip(ranks, pair_s))
 
 
 def measured_costs(
-    model: nn.Module, example_input: Inputs, *, multiple: int = 8, points: int = 8, rounds: int = 5
-) -> Costs:
+    model: nn.Module, example_input: Inputs, *, multiple: int = 8, points: int = 8, rounds: int = 5,
+    compiled: bool = False,
+) -> Costs:  # fmt: skip
     """Seconds of the model's forward on ``example_input`` as a cost of its weights' ranks.
 
     ``example_input`` sets the batch size the timings are for. Each module holding one
     factored weight with a pair form (Linear, Conv, Conv1D) is timed dense and as a pair at
     up to ``points`` ranks (multiples of ``multiple``); a layer's time at a rank is the faster
     of the two, as ``compact(choose="measured")`` deploys it. Ops outside those layers (norms,
-    activations, pooling) are measured once and are ``rest``. Timings are of torch eager on
-    this machine; the model is not changed.
+    activations, pooling) are measured once and are ``rest``. Timings are of torch eager where
+    the model is, or with ``compiled`` of each form and the whole model under ``torch.compile``
+    (about 1 + ``points`` compiles per layer); the model is not changed.
 
     Raises:
         ValueError: a bad ``multiple``/``points``/``rounds``, no factored weights, or none that
@@ -83,13 +86,13 @@ def measured_costs(
         raise ValueError("no factored weight can be timed alone (one per Linear/Conv/Conv1D module with a pair form)")
     deployed = compact(model, example_input).eval()
     with torch.no_grad():
-        (total,) = median_seconds([deployed], example_input, rounds)
+        (total,) = median_seconds([deployed], example_input, rounds, compiled=compiled)
 
     times: dict[str, RankCosts] = {}
     for fqn, layer in layers:
         grid = rank_grid(layer.rank, multiple, points)
         probe = grid + ([layer.rank] if layer.rank < layer.full_rank else [])
-        dense_s, pair_s = layer_times(layer, trace.shapes[fqn], probe, rounds)
+        dense_s, pair_s = layer_times(layer, trace.shapes[fqn], probe, rounds, compiled)
         measured = {r: min(dense_s, pair_s[r]) for r in grid}
         measured[layer.rank] = min(dense_s, pair_s[layer.rank]) if layer.rank < layer.full_rank else dense_s
         times[layer.name] = RankCosts(measured)

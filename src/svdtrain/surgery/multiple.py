@@ -51,6 +51,5 @@ def fastest_multiple(
     if not compacts:
         raise ValueError(f"no rank multiple of {', '.join(map(str, candidates))} meets the policy")
     moved = [deployed_as(small, example, device, dtype) for small in compacts.values()]
-    timed = [torch.compile(small) if compiled else small for small, _ in moved]
-    seconds = dict(zip(compacts, median_seconds(timed, moved[0][1], rounds)))  # warm-up rounds compile
+    seconds = dict(zip(compacts, median_seconds([small for small, _ in moved], moved[0][1], rounds, compiled=compiled)))
     return min(seconds, key=seconds.get), seconds

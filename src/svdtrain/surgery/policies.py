@@ -139,11 +139,12 @@ def gradual_budget(dense_macs: int, reduction: float, done: int, total: int) -> 
 @dataclass(frozen=True)
 class Speedup:
     """Ranks whose compact model should run ``factor`` times faster, as measured on
-    ``example`` (which sets the batch size) by :func:`svdtrain.surgery.latency.measured_costs`
-    (torch eager), on a copy of the model moved to ``device`` and cast to ``dtype`` when given
-    (the example goes with it; token ids stay integers): time where and as you will deploy.
-    Values are dropped where they buy the most time per unit of relative energy lost. Only weights that can be timed alone get a rank; compact the pruned
-    model with ``choose="measured"``.
+    ``example`` (which sets the batch size) by :func:`svdtrain.surgery.latency.measured_costs`,
+    on a copy of the model moved to ``device`` and cast to ``dtype`` when given (the example
+    goes with it; token ids stay integers), in torch eager or, with ``compiled``, under
+    ``torch.compile``: time where and as you will deploy. Values are dropped where they buy the
+    most time per unit of relative energy lost. Only weights that can be timed alone get a
+    rank; compact the pruned model with ``choose="measured"`` (and the same ``compiled``).
     """
 
     factor: float
@@ -154,6 +155,7 @@ class Speedup:
     rounds: int = 5
     device: str | torch.device | None = None
     dtype: torch.dtype | None = None
+    compiled: bool = False
 
     def __post_init__(self) -> None:
         if not self.factor > 1:
@@ -175,7 +177,8 @@ class Speedup:
     def _measured(self, model: nn.Module) -> tuple[Costs, dict[str, int]]:
         layers = require_factored_weights(model)
         timed, example = deployed_as(model, self.example, self.device, self.dtype)
-        costs = measured_costs(timed, example, multiple=self.multiple, points=self.points, rounds=self.rounds)
+        costs = measured_costs(timed, example, multiple=self.multiple, points=self.points, rounds=self.rounds,
+                               compiled=self.compiled)  # fmt: skip
         return costs, {name: layers[name].rank for name in costs.weights}
 
     def _check_reach(self, reach: float) -> None:

@@ -20,6 +20,8 @@ from torch import nn
 from svdtrain.surgery.walk import copy_model
 from svdtrain.tasks.base import tensors_of, to_device
 
+COMPILED_VARIANTS = 4096  # dynamo's recompile limits while timing compiled modules (its default: 8)
+
 
 def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: int = 2,
                         sync: Callable[[], None] = lambda: None) -> list[float]:  # fmt: skip
@@ -40,12 +42,23 @@ def interleaved_medians(calls: list[Callable[[], object]], rounds: int, warmup: 
 
 @torch.no_grad()
 def median_seconds(
-    candidates: list[nn.Module], inputs: torch.Tensor | tuple | dict, rounds: int = 9, warmup: int = 2
-) -> list[float]:
+    candidates: list[nn.Module], inputs: torch.Tensor | tuple | dict, rounds: int = 9, warmup: int = 2, *,
+    compiled: bool = False,
+) -> list[float]:  # fmt: skip
     """Median seconds per forward of each module on ``inputs`` (a tensor, a tuple of positional
-    inputs or a dict of keyword inputs), timed interleaved, synchronized on a GPU."""
-    calls = [partial(_call, module, inputs) for module in candidates]
-    return interleaved_medians(calls, rounds, warmup, sync=_synchronizer(inputs))
+    inputs or a dict of keyword inputs), timed interleaved, synchronized on a GPU.
+
+    ``compiled``: each module under ``torch.compile`` (static shapes, the inductor settings in
+    force), compiled in the first warm-up round. Dynamo keys its compiled code by the forward's
+    source, so many Linear modules of other shapes would exhaust its recompile limit and run
+    eager again without a word; the limit is lifted while timing."""
+    if not compiled:
+        calls = [partial(_call, module, inputs) for module in candidates]
+        return interleaved_medians(calls, rounds, warmup, sync=_synchronizer(inputs))
+    calls = [partial(_call, torch.compile(module, dynamic=False), inputs) for module in candidates]
+    limits = dict(recompile_limit=COMPILED_VARIANTS, accumulated_recompile_limit=COMPILED_VARIANTS)
+    with torch._dynamo.config.patch(**limits):
+        return interleaved_medians(calls, rounds, max(warmup, 1), sync=_synchronizer(inputs))
 
 
 def _synchronizer(inputs: torch.Tensor | tuple | dict) -> Callable[[], None]:
@@ -71,9 +84,10 @@ def _call(module: nn.Module, inputs: torch.Tensor | tuple | dict) -> object:
 
 
 def faster_form(dense: nn.Module, factored: nn.Module, inputs: tuple, rounds: int = 9, *,
-                device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> nn.Module:  # fmt: skip
+                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                compiled: bool = False) -> nn.Module:  # fmt: skip
     """Whichever of two equivalent modules runs faster on ``inputs`` (positional), timed on
-    ``device`` in ``dtype`` (default: where and as the modules are)."""
+    ``device`` in ``dtype`` (default: where and as the modules are), each compiled if ``compiled``."""
     (timed_dense, moved), (timed_factored, _) = (deployed_as(m, inputs, device, dtype) for m in (dense, factored))
-    dense_s, factored_s = median_seconds([timed_dense.eval(), timed_factored.eval()], moved, rounds)
+    dense_s, factored_s = median_seconds([timed_dense.eval(), timed_factored.eval()], moved, rounds, compiled=compiled)
     return factored if factored_s < dense_s else dense

@@ -184,14 +184,16 @@ class SVDTrainConfig(Section):
 class PruneConfig(Section):
     """prune: which singular values to keep: by a speed or MACs target, else a threshold, else energy"""
 
-    target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (torch eager, on "
-                                    "speed_device in speed_dtype)")  # fmt: skip
+    target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (on speed_device in "
+                                    "speed_dtype, eager unless speed_compiled)")  # fmt: skip
     speed_batch_size: PositiveInt = option(1, "the batch size target_speedup is timed (and the export chosen) at")
     speed_device: Annotated[str, checked(_speed_device)] = option(
         "cpu", "where target_speedup times the layers and the export chooses their forms: the deployment's device "
         "(cpu, cuda, cuda:N)")  # fmt: skip
     speed_dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "the dtype target_speedup and the export time the "
                                                           "layers in: the deployment's")  # fmt: skip
+    speed_compiled: bool = option(False, "time target_speedup, rank_multiple 0 and the export's forms under "
+                                  "torch.compile, for a deployment that runs compiled (a compile per timed form)")  # fmt: skip
     target_reduction: Target = option(0.0, "> 1: cut MACs by this factor, ranks chosen by rank_allocation")  # fmt: skip
     rank_allocation: Literal["greedy", "energy"] = option("greedy", "greedy: least relative energy lost per MAC saved; "
                                                           "energy: one threshold for all weights")  # fmt: skip
