@@ -5,13 +5,15 @@ weight bytes could decode up to twice as fast, if the products were all the time
 each model's time per greedy token (torch eager, the dense model and its compact copies at
 2x / 3x fewer MACs from benchmarks/deploy_speed.py) into:
 
-  products   self time of aten::addmm / aten::mm (every Linear, Conv1D and pair half)
-  rest       everything else: attention, norms, the KV cache, sampling, Python and dispatch
+  head      the output head's product (tied, dense at 2x; factored at 3x)
+  products  the other weights' products (self time of aten::addmm / aten::mm: every Conv1D and
+            pair half), with their calls per token and the weight bytes they read per second
+  rest      everything else: attention, norms, the KV cache, sampling, Python and dispatch
 
 The split is read from torch.profiler over one generation; the per-token total is timed
-without the profiler (interleaved medians), and the split's shares are applied to it. The
-bound is what the compact model would gain if its "rest" cost what the dense model's does and
-only the products shrank, and what it would gain with no "rest" at all.
+without the profiler (interleaved medians), and the split's shares are applied to it. Bounds:
+the speedup if the compact model's rest cost the dense model's; with no rest at all; and if its
+other products read their weights as fast (GB/s) as the dense model's do.
 
     python benchmarks/decode_bound.py --json benchmarks/results/decode_bound_cpu.json
     python benchmarks/decode_bound.py --quick
@@ -32,19 +34,31 @@ from deploy_speed import DTYPES, HEAD, compacted, decode_runner, gpt2  # noqa: E
 PRODUCTS = ("aten::addmm", "aten::mm")
 
 
-def product_share(run) -> float:
-    """The share of one ``run()``'s profiled CPU time spent in the weights' products."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+def profiled_split(run, vocab_size: int) -> dict[str, float]:
+    """One ``run()`` under torch.profiler: the shares of its CPU time in the output head's
+    product and in the other weights' products, those products' calls, and the bytes of
+    weight they read (each call reads its whole weight)."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         run()
-    events = prof.key_averages()
+    events = prof.key_averages(group_by_input_shape=True)
     total = sum(event.self_cpu_time_total for event in events)
-    return sum(event.self_cpu_time_total for event in events if event.key in PRODUCTS) / total
+    split = {"head": 0.0, "body": 0.0, "body_calls": 0, "body_bytes": 0, "head_bytes": 0}
+    for event in (e for e in events if e.key in PRODUCTS):
+        weight = event.input_shapes[2 if event.key == "aten::addmm" else 1]
+        part = "head" if vocab_size in weight else "body"
+        split[part] += event.self_cpu_time_total / total
+        split[f"{part}_bytes"] += event.count * weight[0] * weight[1]
+        if part == "body":
+            split["body_calls"] += event.count
+    return split
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights a token's products read: every 2-D parameter but the embeddings
-    looked up by index (the tied output head reads the token embedding whole, once)."""
-    lookups = {id(model.transformer.wpe.weight)}
+    """Bytes of the weights a token's products read: every 2-D parameter but the embeddings,
+    looked up by index (a head tied to the token embedding reads it whole, so it counts)."""
+    wte = model.transformer.wte.weight
+    tied = getattr(model.lm_head, "weight", None) is wte
+    lookups = {id(model.transformer.wpe.weight)} | (set() if tied else {id(wte)})
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.dim() == 2 and id(p) not in lookups)
 
 
@@ -70,22 +84,34 @@ def main() -> None:
         models[f"{reduction:g}x"] = compacted(dense, {"input_ids": prompt}, reduction, args.multiple,
                                                (HEAD,) if reduction > 2 else ())  # fmt: skip
     rows = []
+    size = torch.finfo(DTYPES[args.dtype]).bits // 8
+    calls = args.new_tokens  # the prompt's forward and the first token's are one call; 63 more follow
     with torch.no_grad():
         runners = {name: decode_runner(model, prompt, args.new_tokens, compiled=False) for name, model in models.items()}
         seconds = dict(zip(runners, interleaved_medians(list(runners.values()), args.rounds)))
         for name, run in runners.items():
-            per_token = seconds[name] / args.new_tokens
-            share = product_share(run)
-            rows.append({"model": name, "ms_per_token": 1e3 * per_token, "products_ms": 1e3 * per_token * share,
-                         "rest_ms": 1e3 * per_token * (1 - share), "weight_mb": weight_bytes(models[name]) / 2**20})  # fmt: skip
+            per_token = 1e3 * seconds[name] / args.new_tokens
+            split = profiled_split(run, dense.config.vocab_size)
+            head, body = per_token * split["head"], per_token * split["body"]
+            rows.append({"model": name, "ms_per_token": per_token, "head_ms": head, "body_ms": body,
+                         "rest_ms": per_token - head - body, "body_calls_per_token": split["body_calls"] / calls,
+                         "body_mb_per_token": split["body_bytes"] * size / calls / 1e6,
+                         "body_gb_per_s": split["body_bytes"] * size / calls / body / 1e6,
+                         "head_gb_per_s": split["head_bytes"] * size / calls / head / 1e6 if head else None,
+                         "weight_mb": weight_bytes(models[name]) / 1e6})  # fmt: skip
     dense_row = rows[0]
     for row in rows:
         row["speedup"] = dense_row["ms_per_token"] / row["ms_per_token"]
-        row["bound_dense_rest"] = dense_row["ms_per_token"] / (row["products_ms"] + dense_row["rest_ms"])
-        row["bound_no_rest"] = dense_row["ms_per_token"] / row["products_ms"]
-        print(f"{row['model']:<6} {row['ms_per_token']:6.2f} ms/token = products {row['products_ms']:6.2f} + rest "
-              f"{row['rest_ms']:5.2f}   weights {row['weight_mb']:6.1f} MB   speedup {row['speedup']:4.2f}   "
-              f"bound with dense's rest {row['bound_dense_rest']:4.2f}, with none {row['bound_no_rest']:4.2f}")  # fmt: skip
+        products = row["head_ms"] + row["body_ms"]
+        row["bound_dense_rest"] = dense_row["ms_per_token"] / (products + dense_row["rest_ms"])
+        row["bound_no_rest"] = dense_row["ms_per_token"] / products
+        at_dense_rate = row["body_mb_per_token"] / dense_row["body_gb_per_s"]  # ms, as the dense body reads
+        row["bound_products_at_dense_rate"] = dense_row["ms_per_token"] / (row["head_ms"] + at_dense_rate + row["rest_ms"])
+        print(f"{row['model']:<6} {row['ms_per_token']:6.2f} ms/token = head {row['head_ms']:5.2f} + other products "
+              f"{row['body_ms']:5.2f} ({row['body_calls_per_token']:.0f} calls, {row['body_gb_per_s']:5.1f} GB/s) "
+              f"+ rest {row['rest_ms']:5.2f}   weights {row['weight_mb']:6.1f} MB   speedup {row['speedup']:4.2f}   "
+              f"bounds: dense's rest {row['bound_dense_rest']:4.2f}, no rest {row['bound_no_rest']:4.2f}, "
+              f"other products at dense's GB/s {row['bound_products_at_dense_rate']:4.2f}")  # fmt: skip
     if args.json:
         write_results(args.json, "decode_bound", {"dtype": args.dtype, "new_tokens": args.new_tokens,
                                                   "rounds": args.rounds, "rows": rows})  # fmt: skip

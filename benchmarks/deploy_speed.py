@@ -5,7 +5,9 @@ budget, in multiples of --multiple) are timed with the dense model alternately (
 each in the same mode: a fair comparison compiles both (inductor with frozen weights, as for
 deployment). Reported: the ratio of medians.
 
-  resnet50   ImageNet ResNet-50 forward, at each of --batches
+  resnet50   ImageNet ResNet-50 forward, at each of --batches, its convs factored in each of
+             --schemes: channel-wise (deployed k x k -> 1 x 1) or spatial-wise (k x 1 -> 1 x k),
+             to see which pair form the device's conv kernels run faster
   encoder    an nn.TransformerEncoder (6 layers, width 512, 8 heads), batch 8 x 128 tokens
   prefill    Hugging Face GPT-2 124M (from its config) forward, batch --prefill-batch x 512 tokens
   decode     GPT-2 124M generate(), batch 1, --new-tokens greedy tokens: tokens/s; "compiled"
@@ -38,11 +40,13 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 HEAD = "lm_head.weight"
 
 
-def compacted(dense: nn.Module, example, reduction: float, multiple: int, untie: tuple[str, ...] = ()) -> nn.Module:
-    """``dense`` decomposed, pruned to ``reduction`` x fewer MACs on ``example`` and compacted."""
+def compacted(dense: nn.Module, example, reduction: float, multiple: int, untie: tuple[str, ...] = (),
+              scheme: str = "channel") -> nn.Module:  # fmt: skip
+    """``dense`` decomposed (convs in ``scheme``), pruned to ``reduction`` x fewer MACs on
+    ``example`` and compacted."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what stays dense, and the untied head's cost, are in the docstring
-        model = svdtrain.decompose(copy.deepcopy(dense), init="svd", untie=untie)
+        model = svdtrain.decompose(copy.deepcopy(dense), scheme, init="svd", untie=untie)
     svdtrain.prune(model, svdtrain.MacsBudget(example, reduction=reduction, multiple=multiple))
     return svdtrain.compact(model, example).eval()
 
@@ -96,18 +100,22 @@ def encoder(width: int, layers: int) -> nn.Module:
 
 
 def cases(args, device: torch.device, dtype: torch.dtype):
-    """(name, setting, dense model, example for the MACs budget, runner maker, untied weights, unit)."""
+    """(name, setting, dense model, example for the MACs budget, runner maker, untied weights at 3x,
+    conv scheme, unit)."""
     quick = args.quick
     if "resnet50" in args.models:
         size = 64 if quick else 224
         dense = build_model("imagenet_resnet18" if quick else "imagenet_resnet50", 1000).eval().to(device, dtype)
         for batch in args.batches:
             x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-            yield "resnet50", f"batch {batch}", dense, x[:1], lambda m, c, x=x: forward_runner(m, x, c), (), "ms"
+            for scheme in args.schemes.split(","):
+                setting = f"batch {batch}" + ("" if scheme == "channel" else f", {scheme}")
+                yield "resnet50", setting, dense, x[:1], lambda m, c, x=x: forward_runner(m, x, c), (), scheme, "ms"
     if "encoder" in args.models:
         dense = encoder(32 if quick else 512, 2 if quick else 6).to(device, dtype)
         x = torch.randn(8, 16 if quick else 128, dense.layers[0].linear1.in_features, device=device, dtype=dtype)
-        yield "encoder", f"batch {x.shape[0]} x {x.shape[1]}", dense, x, lambda m, c: forward_runner(m, x, c), (), "ms"
+        yield ("encoder", f"batch {x.shape[0]} x {x.shape[1]}", dense, x, lambda m, c: forward_runner(m, x, c), (),
+               "channel", "ms")  # fmt: skip
     if "prefill" in args.models or "decode" in args.models:
         dense = gpt2(device, dtype, quick)
         length = 32 if quick else 512
@@ -116,11 +124,11 @@ def cases(args, device: torch.device, dtype: torch.dtype):
         if "prefill" in args.models:
             inputs = {"input_ids": ids, "use_cache": False}
             yield ("prefill", f"batch {args.prefill_batch} x {length}", dense, probe,
-                   lambda m, c: forward_runner(m, inputs, c), (HEAD,), "ms")  # fmt: skip
+                   lambda m, c: forward_runner(m, inputs, c), (HEAD,), "channel", "ms")  # fmt: skip
         if "decode" in args.models:
             prompt = ids[:1, :8]
             yield ("decode", f"batch 1, {args.new_tokens} tokens", dense, probe,
-                   lambda m, c: decode_runner(m, prompt, args.new_tokens, c), (HEAD,), "tokens/s")  # fmt: skip
+                   lambda m, c: decode_runner(m, prompt, args.new_tokens, c), (HEAD,), "channel", "tokens/s")  # fmt: skip
 
 
 def main() -> None:
@@ -131,6 +139,7 @@ def main() -> None:
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--reductions", default="2,3")
     parser.add_argument("--batches", default="1,8", help="resnet50 batch sizes")
+    parser.add_argument("--schemes", default="channel", help="resnet50's conv factorizations: channel, spatial")
     parser.add_argument("--prefill-batch", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--multiple", type=int, default=8, help="kept ranks are multiples of this")
@@ -150,14 +159,14 @@ def main() -> None:
     with torch.no_grad():
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
-            for name, setting, dense, probe, make, untie_at_3x, unit in cases(args, device, dtype):
+            for name, setting, dense, probe, make, untie_at_3x, scheme, unit in cases(args, device, dtype):
                 dense_macs = svdtrain.count_macs(dense, probe)
                 models = {"dense": dense}
                 for reduction in (float(r) for r in args.reductions.split(",")):
                     started = time.perf_counter()
                     try:
                         models[reduction] = compacted(dense, probe, reduction, args.multiple,
-                                                      untie_at_3x if reduction > 2 else ())  # fmt: skip
+                                                      untie_at_3x if reduction > 2 else (), scheme)  # fmt: skip
                     except ValueError as error:
                         print(f"{name} {setting} {dtype_name} {reduction:g}x: {error}")
                     print(f"{name} {reduction:g}x compacted in {time.perf_counter() - started:.0f} s", flush=True)
@@ -167,7 +176,7 @@ def main() -> None:
                     for reduction in (key for key in models if key != "dense"):
                         speedup = medians["dense"] / medians[reduction]
                         realized = dense_macs / svdtrain.count_macs(models[reduction], probe)
-                        row = {"model": name, "setting": setting, "dtype": dtype_name, "mode": mode,
+                        row = {"model": name, "setting": setting, "dtype": dtype_name, "mode": mode, "scheme": scheme,
                                "target": reduction, "macs_reduction": realized, "dense_s": medians["dense"],
                                "compact_s": medians[reduction], "speedup": speedup}  # fmt: skip
                         if unit == "tokens/s":

@@ -6,8 +6,9 @@
 #   2. the paper's ResNet-20 schedule, channel- and spatial-wise, side by side on the one GPU
 #      (svdtrain parallel), compiled with CUDA graphs, bf16, channels_last
 #   3. benchmarks/deploy_speed.py on CUDA (issue 23): ResNet-50, a TransformerEncoder, GPT-2 prefill
-#      and decode, dense against compact at 2x and 3x fewer MACs, eager and compiled, fp32 and bf16
-#      (cut off after DEPLOY_SECONDS, default 240; rows print as they finish)
+#      and decode, dense against compact at 2x and 3x fewer MACs, eager and compiled, bf16 first (the
+#      goals' rows) then fp32, ResNet-50 channel- and spatial-wise (which conv pair form cuDNN runs
+#      faster) (cut off after DEPLOY_SECONDS, default 240; rows print and save as they finish)
 # Run from the repository root, with the CIFAR-10 JPEG tarball copied to .data/ and carried:
 #   mkdir -p .data && cp ../shared/data/cifar10-jpg.tar.gz .data/
 #   bash benchmarks/gpu_session.sh                 # on the device: run(carry=[".data"], ...)
@@ -56,7 +57,7 @@ timeout --signal=INT "${RUN_SECONDS:-420}" python3 -m svdtrain parallel --logs "
 echo "paper schedule: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
 
 start=$(date +%s)
-if [ -n "${QUICK:-}" ]; then DEPLOY=(--quick); else DEPLOY=(--dtypes fp32,bf16 --batches 1,64 --prefill-batch 8 --new-tokens 128); fi
+if [ -n "${QUICK:-}" ]; then DEPLOY=(--quick); else DEPLOY=(--dtypes bf16,fp32 --batches 64,1 --schemes channel,spatial --prefill-batch 8 --new-tokens 128); fi
 timeout --signal=INT "${DEPLOY_SECONDS:-240}" python3 benchmarks/deploy_speed.py --device "$DEVICE" "${DEPLOY[@]}" \
     --json "$OUT/deploy_speed.json" > "$OUT/deploy_speed.log" 2>&1
 echo "deploy speed: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
