@@ -150,6 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.reductions, args.batches, args.rounds, args.new_tokens, args.modes = "2", "2", 1, 4, "eager"
+        args.schemes = "channel,spatial"
     args.models, args.batches = args.models.split(","), [int(b) for b in str(args.batches).split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
