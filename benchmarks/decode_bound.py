@@ -26,7 +26,6 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import svdtrain
 from svdtrain.surgery.timing import interleaved_medians
 from _results import write_results  # noqa: E402  (beside this script)
 from deploy_speed import DTYPES, HEAD, compacted, decode_runner, gpt2  # noqa: E402
