@@ -125,7 +125,7 @@ def op_counts(model_name: str, compiled: bool) -> dict[str, int]:
               "regularizers forward": aten_events(terms)}  # fmt: skip
     if compiled:
         fast = StepLoss(svd, REGULARIZATION, compile="default")
-        counts["svd step compiled"] = aten_events(lambda: fast(x, y)[0].backward())
+        counts["svd step compiled"] = aten_events(lambda: fast((x, y))[0].backward())
     return counts
 
 
