@@ -10,7 +10,7 @@ import pytest
 BENCHMARKS = sorted(p for p in (Path(__file__).parents[2] / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 
 
-@pytest.mark.slow  # 16 scripts as subprocesses, about 90 s: .ci/run runs them with the other slow checks
+@pytest.mark.slow  # 18 scripts as subprocesses, about 100 s: .ci/run runs them with the other slow checks
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
