@@ -84,9 +84,10 @@ def main() -> None:
                                                (HEAD,) if reduction > 2 else ())  # fmt: skip
     rows = []
     size = torch.finfo(DTYPES[args.dtype]).bits // 8
-    calls = args.new_tokens  # the prompt's forward and the first token's are one call; 63 more follow
+    calls = args.new_tokens  # forwards per generation: the prompt's (giving the first token), then one per token
     with torch.no_grad():
-        runners = {name: decode_runner(model, prompt, args.new_tokens, compiled=False) for name, model in models.items()}
+        runners = {name: decode_runner(model, prompt, args.new_tokens, compiled=False)
+                   for name, model in models.items()}  # fmt: skip
         seconds = dict(zip(runners, interleaved_medians(list(runners.values()), args.rounds)))
         for name, run in runners.items():
             per_token = 1e3 * seconds[name] / args.new_tokens
@@ -105,7 +106,8 @@ def main() -> None:
         row["bound_dense_rest"] = dense_row["ms_per_token"] / (products + dense_row["rest_ms"])
         row["bound_no_rest"] = dense_row["ms_per_token"] / products
         at_dense_rate = row["body_mb_per_token"] / dense_row["body_gb_per_s"]  # ms, as the dense body reads
-        row["bound_products_at_dense_rate"] = dense_row["ms_per_token"] / (row["head_ms"] + at_dense_rate + row["rest_ms"])
+        row["bound_products_at_dense_rate"] = dense_row["ms_per_token"] / (
+            row["head_ms"] + at_dense_rate + row["rest_ms"])  # fmt: skip
         print(f"{row['model']:<6} {row['ms_per_token']:6.2f} ms/token = head {row['head_ms']:5.2f} + other products "
               f"{row['body_ms']:5.2f} ({row['body_calls_per_token']:.0f} calls, {row['body_gb_per_s']:5.1f} GB/s) "
               f"+ rest {row['rest_ms']:5.2f}   weights {row['weight_mb']:6.1f} MB   speedup {row['speedup']:4.2f}   "

@@ -272,9 +272,9 @@ class Experiment:
                      "to round-off, e.g. a recurrent net with large weights, amplifies runtime differences)")
         if info.get("dense_as_pairs_measured_slower"):
             slower = info["dense_as_pairs_measured_slower"]
+            compiled = ", compiled" if c.prune.speed_compiled else ""
             self.log(f"export: {len(slower)} weight(s) stay dense, their pairs measured slower on "
-                     f"{c.prune.speed_device} in {c.prune.speed_dtype}{', compiled' if c.prune.speed_compiled else ''}: "
-                     f"{', '.join(slower)}")  # fmt: skip
+                     f"{c.prune.speed_device} in {c.prune.speed_dtype}{compiled}: {', '.join(slower)}")  # fmt: skip
         self.log(f"export: compact {self.describe({k: info[k] for k in self.task.reported})}, "
                  f"{info['macs']:,} MACs -> {out}")  # fmt: skip
         save_checkpoint(self.folder.stage("export"), {"stage": "export", "info": info,

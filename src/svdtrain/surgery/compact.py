@@ -103,8 +103,9 @@ def compact(
     where its pair, though cheaper in MACs, measures slower (medians of ``rounds`` interleaved
     runs) on ``device`` in ``dtype`` (default: where and as the model is; a GPU is synchronized
     around each run), in torch eager or, with ``compiled``, each form under ``torch.compile``
-    (where the model will run compiled: a compile per layer and form, seconds each on a CPU). ``forms`` ({weight name: "pair" | "dense"}) overrides the
-    choice, e.g. to rebuild a saved structure. ``model`` is not changed.
+    (where the model will run compiled: one compile per layer and form). ``forms`` ({weight
+    name: "pair" | "dense"}) overrides the choice, e.g. to rebuild a saved structure. ``model``
+    is not changed.
 
     Raises:
         ValueError: no factored weights, an unknown ``choose`` or form, "measured" without

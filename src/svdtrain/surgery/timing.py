@@ -9,6 +9,7 @@ kernels', not the launch's.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from functools import partial
@@ -52,13 +53,11 @@ def median_seconds(
     force), compiled in the first warm-up round. Dynamo keys its compiled code by the forward's
     source, so many Linear modules of other shapes would exhaust its recompile limit and run
     eager again without a word; the limit is lifted while timing."""
-    if not compiled:
-        calls = [partial(_call, module, inputs) for module in candidates]
-        return interleaved_medians(calls, rounds, warmup, sync=_synchronizer(inputs))
-    calls = [partial(_call, torch.compile(module, dynamic=False), inputs) for module in candidates]
+    runs = [torch.compile(module, dynamic=False) for module in candidates] if compiled else candidates
+    calls = [partial(_call, run, inputs) for run in runs]
     limits = dict(recompile_limit=COMPILED_VARIANTS, accumulated_recompile_limit=COMPILED_VARIANTS)
-    with torch._dynamo.config.patch(**limits):
-        return interleaved_medians(calls, rounds, max(warmup, 1), sync=_synchronizer(inputs))
+    with torch._dynamo.config.patch(**limits) if compiled else contextlib.nullcontext():
+        return interleaved_medians(calls, rounds, max(warmup, int(compiled)), sync=_synchronizer(inputs))
 
 
 def _synchronizer(inputs: torch.Tensor | tuple | dict) -> Callable[[], None]:
