@@ -16,6 +16,7 @@ the speedup if the compact model's rest cost the dense model's; with no rest at 
 other products read their weights as fast (GB/s) as the dense model's do.
 
     python benchmarks/decode_bound.py --json benchmarks/results/decode_bound_cpu.json
+    python benchmarks/decode_bound.py --reductions 2 --untie-head   # the head factored at 2x too
     python benchmarks/decode_bound.py --quick
 """
 
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--reductions", default="2,3")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--multiple", type=int, default=8)
+    parser.add_argument("--untie-head", action="store_true", help="factor the output head at 2x too (default: "
+                        "tied and dense at 2x, untied above)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
@@ -81,7 +84,7 @@ def main() -> None:
     models = {"dense": dense}
     for reduction in (float(r) for r in args.reductions.split(",")):
         models[f"{reduction:g}x"] = compacted(dense, {"input_ids": prompt}, reduction, args.multiple,
-                                               (HEAD,) if reduction > 2 else ())  # fmt: skip
+                                               (HEAD,) if reduction > 2 or args.untie_head else ())  # fmt: skip
     rows = []
     size = torch.finfo(DTYPES[args.dtype]).bits // 8
     calls = args.new_tokens  # forwards per generation: the prompt's (giving the first token), then one per token
@@ -115,6 +118,7 @@ def main() -> None:
               f"other products at dense's GB/s {row['bound_products_at_dense_rate']:4.2f}")  # fmt: skip
     if args.json:
         write_results(args.json, "decode_bound", {"dtype": args.dtype, "new_tokens": args.new_tokens,
+                                                  "untie_head": args.untie_head,
                                                   "rounds": args.rounds, "rows": rows})  # fmt: skip
 
 
