@@ -15,11 +15,11 @@ from svdtrain.train.watch import TrainingDiverged
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand (imported here: they need the CLI's extras, the core does not)."""
-    from svdtrain.cli import demo, parallel, pipeline, presets, probe, sweep
+    from svdtrain.cli import compare, demo, parallel, pipeline, presets, probe, sweep
 
     parser = argparse.ArgumentParser(prog="svdtrain", description="SVD training: low-rank networks that run faster.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, pipeline, sweep, parallel, presets, probe):
+    for module in (demo, pipeline, sweep, compare, parallel, presets, probe):
         module.add_parser(subparsers)
     return parser
 

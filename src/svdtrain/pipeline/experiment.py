@@ -192,6 +192,7 @@ class Experiment:
         started = time.perf_counter()
         model, _ = self.load_stage("start")
         before = {k: v.tolist() for k, v in singular_values(model).items()}
+        energy_before = self.pruner.target_energy(model)
         scales = self.pruner.macs_scales(model) if t.macs_weighted else None
         tails: dict | None = {} if t.budget_tail else None
         regularization = Regularization(t.ortho_weight, t.sparsity_weight, t.sparsity_kind, t.regularize_every,
@@ -205,9 +206,10 @@ class Experiment:
         history = self.trainer.fit("svd_train", model, t.epochs, regularization, s_lr_scale=t.s_lr_scale,
                                    distillation=self.distillation if t.distill else None, before_epoch=before_epoch,
                                    after_epoch=self.pruner.gradual_step if t.gradual else None,
-                                   lr_span=self._lr_span("svd_train"))  # fmt: skip
+                                   lr_span=self._lr_span("svd_train"), measure=self.pruner.target_energy)  # fmt: skip
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
+                        **{f"{key}_before": value for key, value in energy_before.items()},
                         seconds=time.perf_counter() - started, **self._last_or_evaluate(history, model))  # fmt: skip
 
     def run_prune(self) -> None:

@@ -72,3 +72,37 @@ def plot_metric_vs_macs(points: list[dict], baseline: dict, metric: str, path: P
     ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"validation {metric}")
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def plot_compare(rows: list[dict], metric: str, target: float, path: Path) -> None:
+    """``svdtrain compare``'s curves: the test metric per epoch (left) and the share of sum(s^2)
+    a cut at the target would keep (right, SVD-training epochs), one colour per method, one
+    line per seed; a dashed line where the cut falls."""
+    plt = _pyplot()
+    scale = 100 if metric == "accuracy" else 1
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colours: dict[str, str] = {}
+    for row in rows:
+        curve = row["curve"]
+        if not curve:
+            continue
+        colour = colours.setdefault(row["method"], f"C{len(colours)}")
+        label = row["method"] if sum(r["method"] == row["method"] for r in rows[: rows.index(row)]) == 0 else None
+        left.plot([p["epoch"] for p in curve], [scale * p["test"] for p in curve], color=colour, label=label, lw=1.2)
+        energy = [p for p in curve if "target_energy" in p]
+        before = row.get("target_energy_before")
+        if energy or before is not None:
+            xs = ([0] if before is not None else []) + [p["epoch"] for p in energy]
+            ys = ([before] if before is not None else []) + [p["target_energy"] for p in energy]
+            right.plot(xs, ys, color=colour, marker="." if len(xs) < 3 else None, label=label, lw=1.2)
+        cut = next((p["epoch"] for p in curve if p["stage"] == "finetune"), None)
+        if cut and cut > 1:
+            left.axvline(cut - 0.5, color=colour, ls=":", lw=0.8)
+    left.set_xlabel("epoch (all stages)")
+    left.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"validation {metric}")
+    right.set_xlabel("SVD-training epoch (0: the starting model)")
+    right.set_ylabel(f"share of sum(s^2) a {target:g}x cut keeps")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path)

@@ -16,6 +16,7 @@ from svdtrain.surgery import (
 from svdtrain.linalg import importance_order
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
+from svdtrain.surgery.prune import kept_energy
 from svdtrain.train.distributed import Distributed
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.pipeline.config import RunConfig
@@ -107,16 +108,28 @@ class Pruner:
         return prune(model, Ranks(ranks), calibration=calibration)
 
     def gradual_step(self, model: nn.Module, epochs_done: int) -> bool:
-        """After SVD-training epoch ``epochs_done`` of E: prune to (1/R)^(done/E) of the dense
-        MACs, so the cut grows by the same factor each epoch and reaches R at the last.
+        """After SVD-training epoch ``epochs_done``: prune to (1/R)^(done/N) of the dense MACs, N
+        being ``gradual_cuts`` (0: every SVD-training epoch), so the cut grows by the same factor
+        each epoch and reaches R after the N-th; later epochs train at those ranks.
         Returns whether any rank changed."""
-        p, epochs = self.config.prune, self.config.svd_train.epochs
-        budget = gradual_budget(self.baseline_macs, p.target_reduction, epochs_done, epochs)
+        p, t = self.config.prune, self.config.svd_train
+        cuts = t.gradual_cuts or t.epochs
+        if epochs_done > cuts:
+            return False
+        budget = gradual_budget(self.baseline_macs, p.target_reduction, epochs_done, cuts)
         before = {id(p) for p in model.parameters()}
         ranks = self.prune_to(model, budget, cut=epochs_done)
         self.recalibrate_batchnorm(model, cut=epochs_done)
         self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
         return {id(p) for p in model.parameters()} != before
+
+    def target_energy(self, model: nn.Module) -> dict[str, float]:
+        """``{"target_energy": share}``: the share of all factored weights' sum(s^2) that a cut to
+        the MACs target by |s| would keep now; what SVD training should raise, epoch by epoch.
+        Empty without a MACs target (a speed target would time the model every epoch)."""
+        if not self.config.prune.target_reduction:
+            return {}
+        return {"target_energy": kept_energy(model, self.policy(model).ranks(model))}
 
     def tails(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """{weight: bool mask over s} of the singular values that pruning to the MACs target

@@ -46,6 +46,8 @@ def write_report(experiment: FinishedRun) -> dict:
     for key in reported:
         if f"{key}_before_bn_recalibration" in records["prune"]:
             stages["prune"][f"{key}_before_bn_recalibration"] = records["prune"][f"{key}_before_bn_recalibration"]
+    if "target_energy_before" in records["svd_train"]:  # what a cut at the target kept before SVD training
+        stages["svd_train"]["target_energy_before"] = records["svd_train"]["target_energy_before"]
     stages["export"] = {**metrics(info), "seconds": round(export["seconds"], 2)}
     spec = json.loads((folder.export / "spec.json").read_text())
     forms = {name: entry["form"] for name, entry in spec["weights"].items()}

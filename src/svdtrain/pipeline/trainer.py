@@ -81,6 +81,7 @@ class Trainer:
         distillation: Distillation | None = None, s_lr_scale: float = 1.0,
         before_epoch: Callable[[nn.Module, int], None] | None = None,
         after_epoch: Callable[[nn.Module, int], bool] | None = None, lr_span: tuple[int, int] | None = None,
+        measure: Callable[[nn.Module], dict[str, float]] | None = None,
     ) -> list[dict]:  # fmt: skip
         """Train ``model`` in place for ``epochs`` (at ``lr``, default optim's); returns the history.
 
@@ -89,7 +90,8 @@ class Trainer:
 
         ``before_epoch(model, epoch)`` runs before each epoch (on the resumed model too);
         ``after_epoch(model, epochs_done)`` after each, returning True when it replaced
-        parameters (pruned): the optimizer is then rebuilt for the new ones."""
+        parameters (pruned): the optimizer is then rebuilt for the new ones. ``measure(model)``
+        adds its values to each epoch's history row, after any cut."""
         o = self.config.optim
         base_lr = lr or o.lr
         optimizer = self.optimizer(model, base_lr, s_lr_scale)
@@ -133,10 +135,12 @@ class Trainer:
                     optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
                     step_loss = None  # new factors: regroup and re-wrap them
                 test = self.evaluation(model)
+                measured = measure(model) if measure is not None else {}
                 seconds = time.perf_counter() - start
                 history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
                                 **{f"train_{k}": v for k, v in metrics.items()},
-                                **{f"test_{k}": v for k, v in test.items()}, "seconds": round(seconds, 3)})  # fmt: skip
+                                **{f"test_{k}": v for k, v in test.items()}, **measured,
+                                "seconds": round(seconds, 3)})  # fmt: skip
                 non_finite = first_non_finite(model, gradients=False)
                 if non_finite is not None:  # never save (and rotate out the good one) a diverged model
                     raise TrainingDiverged(f"{stage} epoch {epoch + 1}: training diverged: {non_finite}"

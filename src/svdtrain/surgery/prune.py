@@ -24,6 +24,17 @@ def spectra(model: nn.Module, calibration: Calibration | None = None) -> dict[st
     return {name: calibration.output_spectrum(name, layer) for name, layer in layers.items()}
 
 
+def kept_energy(model: nn.Module, ranks: dict[str, int]) -> float:
+    """The share of all factored weights' sum(s^2) that keeping each weight's ``ranks[name]``
+    largest |s| keeps (a weight not named keeps all): 1.0 loses nothing."""
+    kept = total = 0.0
+    for name, layer in require_factored_weights(model).items():
+        energy = layer.s.detach().double().square().sort(descending=True).values
+        total += float(energy.sum())
+        kept += float(energy[: ranks.get(name, len(energy))].sum())
+    return kept / total if total > 0 else 1.0
+
+
 def prune(model: nn.Module, policy: RankPolicy, *, calibration: Calibration | None = None) -> dict[str, int]:
     """Physically drop each factored weight's smallest singular values, in place, down to the
     rank ``policy`` decides; returns the rank kept per weight.

@@ -24,7 +24,8 @@ IMAGE_DATASETS = ("cifar10", "image_folder", "digits")
 TEXT_DATASETS = ("text_char", "text_word", "text_byte")
 RECIPES = ("paper", "budget", "truncation")  # presets/recipes/NAME.yaml; see recipe.py
 # The budget recipe's svd_train levers: they act only in SVD training, which the truncation recipe skips.
-SVD_TRAINING_LEVERS = ("gradual", "macs_weighted", "s_lr_scale", "distill", "budget_tail", "proximal")
+SVD_TRAINING_LEVERS = ("gradual", "gradual_cuts", "macs_weighted", "s_lr_scale", "distill", "budget_tail",
+                       "proximal")
 LR_SCHEDULES = ("stage", "run")  # see schedule.py
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -167,6 +168,9 @@ class SVDTrainConfig(Section):
                                "would drop (re-chosen every epoch), so training empties what pruning cuts")  # fmt: skip
     gradual: bool = option(False, "prune towards target_reduction after every SVD-training epoch (a geometric "
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
+    gradual_cuts: NonNegativeInt = option(0, "with gradual: cut after each of the first N SVD-training epochs, "
+                                          "reaching the target at the N-th, so the epochs after it train at the "
+                                          "target's ranks before fine-tuning (0: a cut after every epoch)")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
                            "distill_weight and temperature)")  # fmt: skip
     recipe: Annotated[Literal[RECIPES], BeforeValidator(check_recipe_name)] = option(
@@ -176,6 +180,11 @@ class SVDTrainConfig(Section):
         " probe` recommends one")  # fmt: skip
 
     def validate(self) -> None:
+        if self.gradual_cuts and not self.gradual:
+            raise ValueError("gradual_cuts counts gradual cuts: set gradual true (or gradual_cuts 0)")
+        if self.gradual_cuts > self.epochs:
+            raise ValueError(f"gradual_cuts {self.gradual_cuts} needs as many SVD-training epochs (one cut after each), "
+                             f"got svd_epochs {self.epochs}")
         if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
             raise ValueError(f"proximal needs sparsity_kind l1 (or budget_tail), got {self.sparsity_kind!r}")
 
