@@ -39,3 +39,40 @@ def test_a_speed_target_times_on_the_device_and_in_the_dtype_the_section_names()
 def test_then_threshold_then_energy():
     assert _policy(threshold=0.1, energy=0.2) == Threshold(0.1)
     assert _policy(energy=0.2) == Energy(0.2)
+
+
+def test_gradual_cuts_reach_the_target_after_the_nth_epoch_and_then_stop(tmp_path):
+    """svd_train.gradual_cuts 2 of 4 epochs: the MACs budget shrinks geometrically over epochs 1-2,
+    the target is met after epoch 2, and epochs 3-4 cut nothing."""
+    import svdtrain
+    from svdtrain.pipeline.config import resolve_config
+    from svdtrain.pipeline.experiment import Experiment
+    from svdtrain.pipeline.pruner import Pruner
+
+    config = resolve_config("smoke", None, {"target_reduction": 2.0, "gradual": True, "gradual_cuts": 2,
+                                            "svd_epochs": 4, "train_limit": 128, "test_limit": 64})  # fmt: skip
+    experiment = Experiment(config, tmp_path, log=lambda line: None)
+    model = svdtrain.decompose(experiment.dense_model(), init="svd")
+    example = experiment.data.example
+    dense = svdtrain.count_macs(model, example)
+    pruner = Pruner(config, experiment.data, torch.device("cpu"), dense, speed_example=example, log=lambda line: None)
+    macs = []
+    for epoch in range(1, 5):
+        changed = pruner.gradual_step(model, epoch)
+        assert changed == (epoch <= 2), epoch
+        macs.append(svdtrain.count_macs(svdtrain.compact(model, example), example))
+    assert dense / 2 < macs[0] <= dense / 2**0.5 and macs[1] <= dense / 2
+    assert macs[1] == macs[2] == macs[3]
+    assert pruner.target_energy(model) == {"target_energy": pytest.approx(1.0)}
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"gradual_cuts": 2}, "gradual_cuts counts gradual cuts: set gradual true"),
+    ({"gradual": True, "gradual_cuts": 5, "svd_epochs": 4, "target_reduction": 2.0}, "gradual_cuts 5 needs as many"),
+    ({"recipe": "truncation", "gradual_cuts": 1}, "recipe truncation skips SVD training, so gradual_cuts"),
+])  # fmt: skip
+def test_gradual_cuts_that_cannot_act_are_refused(flags, message):
+    from svdtrain.pipeline.config import resolve_config
+
+    with pytest.raises(ValueError, match=message):
+        resolve_config("smoke", None, flags)

@@ -194,3 +194,17 @@ def test_diverged_singular_values_of_a_later_weight_change_nothing():
     with pytest.raises(ValueError, match="NaN or inf"):
         prune(model, Energy(0.5))
     assert _ranks(model) == [2, 2]
+
+
+def test_kept_energy_is_the_share_of_sum_s_squared_the_largest_values_keep():
+    from svdtrain.surgery.prune import kept_energy
+
+    model = decompose(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), init="svd")
+    layers = factored_weights(model)
+    with torch.no_grad():
+        layers["0.weight"].s.copy_(torch.tensor([-3.0, 1.0, 0.0, 2.0]))  # order by |s|: 3, 2, 1, 0
+        layers["1.weight"].s.copy_(torch.tensor([1.0, 1.0]))
+    total = 9 + 4 + 1 + 0 + 1 + 1
+    assert kept_energy(model, {"0.weight": 1, "1.weight": 1}) == pytest.approx((9 + 1) / total)
+    assert kept_energy(model, {"0.weight": 2}) == pytest.approx((9 + 4 + 2) / total)  # unnamed: all kept
+    assert kept_energy(model, {}) == 1.0
