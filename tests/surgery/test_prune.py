@@ -189,6 +189,16 @@ def test_model_without_factored_weights_raises():
         prune(nn.Sequential(nn.Linear(3, 3)), Energy(0.1))
 
 
+@pytest.mark.parametrize("policy,got", [("energy", r"'energy' \(str\)"), (None, r"None \(NoneType\)"),
+                                        (0.02, r"0\.02 \(float\)"), (Energy, "the class Energy")])
+def test_what_is_not_a_rank_policy_is_named_as_such(policy, got):
+    model = _model_with_spectra([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"policy must be a rank policy such as Energy\(0\.02\), Threshold.*MacsBudget.*"
+                                        r"Speedup.*; got " + got):  # fmt: skip
+        prune(model, policy)
+    assert _ranks(model) == [2]
+
+
 def test_diverged_singular_values_of_a_later_weight_change_nothing():
     model = _model_with_spectra([1.0, 2.0], [3.0, float("nan")])
     with pytest.raises(ValueError, match="NaN or inf"):

@@ -51,10 +51,20 @@ def prune(model: nn.Module, policy: RankPolicy, *, calibration: Calibration | No
         >>> ranks = prune(model, Energy(0.02))  # {weight name: kept rank}
 
     Raises:
+        TypeError: ``policy`` is not a rank policy (a string, None, a policy class not built).
         ValueError: the policy's (a bad target, or one out of reach), a bad or unknown rank,
             or a model without factored weights. Nothing is changed then.
     """
+    check_policy(policy)
     return keep_ranks_(model, policy.ranks(model, calibration), calibration=calibration)
+
+
+def check_policy(policy: object) -> None:
+    """Refuse what is not a built rank policy, naming what one is."""
+    if isinstance(policy, type) or not callable(getattr(policy, "ranks", None)):
+        got = f"the class {policy.__name__}" if isinstance(policy, type) else f"{policy!r} ({type(policy).__name__})"
+        raise TypeError(f"policy must be a rank policy such as Energy(0.02), Threshold(0.1), Ranks(8), "
+                        f"MacsBudget(example, reduction=2.0) or Speedup(1.5, example); got {got}")  # fmt: skip
 
 
 def keep_ranks_(

@@ -111,7 +111,7 @@ class SVDTraining:
         """Prune in place by the config's rule (or ``policy``, e.g. a :class:`svdtrain.Speedup`);
         from then on :meth:`loss` is the orthogonality term alone, for fine-tuning.
         ``optimizer`` and ``batches`` as in :meth:`cut`. Returns the kept ranks."""
-        ranks = self._prune(policy or self.policy(), optimizer, batches)
+        ranks = self._prune(self.policy() if policy is None else policy, optimizer, batches)
         self.pruned = True
         return ranks
 
