@@ -48,6 +48,18 @@ def test_a_bad_config_is_one_line_value_error(values):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("values", [[1, 2], [("scheme", "channel")], '{"scheme": "channel"}', None])
+def test_from_dict_of_what_is_not_a_mapping_says_it_needs_one(values):
+    with pytest.raises(TypeError, match=r"^SVDTrainingConfig\.from_dict takes a mapping of field names to values "
+                                        rf"\(as to_dict gives\), got {type(values).__name__}$"):  # fmt: skip
+        SVDTrainingConfig.from_dict(values)
+
+
+def test_a_field_name_that_is_not_a_string_is_named_as_unknown():
+    with pytest.raises(ValueError, match=r"^unknown SVDTrainingConfig field\(s\): 1, scheme2$"):
+        SVDTrainingConfig.from_dict({1: 2, "scheme2": "channel"})
+
+
 def test_a_target_needs_an_example():
     with pytest.raises(ValueError, match="example"):
         SVDTraining(_net(), SVDTrainingConfig(target_reduction=2.0))

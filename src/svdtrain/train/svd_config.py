@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,16 +81,20 @@ class SVDTrainingConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SVDTrainingConfig:
+    def from_dict(cls, values: Mapping[str, Any]) -> SVDTrainingConfig:
         """The config :meth:`to_dict` gave (missing fields take their defaults).
 
         Raises:
+            TypeError: ``values`` is not a mapping (a list, a JSON string).
             ValueError: an unknown field, or a value the checks refuse.
         """
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if not isinstance(values, Mapping):
+            raise TypeError(f"SVDTrainingConfig.from_dict takes a mapping of field names to values (as to_dict "
+                            f"gives), got {type(values).__name__}")  # fmt: skip
+        unknown = sorted(str(name) for name in set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown SVDTrainingConfig field(s): {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**dict(values))
 
 
 def _check_number(name: str, value: object) -> None:
