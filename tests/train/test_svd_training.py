@@ -106,6 +106,27 @@ def test_the_compact_model_computes_what_the_pruned_one_does():
     torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
 
 
+def test_finish_before_the_target_is_reached_is_refused_naming_the_macs():
+    net, (x, _) = _net(), _batch()
+    svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0, gradual_cuts=2), example=x[:1])
+    dense = f"{svd.baseline_macs:,}"
+    with pytest.raises(ValueError, match=rf"^finish\(\) before the model reaches target_reduction=2: 0 of 2 gradual "
+                                         rf"cuts made, not pruned, it has {dense} MACs of the dense {dense}; call "
+                                         r"prune\(\) first$"):  # fmt: skip
+        svd.finish()
+    svd.cut()
+    with pytest.raises(ValueError, match="1 of 2 gradual cuts made"):
+        svd.finish()
+    svd.cut()  # the last cut reaches the target
+    assert svdtrain.count_macs(svd.finish(), x[:1]) <= svd.baseline_macs / 2
+
+
+def test_finish_before_prune_without_a_target_warns():
+    svd = SVDTraining(_net(), SVDTrainingConfig())
+    with pytest.warns(UserWarning, match=r"finish\(\) before prune\(\): nothing was pruned"):
+        svd.finish(_batch()[0][:1])
+
+
 def test_a_calibrated_cut_reads_batches():
     net, (x, _) = _net(), _batch()
     svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0, calibration="whiten"), example=x[:1])

@@ -3,6 +3,7 @@ Lightning): the regularizers' term for each step, cuts towards a target, the com
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import torch
@@ -117,8 +118,29 @@ class SVDTraining:
 
     def finish(self, example: Inputs | None = None, **compact_options) -> nn.Module:
         """A compact copy of the model as it is now (prune first), made of plain torch layers:
-        :func:`svdtrain.compact` on ``example`` (default: the one given at construction)."""
+        :func:`svdtrain.compact` on ``example`` (default: the one given at construction).
+
+        Pruned means :meth:`prune` ran, or the last of the gradual cuts. Unpruned, the copy would
+        keep every singular value: with a ``target_reduction`` that misses the target, so it is
+        refused; without one it is returned with a warning.
+
+        Raises:
+            ValueError: a ``target_reduction`` set and the model not pruned yet.
+        """
+        self._check_pruned()
         return compact(self.model, self._example(example if example is not None else self.example), **compact_options)
+
+    def _check_pruned(self) -> None:
+        c = self.config
+        if self.pruned or (c.gradual_cuts and self.cuts == c.gradual_cuts):
+            return
+        if c.target_reduction:
+            cuts = f"{self.cuts} of {c.gradual_cuts} gradual cuts made, " if c.gradual_cuts else ""
+            now = count_macs(self.model, self._example(self.example))
+            raise ValueError(f"finish() before the model reaches target_reduction={c.target_reduction:g}: {cuts}not "
+                             f"pruned, it has {now:,} MACs of the dense {self.baseline_macs:,}; call prune() first")
+        warnings.warn("finish() before prune(): nothing was pruned, so the compact model keeps every singular value; "
+                      "call prune() first", stacklevel=3)
 
     def _example(self, example: Inputs | None) -> Inputs | None:
         """``example`` where the model is now (a Trainer may have moved it)."""
