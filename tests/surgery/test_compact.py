@@ -342,6 +342,17 @@ def test_compact_without_factored_weights_raises():
         compact(nn.Sequential(nn.Linear(3, 3)))
 
 
+@pytest.mark.parametrize("factor", ["U", "s", "Vh"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_factors_are_refused_naming_the_weight(factor, bad):
+    model = decompose(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3)))
+    with torch.no_grad():
+        getattr(factored_weights(model)["1.weight"], factor)[0] = bad
+    with pytest.raises(ValueError, match=rf"^factored weight '1\.weight' holds NaN or inf in its {factor} \(did "
+                                         r"training diverge\?\); nothing was compacted$"):  # fmt: skip
+        compact(model, torch.randn(2, 4))
+
+
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 @pytest.mark.parametrize("rank", [1, 3, None])
 def test_compact_is_scriptable(scheme, rank):

@@ -108,8 +108,9 @@ def compact(
     is not changed.
 
     Raises:
-        ValueError: no factored weights, an unknown ``choose`` or form, "measured" without
-            ``example_input``, or a forced pair for a weight with no pair form.
+        ValueError: no factored weights, factors holding NaN or inf (a diverged training), an
+            unknown ``choose`` or form, "measured" without ``example_input``, or a forced pair
+            for a weight with no pair form.
     """
     if choose not in CHOICES:
         raise ValueError(f"unknown choose {choose!r}; valid values are {', '.join(CHOICES)}")
@@ -123,6 +124,7 @@ def compact(
     unknown = sorted(set(forms) - set(require_factored_weights(model)))
     if unknown:
         raise ValueError(f"forms names unknown factored weight(s): {', '.join(map(repr, unknown))}")
+    _check_finite(require_factored_weights(model))
     new = copy_model(model)
     trace = trace_forward(new, example_input) if example_input is not None else None
     replacements: dict[int, nn.Module] = {}
@@ -141,6 +143,15 @@ def compact(
     for kind in {id(kind): kind for kind in KINDS.values()}.values():
         kind.settle(new)
     return new
+
+
+def _check_finite(handles: dict[str, FactoredWeight]) -> None:
+    """Refuse non-finite factors: their compact model would compute NaN (``decompose`` refuses such weights too)."""
+    for name, handle in handles.items():
+        for factor, values in zip(("U", "s", "Vh"), _factors(handle)):
+            if not torch.isfinite(values).all():
+                raise ValueError(f"factored weight {name!r} holds NaN or inf in its {factor} (did training diverge?); "
+                                 "nothing was compacted")  # fmt: skip
 
 
 def deployed_forms(model: nn.Module, compact_model: nn.Module) -> dict[str, str]:
