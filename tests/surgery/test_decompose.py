@@ -318,6 +318,31 @@ def test_an_already_parametrized_weight_stays_dense_with_a_warning():
                   weights=["0.weight", "1.weight"])  # fmt: skip
 
 
+def _int_linear(dtype=torch.int64):
+    layer = nn.Linear(16, 32, bias=False)
+    values = torch.randint(0, 5, (32, 16), generator=torch.Generator().manual_seed(0)).to(dtype)
+    layer.weight = nn.Parameter(values, requires_grad=False)
+    return layer
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool])
+def test_an_integer_weight_stays_dense_and_exact_with_a_warning(dtype):
+    model = nn.Sequential(nn.Linear(16, 16), _int_linear(dtype))
+    weight = model[1].weight.clone()
+    with pytest.warns(UserWarning, match=rf"left 1 weight\(s\) dense: 1\.weight \(a {dtype} weight: only "
+                                         r"floating-point weights factor\)"):  # fmt: skip
+        decompose(model)
+    assert list(factored_weights(model)) == ["0.weight"]
+    assert model[1].weight.dtype == dtype and torch.equal(model[1].weight, weight)
+
+
+def test_an_integer_weight_alone_or_by_name_is_refused_naming_its_dtype():
+    with pytest.raises(ValueError, match=r"no weight to decompose.*not factored: weight \(a torch\.int64 weight"):
+        decompose(_int_linear())
+    with pytest.raises(ValueError, match=r"cannot factor 'weight': a torch\.int64 weight: only floating-point"):
+        decompose(_int_linear(), weights=["weight"])
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()

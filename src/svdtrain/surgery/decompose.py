@@ -62,6 +62,8 @@ def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Modul
                                            "its own copy")  # fmt: skip
             elif parametrize.is_parametrized(module, param):
                 refused[prefix + param] = "already parametrized (weight_norm, spectral_norm, ...)"
+            elif not getattr(module, param).is_floating_point():  # factors in its dtype would round it
+                refused[prefix + param] = f"a {getattr(module, param).dtype} weight: only floating-point weights factor"
             else:
                 found[prefix + param] = (module, param, kind.view(module, param, scheme))
         for param in matrices:
@@ -106,7 +108,7 @@ def decompose(
 
     Weights that are not factored (no entry for the module type, a grouped conv, an LSTM with
     proj_size, a weight tied to another such as GPT-2's lm_head and token embedding, unless
-    named in ``untie``) are named in one warning with the reason.
+    named in ``untie``, an integer or complex weight) are named in one warning with the reason.
 
     Raises:
         ValueError: unknown scheme/init, a model already decomposed, nothing to decompose, a
