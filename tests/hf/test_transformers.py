@@ -184,6 +184,39 @@ def test_the_folder_never_loads_as_the_plain_model(tmp_path):
             AutoModelForCausalLM.from_pretrained(tmp_path, **trust)
 
 
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return config
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"n_layer": 3}, r"builds 'transformer\.h\.2\.[a-z_0-9.]+', which the folder's weights lack"),
+    ({"n_layer": 1}, r"builds no 'transformer\.h\.1\.[a-z_0-9.]+', which the folder saved"),
+    ({"n_embd": 64, "n_head": 8}, r"builds 'transformer\.wte\.weight' of shape \[96, 64\], saved as \[96, 32\]"),
+])  # fmt: skip
+def test_the_folder_refuses_a_config_edited_after_the_save(tmp_path, edit, message):
+    model = _decomposed(gpt2)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
+    save_compact_pretrained(model, svdtrain.compact(model, {"input_ids": IDS}), tmp_path)
+    _edit_config(tmp_path, **edit)
+    with pytest.raises(ValueError, match=rf"^config\.json {message}: it was changed after the save "
+                                         r"\(svdtrain_compact lists what was saved\)$"):
+        AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
+
+
+def test_a_folder_saved_without_the_list_of_weights_still_loads(tmp_path):
+    model = _decomposed(gpt2)
+    svdtrain.prune(model, svdtrain.Energy(0.3))
+    small = svdtrain.compact(model, {"input_ids": IDS}).eval()
+    save_compact_pretrained(model, small, tmp_path)
+    compact = json.loads((tmp_path / "config.json").read_text())["svdtrain_compact"]
+    del compact["weights"]  # as svdtrain wrote it before
+    _edit_config(tmp_path, svdtrain_compact=compact)
+    _close(AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()(IDS).logits, small(IDS).logits)
+
+
 def test_a_folder_without_pairs_is_a_plain_model(tmp_path):
     model = _decomposed(gpt2)  # full rank: every weight deploys dense
     small = svdtrain.compact(model, {"input_ids": IDS}).eval()

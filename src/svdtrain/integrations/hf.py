@@ -14,6 +14,9 @@ loudly: config.json's ``model_type`` is ``svdtrain_compact``, which an Auto clas
 without ``trust_remote_code=True``, and the weights file holds a 0-size tensor under each
 pair's dense weight name, a size mismatch on which the original class
 (``GPT2LMHeadModel.from_pretrained``) raises instead of returning freshly initialized layers.
+The folder's modeling code also refuses a config.json edited after the save (a layer more,
+which would load freshly initialized, or one fewer): config.json lists every saved weight and
+its shape (``svdtrain_compact.weights``), and the model it builds must hold exactly those.
 
 Example:
     >>> small = svdtrain.compact(model, example)
@@ -73,7 +76,9 @@ def save_compact_pretrained(model: nn.Module, compact_model: nn.Module, director
     if modules:
         config = json.loads((directory / "config.json").read_text())
         autos = _auto_classes(type(compact_model), config.get("model_type"))
-        config["svdtrain_compact"] = {"base_model_type": config.get("model_type"), "modules": modules, "guards": guards}
+        weights = {name: list(tensor.shape) for name, tensor in compact_model.state_dict().items()}
+        config["svdtrain_compact"] = {"base_model_type": config.get("model_type"), "modules": modules, "guards": guards,
+                                      "weights": weights}  # fmt: skip
         config["model_type"], config["architectures"] = MODEL_TYPE, ["CompactModel"]
         config["auto_map"] = {"AutoConfig": "modeling_svdtrain_compact.CompactConfig",
                               **{auto: "modeling_svdtrain_compact.CompactModel" for auto in autos}}  # fmt: skip
