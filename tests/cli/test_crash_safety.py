@@ -4,6 +4,7 @@ resume to the result of an uninterrupted run."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 from svdtrain.cli import main
 from svdtrain.pipeline import trainer as trainer_module
 from svdtrain.pipeline.run_folder import RunFolder
+from svdtrain.train.checkpoint import save_checkpoint
 
 TINY = ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "3", "--finetune-epochs", "1",
         "--train-limit", "320", "--test-limit", "200", "--lr-milestones", "1"]
@@ -134,3 +136,77 @@ def test_sigkill_at_random_moments_resumes_to_the_same_report(tmp_path, assert_s
     assert_same_final_model(reference, killed)
     a, b = (json.loads((run / "report.json").read_text()) for run in (reference, killed))
     assert a["compact"] == b["compact"] and a["layers"] == b["layers"]
+
+
+def _quick(finetune_epochs=1):
+    return ["--preset", "smoke", "--start-epochs", "1", "--svd-epochs", "1", "--finetune-epochs", str(finetune_epochs),
+            "--train-limit", "320", "--test-limit", "200"]  # fmt: skip
+
+
+QUICK = _quick()
+
+
+@pytest.fixture(scope="module")
+def finished_quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["run", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def _resume(out, capsys):
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), *QUICK, "--resume"]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_stage_redone_redoes_the_stages_after_it(finished_quick, tmp_path, capsys):
+    one = tmp_path / "one"  # issue 32's case: the export stage's file outlived its outputs and its input
+    shutil.copytree(finished_quick, one)
+    for name in ("report.json", "finetune.pt"):
+        (one / name).unlink()
+    shutil.rmtree(one / "export")
+    (one / "prune.pt").write_bytes((one / "prune.pt").read_bytes()[:200])
+    out = _resume(one, capsys)
+    assert "prune.pt is corrupted" in out and "start: already done, skipped\nsvd_train: already done, skipped" in out
+    assert "export: done before, but a stage before it ran again; it runs again" in out
+    assert (one / "export" / "spec.json").is_file() and (one / "report.json").is_file()
+
+
+def test_a_stage_made_from_a_stage_file_since_redone_runs_again(finished_quick, tmp_path, monkeypatch, capsys):
+    one = tmp_path / "one"
+    shutil.copytree(finished_quick, one)
+    (one / "report.json").unlink()
+    (one / "prune.pt").write_bytes((one / "prune.pt").read_bytes()[:200])
+    restore = _die_at_call(monkeypatch, 1)  # prune is redone, then the run stops in finetune's first epoch
+    assert main(["run", "--out", str(one), *QUICK, "--resume"]) == 130
+    restore()
+    out = _resume(one, capsys)  # prune.pt is good now: finetune.pt, from the one before, is not
+    assert "prune: already done, skipped\nfinetune: done before, but its input prune.pt changed since it ran" in out
+    assert "export: done before, but a stage before it ran again" in out and (one / "report.json").is_file()
+
+
+def test_stage_files_without_a_recorded_input_resume_as_before(finished_quick, tmp_path, capsys):
+    one = tmp_path / "one"
+    shutil.copytree(finished_quick, one)
+    for stage in ("start", "svd_train", "prune", "finetune", "export"):  # as an older svdtrain wrote them
+        payload = torch.load(one / f"{stage}.pt", weights_only=True)
+        assert payload.pop("input", None) is not None or stage == "start"
+        save_checkpoint(one / f"{stage}.pt", payload)
+    (one / "report.json").unlink()
+    out = _resume(one, capsys)
+    assert all(f"{stage}: already done, skipped" in out for stage in ("start", "svd_train", "prune", "finetune",
+                                                                         "export"))  # fmt: skip
+    assert (one / "report.json").is_file()
+
+
+def test_a_stage_redone_drops_the_epoch_checkpoints_of_those_after_it(tmp_path, monkeypatch, capsys):
+    out, flags = tmp_path / "one", _quick(finetune_epochs=2)
+    restore = _die_at_call(monkeypatch, 4)  # start 1, svd_train 1, finetune 1 saved, dies in finetune 2
+    assert main(["run", "--out", str(out), *flags]) == 130
+    assert (out / "finetune.ckpt.pt").exists()
+    restore()
+    (out / "prune.pt").write_bytes((out / "prune.pt").read_bytes()[:200])
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), *flags, "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "prune.pt is corrupted" in log and "finetune 1/2" in log and "resuming" not in log

@@ -1,10 +1,12 @@
 """Experiment: the paper's pipeline as stages that run alone or together.
 
 start -> svd_train -> prune -> finetune -> export -> report. Each stage reads the previous
-stage's file from the run folder and writes its own, atomically; training stages also
-checkpoint every epoch, so ``resume`` continues an interrupted stage to the same result as an
-uninterrupted run. Where files live is :class:`RunFolder`'s business, how epochs run
-:class:`Trainer`'s, what the data is :func:`load_data`'s.
+stage's file from the run folder and writes its own, atomically, with the checksum of the file
+it read; training stages also checkpoint every epoch, so ``resume`` continues an interrupted
+stage to the same result as an uninterrupted run. Resuming skips a stage only while its outputs
+are there and its input is the file it was made from: a stage redone redoes those after it.
+Where files live is :class:`RunFolder`'s business, how epochs run :class:`Trainer`'s, what the
+data is :func:`load_data`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from svdtrain.models import build_model
 from svdtrain.surgery import compact, count_macs, count_params, decompose, singular_values
 from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
-    damage, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model, save_checkpoint,
+    damage, file_checksum, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model,
+    save_checkpoint,
 )  # fmt: skip
 from svdtrain.pipeline.config import RunConfig, recipe_summary
 from svdtrain.train.distill import Distillation
@@ -33,7 +36,7 @@ from svdtrain.train.regularization import Regularization
 from svdtrain.pipeline.pruner import Pruner, policy_from_config, speed_timing
 from svdtrain.pipeline.report import write_report
 from svdtrain.pipeline.run_data import Data, load_data, start_checkpoint
-from svdtrain.pipeline.run_folder import STAGES, RunFolder
+from svdtrain.pipeline.run_folder import STAGES, RunFolder, input_stage
 from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.pipeline.sample import sample_text
 from svdtrain.train.schedule import shared_span
@@ -125,9 +128,30 @@ class Experiment:
         payload = {"stage": stage, "config": self.config.to_dict(), "ranks": ranks_of(model),
                    "model": _cpu_state(model), **record}  # fmt: skip
         if self.dist.is_main:
-            save_checkpoint(self.folder.stage(stage), payload)
+            save_checkpoint(self.folder.stage(stage), {**payload, "input": self._input_record(stage)})
             self.folder.drop_checkpoints(stage)
         self.dist.barrier()  # the others read it back in the next stage
+
+    def _input_record(self, stage: str) -> dict | None:
+        """The stage file ``stage`` is made from and its checksum (None for start)."""
+        previous = input_stage(stage)
+        return None if previous is None else {"stage": previous, "sha256": file_checksum(self.folder.stage(previous))}
+
+    def redo_reason(self, stage: str) -> str | None:
+        """Why ``stage``, whose file is there, must run again when resuming, or None: it is done.
+        An output is gone, or its input is not the stage file it was made from (that stage was
+        redone since). A stage file from before inputs were recorded is trusted, as it was."""
+        missing = next((path for path in self.folder.outputs(stage) if not path.exists()), None)
+        if missing is not None:
+            return f"{missing.relative_to(self.folder.path)} is missing"
+        previous = input_stage(stage)
+        if stage == "report" or previous is None:
+            return None
+        made_from = self.stage_record(stage).get("input")
+        path = self.folder.stage(previous)
+        if made_from is not None and (not path.exists() or file_checksum(path) != made_from["sha256"]):
+            return f"its input {path.name} changed since it ran"
+        return None
 
     def evaluation(self, model: nn.Module) -> dict[str, float]:
         return self.trainer.evaluation(model)
@@ -279,8 +303,9 @@ class Experiment:
                      f"{c.prune.speed_device} in {c.prune.speed_dtype}{compiled}: {', '.join(slower)}")  # fmt: skip
         self.log(f"export: compact {self.describe({k: info[k] for k in self.task.reported})}, "
                  f"{info['macs']:,} MACs -> {out}")  # fmt: skip
-        save_checkpoint(self.folder.stage("export"), {"stage": "export", "info": info,
-                                                       "seconds": time.perf_counter() - started})  # fmt: skip
+        seconds = time.perf_counter() - started
+        save_checkpoint(self.folder.stage("export"), {"stage": "export", "info": info, "seconds": seconds,
+                                                       "input": self._input_record("export")})  # fmt: skip
 
     def _samples(self, small: nn.Module) -> dict[str, str]:
         """The same prompt continued by the dense baseline and the compact model (fixed seed)."""
@@ -296,16 +321,27 @@ class Experiment:
         return report
 
     def run(self, stages: tuple[str, ...] = STAGES) -> None:
-        """Run ``stages`` in order, skipping those already finished when resuming."""
+        """Run ``stages`` in order; resuming, skip those done (:meth:`redo_reason`). Once a stage
+        has run, every stage after it runs too, and their epoch checkpoints are dropped: they were
+        made from the file it replaced."""
         if self.resume:
             self._drop_damaged_stage_files()
         recipe = self.config.svd_train.recipe
         self.log(f"recipe {recipe}: {recipe_summary(recipe)}")
+        ran = False  # a stage has run: those after it were made from the file it replaced
         for stage in stages:
             if self.resume and self.folder.done(stage):
-                self.log(f"{stage}: already done, skipped")
-                continue
+                why = "a stage before it ran again" if ran else self.dist.broadcast(
+                    self.redo_reason(stage) if self.dist.is_main else None)  # fmt: skip
+                if why is None:
+                    self.log(f"{stage}: already done, skipped")
+                    continue
+                self.log(f"{stage}: done before, but {why}; it runs again")
+            if ran and self.dist.is_main:
+                self.folder.drop_checkpoints(stage)
+            self.dist.barrier()
             self.run_stage(stage)
+            ran = True
 
     def check_target_reach(self) -> None:
         """Refuse a MACs or speed target no ranks can meet before anything trains: the deepest

@@ -1,7 +1,8 @@
 """RunFolder: the one place that knows what a run folder holds and where.
 
     config.json                  the resolved config (sections)
-    <stage>.pt                   a finished stage: its model (state dict + ranks) and record
+    <stage>.pt                   a finished stage: its model (state dict + ranks), its record, and
+                                 the checksum of the stage file it was made from (its input)
     <stage>.ckpt.pt              a training stage's last epoch, for --resume
     <stage>.ckpt.prev.pt         the epoch before it, in case the last one is damaged
     *.pt.sha256                  each checkpoint's checksum
@@ -34,6 +35,13 @@ _SWEEP_RUNS = "w*_e*"
 # The first dot-separated part of every file name a run folder holds (for its temporary files).
 _NAMES = {"config", "report", "sweep", "adapted_dense", *(p.split(".")[0] for p in PLOTS), *STAGES,
           *(name.split(".")[0] for name in EXPORT_FILES)}  # fmt: skip
+
+
+def input_stage(stage: str) -> str | None:
+    """The stage whose file ``stage`` is made from: the one before it (start is made from none).
+    Later stages read earlier ones too (the start model as a teacher), but through this chain."""
+    index = STAGES.index(stage)
+    return STAGES[index - 1] if index else None
 
 
 class RunFolder:
@@ -81,7 +89,16 @@ class RunFolder:
 
     # -- state ---------------------------------------------------------------------------
     def done(self, stage: str) -> bool:
+        """The stage's file is there (whether it still holds: ``Experiment``'s business)."""
         return (self.report if stage == "report" else self.stage(stage)).exists()
+
+    def outputs(self, stage: str) -> list[Path]:
+        """What a finished stage leaves: its file (report: report.json); export also the compact
+        model's weights and spec (its other files depend on the config)."""
+        if stage == "report":
+            return [self.report]
+        compact_model = [self.export / "weights.pt", self.export / "spec.json"] if stage == "export" else []
+        return [self.stage(stage), *compact_model]
 
     def read_config(self) -> dict | None:
         """The saved config as written (sections, or the flat keys of older runs); None if absent."""

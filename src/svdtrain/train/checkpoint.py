@@ -33,6 +33,13 @@ def checksum_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def file_checksum(path: str | Path) -> str:
+    """The SHA-256 of the file at ``path``, as :func:`save_checkpoint` records it (read in blocks:
+    stage files can be large)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def previous_path(path: str | Path) -> Path:
     """Where the checkpoint before the one at ``path`` is kept: ``<stem>.prev.pt``."""
     path = Path(path)
