@@ -36,8 +36,11 @@ def checksum_path(path: str | Path) -> Path:
 def file_checksum(path: str | Path) -> str:
     """The SHA-256 of the file at ``path``, as :func:`save_checkpoint` records it (read in blocks:
     stage files can be large)."""
+    digest = hashlib.sha256()  # not hashlib.file_digest: Python 3.11+
     with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def previous_path(path: str | Path) -> Path:
