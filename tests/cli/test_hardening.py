@@ -1,5 +1,9 @@
 """Bad input found by probing the CLI and the API as a new user would: each is one clear line."""
 
+import contextlib
+import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -83,3 +87,90 @@ def test_an_unreachable_speed_target_is_refused_before_anything_trains(tmp_path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "a 1000x speedup is out of reach here: even the fastest ranks measure" in err
     assert not any(out.glob("start*"))
+
+
+def _svdtrain_held(*argv: str) -> subprocess.CompletedProcess:
+    """``svdtrain argv`` in a child held to 3 GiB and a minute: without the bounds under test, its
+    input fills the memory or never ends, and would take the test run down with it."""
+
+    def hold() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    return subprocess.run([sys.executable, "-m", "svdtrain", *argv], capture_output=True, text=True, timeout=60,
+                          preexec_fn=hold)  # fmt: skip
+
+
+SMOKE = ("run", "--preset", "smoke", "--svd-epochs", "1", "--finetune-epochs", "1")
+
+
+def _billion_laughs(tmp_path, key):
+    """Anchors a..i each a list of nine of the one before: ``*i`` stands for 9**9 items."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+    config = tmp_path / "laughs.yaml"
+    config.write_text("\n".join(lines) + f"\n{key}: *i\n")
+    return config
+
+
+@pytest.mark.parametrize("key", ["svd_train", "model"])
+def test_a_yaml_alias_bomb_is_refused_at_its_first_alias(tmp_path, key):
+    config = _billion_laughs(tmp_path, key)
+    done = _svdtrain_held(*SMOKE, "--config", str(config), "--out", str(tmp_path / "run"))
+    assert (done.returncode, done.stderr) == (2, f"svdtrain run: error: {config} uses a YAML alias (*a, line 2); "
+                                                 "config files take none, as one can stand for a value of any size: "
+                                                 "write the value out\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", [
+    (*SMOKE, "--config", "/dev/zero"),
+], ids=["config"])  # fmt: skip
+def test_dev_zero_is_refused_as_a_file_not_read_until_memory_runs_out(tmp_path, argv):
+    done = _svdtrain_held(*argv, "--out", str(tmp_path / "run"))
+    what = "config file" if "--config" in argv else "checkpoint"
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"svdtrain run: error: {what} /dev/zero is a character device, not a regular file"
+
+
+@contextlib.contextmanager
+def _at_most_seconds(seconds: int):
+    """Interrupt a call blocked for longer than ``seconds`` with TimeoutError."""
+
+    def interrupt(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "too_large"])
+def test_a_config_that_is_no_small_regular_file_is_one_line(tmp_path, capsys, kind):
+    config = tmp_path / "config.yaml"
+    if kind == "fifo":
+        os.mkfifo(config)  # nobody writes: opening it to read waits for a writer
+    elif kind == "folder":
+        config.mkdir()
+    else:
+        with open(config, "wb") as f:
+            f.truncate(5 << 20)
+    with _at_most_seconds(20):  # reading a FIFO nobody writes to waits for ever
+        assert main([*SMOKE, "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    expected = {"fifo": "is a FIFO (named pipe), not a regular file", "folder": "is a directory, not a regular file",
+                "too_large": "is too large: 5,242,880 bytes, at most 4,194,304"}[kind]  # fmt: skip
+    assert capsys.readouterr().err == f"svdtrain run: error: config file {config} {expected}\n"
+
+
+def test_an_error_shows_a_value_built_by_a_hostile_file_briefly():
+    from svdtrain.bounds import brief
+
+    laughs = ["lol"] * 9
+    for _ in range(8):
+        laughs = [laughs] * 9  # 9**9 items, as a YAML alias or pickle memo builds them
+    assert brief(laughs) == "[[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], " \
+                            "[...], [...], ...], [[...], [...], [...], [...], ...], ...]"  # fmt: skip
+    assert brief("x" * 10**6).startswith("'xxx") and len(brief("x" * 10**6)) <= 200
+    assert brief(10**5000) == "an int too long to show"

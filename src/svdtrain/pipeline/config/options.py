@@ -14,6 +14,8 @@ from typing import Annotated, Any, Callable
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
+from svdtrain.bounds import brief
+
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -28,7 +30,7 @@ def checked(check: Callable[[Any], Any]) -> AfterValidator:
 def above_one_or_zero(value: float) -> float:
     """A target factor: 0 for none, else > 1."""
     if 0 < value <= 1:
-        raise ValueError(f"must be > 1 (or 0 for none), got {value!r}")
+        raise ValueError(f"must be > 1 (or 0 for none), got {brief(value)}")
     return value
 
 
@@ -86,10 +88,10 @@ def _message(flag: str, error: dict, kind: type) -> str:
         return f"{flag} {context['error']}" if str(context["error"]).startswith("must") else str(context["error"])
     if problem in ("greater_than", "greater_than_equal"):
         bound = context.get("gt", context.get("ge"))
-        return f"{flag} must be {'>' if problem == 'greater_than' else '>='} {bound:g}, got {got!r}"
+        return f"{flag} must be {'>' if problem == 'greater_than' else '>='} {bound:g}, got {brief(got)}"
     if problem == "finite_number":  # inf is > 0, so "must be > 0" would mislead
-        return f"{flag} must be a finite number, got {got!r}"
+        return f"{flag} must be a finite number, got {brief(got)}"
     if problem == "literal_error":
-        return f"unknown {flag} {got!r}; valid values are {', '.join(map(str, typing.get_args(kind)))}"
+        return f"unknown {flag} {brief(got)}; valid values are {', '.join(map(str, typing.get_args(kind)))}"
     expected = getattr(typing.get_origin(kind), "__name__", None) or getattr(kind, "__name__", str(kind))
-    return f"config key {flag!r} expects {expected}, got {got!r}"
+    return f"config key {flag!r} expects {expected}, got {brief(got)}"

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator
 
+from svdtrain.bounds import brief
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
 from svdtrain.pipeline.config.options import (
     NonNegative, NonNegativeInt, Positive, PositiveInt, Target, checked, option, validate_options,
@@ -36,18 +37,19 @@ def check_recipe_name(value: str) -> str:
         raise ValueError("recipe auto is gone (it chose in silence): `svdtrain probe` measures the cut and "
                          "recommends a recipe; name it with --recipe")
     if value not in RECIPES:
-        raise ValueError(f"unknown recipe {value!r}; valid values are {', '.join(RECIPES)}")
+        raise ValueError(f"unknown recipe {brief(value)}; valid values are {', '.join(RECIPES)}")
     return value
 
 
 def _device(value: str) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {brief(value)}")
 
 
 def _speed_device(value: str) -> None:
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
-        raise ValueError(f"speed_device must be cpu, mps, cuda or cuda:N (where the model will run), got {value!r}")
+        raise ValueError(f"speed_device must be cpu, mps, cuda or cuda:N (where the model will run), "
+                         f"got {brief(value)}")
 
 
 class Section:
