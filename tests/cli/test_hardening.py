@@ -123,7 +123,8 @@ def test_a_yaml_alias_bomb_is_refused_at_its_first_alias(tmp_path, key):
 
 @pytest.mark.parametrize("argv", [
     (*SMOKE, "--config", "/dev/zero"),
-], ids=["config"])  # fmt: skip
+    ("run", "--preset", "smoke", "--init", "svd", "--start-epochs", "0", "--checkpoint", "/dev/zero"),
+], ids=["config", "checkpoint"])  # fmt: skip
 def test_dev_zero_is_refused_as_a_file_not_read_until_memory_runs_out(tmp_path, argv):
     done = _svdtrain_held(*argv, "--out", str(tmp_path / "run"))
     what = "config file" if "--config" in argv else "checkpoint"
