@@ -175,3 +175,23 @@ def test_an_error_shows_a_value_built_by_a_hostile_file_briefly():
                             "[...], [...], ...], [[...], [...], [...], [...], ...], ...]"  # fmt: skip
     assert brief("x" * 10**6).startswith("'xxx") and len(brief("x" * 10**6)) <= 200
     assert brief(10**5000) == "an int too long to show"
+
+
+@pytest.mark.parametrize("flag", ["--start-epochs", "--svd-epochs", "--finetune-epochs"])
+def test_an_epoch_count_past_any_real_run_is_refused(tmp_path, capsys, flag):
+    out = tmp_path / "run"
+    with _at_most_seconds(30):  # accepted, it would train for ever
+        assert main(["run", "--preset", "smoke", flag, "99999999999999999999999", "--out", str(out)]) == 2
+    name = flag.removeprefix("--").replace("-", "_")
+    assert capsys.readouterr().err == f"svdtrain run: error: {name} must be at most 100,000, got '99999999999999999999999'\n"
+    assert not out.exists()
+
+
+def test_counts_are_bounded_where_they_are_declared():
+    from svdtrain.pipeline.config import resolve_config
+
+    assert resolve_config("smoke", overrides={"svd_epochs": 100_000}).svd_train.epochs == 100_000
+    with pytest.raises(ValueError, match=r"^batch_size must be at most 2,147,483,647, got 2147483648$"):
+        resolve_config("smoke", overrides={"batch_size": 2**31})
+    with pytest.raises(ValueError, match=r"^image_size must be at most 8,192, got 100000$"):
+        resolve_config("smoke", overrides={"image_size": 100_000})

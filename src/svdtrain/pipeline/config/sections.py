@@ -16,7 +16,7 @@ from pydantic import BeforeValidator
 from svdtrain.bounds import brief
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
 from svdtrain.pipeline.config.options import (
-    NonNegative, NonNegativeInt, Positive, PositiveInt, Target, checked, option, validate_options,
+    Epochs, ImageSize, NonNegative, NonNegativeInt, Positive, PositiveInt, Target, checked, option, validate_options,
 )  # fmt: skip
 from svdtrain.train.distill import check_distillation
 from svdtrain.train.step import COMPILE_MODES
@@ -77,7 +77,7 @@ class DataConfig(Section):
     download: bool = option(False, "cifar10: fetch it (checksum-verified) when it is found nowhere: a relative path "
                             "into the first data folder ($SVDTRAIN_DATA's, else ~/.cache/svdtrain/data)")
     cache_dir: str = option("~/.cache/svdtrain", "image_folder: where decoded image arrays are cached")
-    image_size: NonNegativeInt = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)")
+    image_size: ImageSize = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)")
     mean: list[float] = option(IMAGENET_MEAN, "per-channel mean subtracted from images")
     std: list[float] = option(IMAGENET_STD, "per-channel standard deviation images are divided by")
     augment: bool = option(True, "images: random crop (4-pixel padding) and horizontal flip in training")
@@ -106,7 +106,7 @@ class StartConfig(Section):
                              "as the data path is")
     scheme: Literal[SCHEMES] = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or "
                                       "spatial (in*kh x out*kw)")  # fmt: skip
-    epochs: NonNegativeInt = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
+    epochs: Epochs = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
                                     "from scratch); init random: SVD-form epochs, orthogonality only",
                                     flag="start_epochs")  # fmt: skip
 
@@ -152,7 +152,7 @@ class OptimConfig(Section):
 class SVDTrainConfig(Section):
     """svd_train: training with the orthogonality and sparsity regularizers"""
 
-    epochs: NonNegativeInt = option(164, "SVD-training epochs", flag="svd_epochs")
+    epochs: Epochs = option(164, "SVD-training epochs", flag="svd_epochs")
     ortho_weight: NonNegative = option(1.0, "weight of the orthogonality term on U and Vh (every stage with SVD "
                                        "factors)")  # fmt: skip
     sparsity_kind: Literal[SPARSITY_KINDS] = option("hoyer", "sparsity term on s: l1, hoyer (|s|_1/|s|_2) or "
@@ -170,7 +170,7 @@ class SVDTrainConfig(Section):
                                "would drop (re-chosen every epoch), so training empties what pruning cuts")  # fmt: skip
     gradual: bool = option(False, "prune towards target_reduction after every SVD-training epoch (a geometric "
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
-    gradual_cuts: NonNegativeInt = option(0, "with gradual: cut after each of the first N SVD-training epochs, "
+    gradual_cuts: Epochs = option(0, "with gradual: cut after each of the first N SVD-training epochs, "
                                           "reaching the target at the N-th, so the epochs after it train at the "
                                           "target's ranks before fine-tuning (0: a cut after every epoch)")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
@@ -235,7 +235,7 @@ class PruneConfig(Section):
 class FinetuneConfig(Section):
     """finetune: training the pruned model (orthogonality only), optionally distilled from dense"""
 
-    epochs: NonNegativeInt = option(164, "fine-tuning epochs", flag="finetune_epochs")
+    epochs: Epochs = option(164, "fine-tuning epochs", flag="finetune_epochs")
     lr: NonNegative = option(0.0, "fine-tuning learning rate (0: optim's lr)", flag="finetune_lr")
     distill_weight: float = option(0.0, "0: off; else loss = (1 - w) * task loss + w * T^2 * KL(teacher || "
                                    "student), the teacher being the dense baseline")  # fmt: skip
