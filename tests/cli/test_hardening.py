@@ -195,3 +195,16 @@ def test_counts_are_bounded_where_they_are_declared():
         resolve_config("smoke", overrides={"batch_size": 2**31})
     with pytest.raises(ValueError, match=r"^image_size must be at most 8,192, got 100000$"):
         resolve_config("smoke", overrides={"image_size": 100_000})
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--preset", "smoke-lm", "--task", "masked_lm"],
+     "model 'tiny_gpt' does not serve task masked_lm (it serves language_modeling): models for masked_lm are tiny_bert"),
+    (["--preset", "smoke-mlm", "--model", "tiny_lstm"],
+     "model 'tiny_lstm' does not serve task masked_lm (it serves language_modeling): models for masked_lm are tiny_bert"),
+])  # fmt: skip
+def test_a_model_that_does_not_serve_the_task_is_refused_before_anything_trains(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["run", *argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"svdtrain run: error: {message}\n"
+    assert not out.exists()
