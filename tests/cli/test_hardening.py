@@ -1,6 +1,7 @@
 """Bad input found by probing the CLI and the API as a new user would: each is one clear line."""
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -129,7 +130,8 @@ def test_dev_zero_is_refused_as_a_file_not_read_until_memory_runs_out(tmp_path, 
     done = _svdtrain_held(*argv, "--out", str(tmp_path / "run"))
     what = "config file" if "--config" in argv else "checkpoint"
     assert done.returncode == 2
-    assert done.stderr.splitlines()[-1] == f"svdtrain run: error: {what} /dev/zero is a character device, not a regular file"
+    last = done.stderr.splitlines()[-1]
+    assert last == f"svdtrain run: error: {what} /dev/zero is a character device, not a regular file"
 
 
 @contextlib.contextmanager
@@ -183,7 +185,8 @@ def test_an_epoch_count_past_any_real_run_is_refused(tmp_path, capsys, flag):
     with _at_most_seconds(30):  # accepted, it would train for ever
         assert main(["run", "--preset", "smoke", flag, "99999999999999999999999", "--out", str(out)]) == 2
     name = flag.removeprefix("--").replace("-", "_")
-    assert capsys.readouterr().err == f"svdtrain run: error: {name} must be at most 100,000, got '99999999999999999999999'\n"
+    err = capsys.readouterr().err
+    assert err == f"svdtrain run: error: {name} must be at most 100,000, got '99999999999999999999999'\n"
     assert not out.exists()
 
 
@@ -197,14 +200,30 @@ def test_counts_are_bounded_where_they_are_declared():
         resolve_config("smoke", overrides={"image_size": 100_000})
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--preset", "smoke-lm", "--task", "masked_lm"],
-     "model 'tiny_gpt' does not serve task masked_lm (it serves language_modeling): models for masked_lm are tiny_bert"),
-    (["--preset", "smoke-mlm", "--model", "tiny_lstm"],
-     "model 'tiny_lstm' does not serve task masked_lm (it serves language_modeling): models for masked_lm are tiny_bert"),
-])  # fmt: skip
-def test_a_model_that_does_not_serve_the_task_is_refused_before_anything_trains(tmp_path, capsys, argv, message):
+@pytest.mark.parametrize(("argv", "model"), [(["--preset", "smoke-lm", "--task", "masked_lm"], "tiny_gpt"),
+                                             (["--preset", "smoke-mlm", "--model", "tiny_lstm"], "tiny_lstm")])
+def test_a_model_that_does_not_serve_the_task_is_refused_before_anything_trains(tmp_path, capsys, argv, model):
     out = tmp_path / "run"
     assert main(["run", *argv, "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"svdtrain run: error: {message}\n"
+    assert capsys.readouterr().err == (f"svdtrain run: error: model {model!r} does not serve task masked_lm (it serves "
+                                       "language_modeling): models for masked_lm are tiny_bert\n")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ({"n_embd": -5}, "RuntimeError: Trying to create tensor with negative dimension -5: [256, -5]"),
+    ({"n_embd": 6, "n_head": 4}, "ValueError: `embed_dim` must be divisible by num_heads"),
+])  # fmt: skip
+def test_a_hugging_face_config_that_builds_no_model_is_one_line_naming_it(tmp_path, capsys, values, error):
+    pytest.importorskip("transformers")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "gpt2", "vocab_size": 256, "n_positions": 16, "n_embd": 16,
+                                  "n_layer": 1, "n_head": 2, "bos_token_id": 0, "eos_token_id": 0,
+                                  **values}))  # fmt: skip
+    text = tmp_path / "corpus.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 20)
+    assert main(["run", "--preset", "smoke-lm", "--model", f"hf:{config}", "--data", str(text),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"svdtrain run: error: {config} does not give a causal LM transformers can build ({error}")
+    assert len(err.splitlines()) == 1
