@@ -2,13 +2,15 @@
 
 import hashlib
 import pickle
+import socket
 import tarfile
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from svdtrain.data import load_cifar10, load_image_folder
+from svdtrain.data import cifar10, load_cifar10, load_image_folder
 from svdtrain.data.cifar10 import TEST_FILES, TRAIN_FILES, download_cifar10
 
 
@@ -93,6 +95,30 @@ def test_download_with_bad_checksum_keeps_nothing(tmp_path):
 def test_download_offline_error_names_folder(tmp_path):
     with pytest.raises(OSError, match="put the python-pickle files"):
         download_cifar10(tmp_path, url=(tmp_path / "missing.tar.gz").as_uri())
+
+
+def test_download_from_a_server_that_never_answers_gives_up_naming_the_url(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar10, "TIMEOUT_S", 0.5)
+    fallback = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(10)  # so that a download without a timeout of its own fails this test, not hangs it
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the kernel accepts connections; nobody answers them
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/cifar-10-python.tar.gz"
+        started = time.monotonic()
+        try:
+            with pytest.raises(OSError, match=rf"^could not download CIFAR-10 from {url} \(no answer in 0.5 s\); "):
+                download_cifar10(tmp_path, url=url)
+        finally:
+            socket.setdefaulttimeout(fallback)
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_stops_at_more_bytes_than_the_archive_has(tmp_path, monkeypatch):
+    archive, md5 = _archive(tmp_path)
+    monkeypatch.setattr(cifar10, "ARCHIVE_BYTES", archive.stat().st_size - 1)
+    with pytest.raises(OSError, match=rf"\(it sent more than {archive.stat().st_size - 1:,} bytes, which the archive "):
+        download_cifar10(tmp_path / "data", url=archive.as_uri(), md5=md5)
+    assert list((tmp_path / "data").iterdir()) == []
 
 
 def _image_tree(root, size=(6, 6)):

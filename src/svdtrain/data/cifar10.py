@@ -20,6 +20,9 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TIMEOUT_S = 60.0  # the longest a download waits on the server for a byte: without it, a server that accepts and
+# never answers holds the run for ever
+ARCHIVE_BYTES = 256 << 20  # the archive is 163 MiB: a server sending more is not sending it (and would fill the disk)
 
 
 def _batch_folder(root: Path) -> Path | None:
@@ -67,17 +70,30 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _fetch(url: str, target: Path) -> None:
+    """``url`` into ``target``, waiting at most TIMEOUT_S for each answer, taking at most ARCHIVE_BYTES."""
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(target, "wb") as f:  # noqa: S310 (file: too)
+        taken = 0
+        while chunk := response.read(1 << 20):
+            taken += len(chunk)
+            if taken > ARCHIVE_BYTES:
+                raise OSError(f"it sent more than {ARCHIVE_BYTES:,} bytes, which the archive is not")
+            f.write(chunk)
+
+
 def download_cifar10(root: Path, url: str = URL, md5: str = MD5) -> None:
     """Fetch the archive into ``root``, verify its MD5, unpack it; a bad file is removed."""
     root.mkdir(parents=True, exist_ok=True)
     archive = root / "cifar-10-python.tar.gz"
     partial = archive.with_suffix(".part")
     try:
-        urllib.request.urlretrieve(url, partial)
+        _fetch(url, partial)
     except OSError as error:
         partial.unlink(missing_ok=True)
+        stalled = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
+        detail = f"no answer in {TIMEOUT_S:g} s" if stalled else str(error)
         raise OSError(
-            f"could not download CIFAR-10 from {url} ({error}); offline, put the python-pickle files "
+            f"could not download CIFAR-10 from {url} ({detail}); offline, put the python-pickle files "
             f"({FOLDER}/data_batch_1..5, test_batch) under {root}"
         ) from error
     if md5sum(partial) != md5:
