@@ -227,3 +227,24 @@ def test_a_hugging_face_config_that_builds_no_model_is_one_line_naming_it(tmp_pa
     err = capsys.readouterr().err
     assert err.startswith(f"svdtrain run: error: {config} does not give a causal LM transformers can build ({error}")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("label", [999, -1])
+def test_cifar10_labels_outside_its_classes_are_one_line_before_anything_trains(tmp_path, capsys, label):
+    import pickle
+
+    import numpy as np
+
+    from svdtrain.data.cifar10 import FOLDER, TEST_FILES, TRAIN_FILES
+
+    (tmp_path / FOLDER).mkdir()
+    for name in TRAIN_FILES + TEST_FILES:
+        batch = {b"data": np.zeros((20, 3072), np.uint8), b"labels": [label if name == "data_batch_1" else 1] * 20}
+        (tmp_path / FOLDER / name).write_bytes(pickle.dumps(batch))
+    out = tmp_path / "run"
+    assert main([*SMOKE, "--dataset", "cifar10", "--data", str(tmp_path), "--model", "resnet20", "--mean", "0.5,0.5,0.5",
+                 "--std", "0.5,0.5,0.5", "--out", str(out)]) == 2  # fmt: skip
+    batch = tmp_path / FOLDER / "data_batch_1"
+    assert capsys.readouterr().err == (f"svdtrain run: error: {batch} has 20 label(s) outside the 10 classes 0..9, "
+                                       f"the first {label} (example 0)\n")
+    assert not any(out.glob("*.pt"))

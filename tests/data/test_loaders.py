@@ -11,16 +11,38 @@ import pytest
 from PIL import Image
 
 from svdtrain.data import cifar10, load_cifar10, load_image_folder
+from svdtrain.data.arrays import ImageArrays
 from svdtrain.data.cifar10 import TEST_FILES, TRAIN_FILES, download_cifar10
 
 
-def _write_cifar(folder, per_batch=4, seed=0):
+def _write_cifar(folder, per_batch=4, seed=0, labels=None):
+    """Batch files of random images; ``labels``, where given, those of data_batch_1."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     for name in TRAIN_FILES + TEST_FILES:
         batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+                 b"labels": labels if labels and name == "data_batch_1" else rng.integers(0, 10, per_batch).tolist()}
         (folder / name).write_bytes(pickle.dumps(batch))
+
+
+@pytest.mark.parametrize("label", [999, -1])
+def test_cifar10_labels_outside_the_classes_are_named_with_their_file(tmp_path, label):
+    _write_cifar(tmp_path / "cifar-10-batches-py", labels=[3] + [label] * 3)
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/cifar-10-batches-py/data_batch_1 has 3 label\(s\) outside the "
+                                         rf"10 classes 0..9, the first {label} \(example 1\)$"):  # fmt: skip
+        load_cifar10(tmp_path)
+
+
+def test_every_image_dataset_checks_its_labels_against_its_classes():
+    with pytest.raises(ValueError, match=r"^the data has 1 label\(s\) outside the 2 classes 0..1, the first 5 "
+                                         r"\(example 1\)$"):
+        ImageArrays(np.zeros((2, 1, 1, 1), np.uint8), np.array([0, 5]), ["cat", "dog"])
+
+
+def test_cifar10_labels_that_are_not_integers_are_refused(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py", labels=[1.5] * 4)
+    with pytest.raises(ValueError, match=r"data_batch_1 has labels of type float64, not integer class indices$"):
+        load_cifar10(tmp_path)
 
 
 def test_cifar10_pickles_load_as_hwc_uint8(tmp_path):

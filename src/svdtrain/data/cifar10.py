@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import shutil
 import tarfile
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from svdtrain.data.arrays import ImageArrays
+from svdtrain.bounds import read_file
+from svdtrain.data.arrays import ImageArrays, check_labels
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -23,6 +25,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 TIMEOUT_S = 60.0  # the longest a download waits on the server for a byte: without it, a server that accepts and
 # never answers holds the run for ever
 ARCHIVE_BYTES = 256 << 20  # the archive is 163 MiB: a server sending more is not sending it (and would fill the disk)
+BATCH_BYTES = 64 << 20  # a batch file is 30 MiB (10,000 images)
 
 
 def _batch_folder(root: Path) -> Path | None:
@@ -51,15 +54,19 @@ class _BatchUnpickler(pickle.Unpickler):
 def _read_batches(folder: Path, names: tuple[str, ...]) -> ImageArrays:
     images, labels = [], []
     for name in names:
+        path = folder / name
+        raw = read_file(path, what="CIFAR-10 batch file", limit=BATCH_BYTES)
         try:
-            with open(folder / name, "rb") as f:
-                batch = _BatchUnpickler(f, encoding="bytes").load()
+            batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            labels.extend(batch[b"labels"])
-        except (EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{folder / name} is not a CIFAR-10 batch file ({type(error).__name__}: {error})") from None
+            batch_labels = np.asarray(batch[b"labels"]).reshape(-1)
+        except (EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, OverflowError) as error:
+            detail = str(error)[:200]
+            raise ValueError(f"{path} is not a CIFAR-10 batch file ({type(error).__name__}: {detail})") from None
+        check_labels(batch_labels, len(CLASSES), str(path))
         images.append(data.transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
-    return ImageArrays(np.concatenate(images), np.asarray(labels, dtype=np.int64), list(CLASSES))
+        labels.append(batch_labels.astype(np.int64))
+    return ImageArrays(np.concatenate(images), np.concatenate(labels), list(CLASSES))
 
 
 def md5sum(path: Path) -> str:
