@@ -1,6 +1,7 @@
 """CIFAR-10 pickles, image folders and tarballs, on small files the tests write themselves."""
 
 import hashlib
+import os
 import pickle
 import socket
 import tarfile
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdtrain.data import cifar10, load_cifar10, load_image_folder
+from svdtrain.data import cifar10, image_folder, load_cifar10, load_image_folder
 from svdtrain.data.arrays import ImageArrays
 from svdtrain.data.cifar10 import TEST_FILES, TRAIN_FILES, download_cifar10
 
@@ -141,6 +142,22 @@ def test_download_stops_at_more_bytes_than_the_archive_has(tmp_path, monkeypatch
     with pytest.raises(OSError, match=rf"\(it sent more than {archive.stat().st_size - 1:,} bytes, which the archive "):
         download_cifar10(tmp_path / "data", url=archive.as_uri(), md5=md5)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_image_folder_files_must_be_regular_and_image_sized(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="^image archive /dev/zero is a character device, not a regular file$"):
+        load_image_folder("/dev/zero")
+    _image_tree(tmp_path / "tree")
+    os.mkfifo(tmp_path / "tree" / "train" / "cat" / "waits.png")  # opened to decode, it would wait for a writer
+    with pytest.raises(ValueError, match=r"^image .*waits.png is a FIFO \(named pipe\), not a regular file$"):
+        load_image_folder(tmp_path / "tree")
+    (tmp_path / "tree" / "train" / "cat" / "waits.png").unlink()
+    with tarfile.open(tmp_path / "tree.tar", "w") as tar:
+        tar.add(tmp_path / "tree", arcname="tree")
+    monkeypatch.setattr(image_folder, "IMAGE_BYTES", 10)
+    with pytest.raises(ValueError, match=r"tree.tar: tree/test/cat/0000.png is too large for an image: .* bytes, at "
+                                         r"most 10$"):  # fmt: skip
+        load_image_folder(tmp_path / "tree.tar")
 
 
 def _image_tree(root, size=(6, 6)):
