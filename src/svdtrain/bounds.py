@@ -8,6 +8,7 @@ a billion times) would otherwise take minutes and gigabytes to format into a mes
 
 from __future__ import annotations
 
+import json
 import os
 import reprlib
 import stat
@@ -77,6 +78,20 @@ def read_file(path: str | Path, *, what: str, limit: int | None = None) -> bytes
     if limit is not None and len(data) > limit:
         raise ValueError(f"{what} {path} is too large: over {limit:,} bytes")
     return data
+
+
+def read_json(path: str | Path, *, what: str, limit: int = CONFIG_BYTES) -> Any:
+    """The JSON value of the file at ``path``, read as :func:`read_file` reads (``limit``: a few MiB).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: not a regular file, over ``limit``, or not JSON (nested thousands deep included).
+    """
+    data = read_file(path, what=what, limit=limit)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is not valid JSON: {str(error)[:200]}") from None
 
 
 _SHORT = reprlib.Repr()

@@ -248,3 +248,18 @@ def test_cifar10_labels_outside_its_classes_are_one_line_before_anything_trains(
     assert capsys.readouterr().err == (f"svdtrain run: error: {batch} has 20 label(s) outside the 10 classes 0..9, "
                                        f"the first {label} (example 0)\n")
     assert not any(out.glob("*.pt"))
+
+
+@pytest.mark.parametrize("kind", ["deep", "fifo"])
+def test_a_run_folders_config_json_that_is_no_small_json_file_is_one_line(tmp_path, capsys, kind):
+    config = tmp_path / "config.json"
+    if kind == "deep":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        os.mkfifo(config)
+    with _at_most_seconds(20):
+        assert main(["run", "--out", str(tmp_path)]) == 2
+    expected = {"deep": f"{config} is not valid JSON: maximum recursion depth exceeded while decoding a JSON array "
+                        "from a unicode string",
+                "fifo": f"run config {config} is a FIFO (named pipe), not a regular file"}[kind]  # fmt: skip
+    assert capsys.readouterr().err == f"svdtrain run: error: {expected}\n"
