@@ -24,7 +24,7 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
 
 def _check(path: Path, info: os.stat_result, what: str, limit: int | None) -> None:
     if not stat.S_ISREG(info.st_mode):
-        kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a plain file")
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), "a special file")
         raise ValueError(f"{what} {path} is {kind}, not a regular file")
     if limit is not None and info.st_size > limit:
         raise ValueError(f"{what} {path} is too large: {info.st_size:,} bytes, at most {limit:,}")
