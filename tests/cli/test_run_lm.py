@@ -88,7 +88,7 @@ def test_resume_of_a_language_model_run_reaches_the_same_result(tmp_path, text_f
     ("extra", "message"),
     [
         (["--data", "/no/such/file.txt"], "/no/such/file.txt"),
-        (["--model", "resnet20"], "task language_modeling reads tokens; model 'resnet20' does not fit it"),
+        (["--model", "resnet20"], "model 'resnet20' does not serve task language_modeling (it serves classification)"),
         (["--block-length", "100000"], "fewer than one block"),
         (["--dataset", "text_word"], "is a file, not a folder"),
     ],

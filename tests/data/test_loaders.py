@@ -1,24 +1,49 @@
 """CIFAR-10 pickles, image folders and tarballs, on small files the tests write themselves."""
 
 import hashlib
+import os
 import pickle
+import socket
 import tarfile
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from svdtrain.data import load_cifar10, load_image_folder
+from svdtrain.data import cifar10, image_folder, load_cifar10, load_image_folder
+from svdtrain.data.arrays import ImageArrays
 from svdtrain.data.cifar10 import TEST_FILES, TRAIN_FILES, download_cifar10
 
 
-def _write_cifar(folder, per_batch=4, seed=0):
+def _write_cifar(folder, per_batch=4, seed=0, labels=None):
+    """Batch files of random images; ``labels``, where given, those of data_batch_1."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     for name in TRAIN_FILES + TEST_FILES:
         batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+                 b"labels": labels if labels and name == "data_batch_1" else rng.integers(0, 10, per_batch).tolist()}
         (folder / name).write_bytes(pickle.dumps(batch))
+
+
+@pytest.mark.parametrize("label", [999, -1])
+def test_cifar10_labels_outside_the_classes_are_named_with_their_file(tmp_path, label):
+    _write_cifar(tmp_path / "cifar-10-batches-py", labels=[3] + [label] * 3)
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/cifar-10-batches-py/data_batch_1 has 3 label\(s\) outside the "
+                                         rf"10 classes 0..9, the first {label} \(example 1\)$"):  # fmt: skip
+        load_cifar10(tmp_path)
+
+
+def test_every_image_dataset_checks_its_labels_against_its_classes():
+    with pytest.raises(ValueError, match=r"^the data has 1 label\(s\) outside the 2 classes 0..1, the first 5 "
+                                         r"\(example 1\)$"):
+        ImageArrays(np.zeros((2, 1, 1, 1), np.uint8), np.array([0, 5]), ["cat", "dog"])
+
+
+def test_cifar10_labels_that_are_not_integers_are_refused(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py", labels=[1.5] * 4)
+    with pytest.raises(ValueError, match=r"data_batch_1 has labels of type float64, not integer class indices$"):
+        load_cifar10(tmp_path)
 
 
 def test_cifar10_pickles_load_as_hwc_uint8(tmp_path):
@@ -93,6 +118,46 @@ def test_download_with_bad_checksum_keeps_nothing(tmp_path):
 def test_download_offline_error_names_folder(tmp_path):
     with pytest.raises(OSError, match="put the python-pickle files"):
         download_cifar10(tmp_path, url=(tmp_path / "missing.tar.gz").as_uri())
+
+
+def test_download_from_a_server_that_never_answers_gives_up_naming_the_url(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar10, "TIMEOUT_S", 0.5)
+    fallback = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(10)  # so that a download without a timeout of its own fails this test, not hangs it
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the kernel accepts connections; nobody answers them
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/cifar-10-python.tar.gz"
+        started = time.monotonic()
+        try:
+            with pytest.raises(OSError, match=rf"^could not download CIFAR-10 from {url} \(no answer in 0.5 s\); "):
+                download_cifar10(tmp_path, url=url)
+        finally:
+            socket.setdefaulttimeout(fallback)
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_stops_at_more_bytes_than_the_archive_has(tmp_path, monkeypatch):
+    archive, md5 = _archive(tmp_path)
+    monkeypatch.setattr(cifar10, "ARCHIVE_BYTES", archive.stat().st_size - 1)
+    with pytest.raises(OSError, match=rf"\(it sent more than {archive.stat().st_size - 1:,} bytes, which the archive "):
+        download_cifar10(tmp_path / "data", url=archive.as_uri(), md5=md5)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_image_folder_files_must_be_regular_and_image_sized(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="^image archive /dev/zero is a character device, not a regular file$"):
+        load_image_folder("/dev/zero")
+    _image_tree(tmp_path / "tree")
+    os.mkfifo(tmp_path / "tree" / "train" / "cat" / "waits.png")  # opened to decode, it would wait for a writer
+    with pytest.raises(ValueError, match=r"^image .*waits.png is a FIFO \(named pipe\), not a regular file$"):
+        load_image_folder(tmp_path / "tree")
+    (tmp_path / "tree" / "train" / "cat" / "waits.png").unlink()
+    with tarfile.open(tmp_path / "tree.tar", "w") as tar:
+        tar.add(tmp_path / "tree", arcname="tree")
+    monkeypatch.setattr(image_folder, "IMAGE_BYTES", 10)
+    with pytest.raises(ValueError, match=r"tree.tar: tree/test/cat/0000.png is too large for an image: .* bytes, at "
+                                         r"most 10$"):  # fmt: skip
+        load_image_folder(tmp_path / "tree.tar")
 
 
 def _image_tree(root, size=(6, 6)):

@@ -156,8 +156,10 @@ def test_byte_level_reads_files_that_are_not_utf8(tmp_path):
 def test_missing_empty_and_directory_paths(tmp_path, load):
     with pytest.raises(FileNotFoundError, match="not found: .*absent.txt"):
         load(tmp_path / "absent.txt")
-    with pytest.raises(FileNotFoundError, match="is a directory"):
+    with pytest.raises(ValueError, match=f"^text file {tmp_path} is a directory, not a regular file$"):
         load(tmp_path)
+    with pytest.raises(ValueError, match="^text file /dev/zero is a character device, not a regular file$"):
+        load("/dev/zero")  # read, it would fill the memory
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(ValueError, match="empty: .*empty.txt"):
         load(tmp_path / "empty.txt")

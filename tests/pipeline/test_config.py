@@ -76,10 +76,23 @@ def test_the_task_is_explicit_and_must_fit_the_data_and_the_model():
     with pytest.raises(ValueError, match="task classification reads images; dataset 'text_char' does not fit it: set "
                                          "task \\(language_modeling, masked_lm\\)"):  # fmt: skip
         RunConfig.from_flags({"model": "tiny_gpt", "dataset": "text_char", "data": "x.txt"})
-    with pytest.raises(ValueError, match="task language_modeling reads tokens; model 'digits_cnn' does not fit it"):
+    with pytest.raises(ValueError, match=r"model 'digits_cnn' does not serve task language_modeling \(it serves "
+                                         r"classification\): models for language_modeling are char_lstm, "):
         RunConfig.from_flags({"model": "digits_cnn", "dataset": "text_char", "data": "x.txt", "task": "language_modeling"})
     with pytest.raises(ValueError, match="unknown task 'segmentation'"):
         RunConfig.from_flags({"dataset": "digits", "task": "segmentation"})
+
+
+@pytest.mark.parametrize(("model", "task", "serves"), [("tiny_gpt", "masked_lm", "language_modeling"),
+                                                       ("tiny_lstm", "masked_lm", "language_modeling"),
+                                                       ("hf:gpt2.json", "masked_lm", "language_modeling"),
+                                                       ("tiny_bert", "language_modeling", "masked_lm")])  # fmt: skip
+def test_a_model_serves_only_the_tasks_it_declares(model, task, serves):
+    """A causal LM has no output for the mask token, and a BERT encoder sees the token it is to predict."""
+    fits = "tiny_bert" if task == "masked_lm" else "char_lstm, paper_lstm, gpt_small, tiny_lstm, tiny_gpt, hf:PATH/.*"
+    with pytest.raises(ValueError, match=f"^model '{model}' does not serve task {task} \\(it serves {serves}\\): "
+                                         f"models for {task} are {fits}$"):  # fmt: skip
+        RunConfig.from_flags({"model": model, "dataset": "text_char", "data": "x.txt", "task": task})
 
 
 def test_language_model_presets_are_what_they_say():

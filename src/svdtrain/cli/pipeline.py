@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from contextlib import ExitStack
 
+from svdtrain.bounds import read_json
 from svdtrain.cli.options import add_config_options, config_from, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
@@ -97,7 +97,7 @@ def run_all(args: argparse.Namespace) -> int:
                 folder.config.unlink()
             raise
     if dist.is_main:
-        _show(json.loads(folder.report.read_text()), folder)
+        _show(read_json(folder.report, what="report"), folder)
     return 0
 
 

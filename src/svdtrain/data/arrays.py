@@ -23,9 +23,26 @@ class ImageArrays:
             raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        check_labels(self.labels, len(self.classes), "the data")
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def check_labels(labels: np.ndarray, classes: int, source: str) -> None:
+    """Every label an integer class index in 0..classes-1: one out of range would otherwise fail
+    inside the loss (an IndexError on CPU, a device assert on a GPU) in the middle of a run.
+
+    Raises:
+        ValueError: naming ``source``, the first bad label and its index.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{source} has labels of type {labels.dtype}, not integer class indices")
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise ValueError(f"{source} has {len(bad):,} label(s) outside the {classes} classes 0..{classes - 1}, "
+                         f"the first {int(labels[bad[0]])} (example {bad[0]})")
 
 
 def save_split_cache(path: Path, train: ImageArrays, test: ImageArrays) -> None:

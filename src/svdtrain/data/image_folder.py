@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from svdtrain.bounds import check_file
 from svdtrain.data.arrays import ImageArrays, load_split_cache, save_split_cache
 from svdtrain.linalg import check_positive_int
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_BYTES = 64 << 20  # one image file: a 224 x 224 JPEG is ~100 KiB, and a tarball can hide a bomb in a member
 
 
 def _decode(data: bytes | Path, size: int | None = None) -> np.ndarray:
@@ -42,6 +44,9 @@ def _entries_from_tar(path: Path):
                 continue
             split, cls = parts[-3], parts[-2]
             if split in ("train", "test"):
+                if member.size > IMAGE_BYTES:
+                    raise ValueError(f"{path}: {member.name} is too large for an image: {member.size:,} bytes, "
+                                     f"at most {IMAGE_BYTES:,}")  # fmt: skip
                 yield split, cls, member.name, tar.extractfile(member).read()
 
 
@@ -49,7 +54,7 @@ def _entries_from_dir(root: Path):
     for split in ("train", "test"):
         for file in sorted((root / split).glob("*/*")):
             if file.suffix.lower() in IMAGE_SUFFIXES:
-                yield split, file.parent.name, str(file), file
+                yield split, file.parent.name, str(file), check_file(file, what="image", limit=IMAGE_BYTES)
 
 
 def _assemble(entries, size: int | None = None) -> tuple[ImageArrays, ImageArrays]:
@@ -110,6 +115,8 @@ def load_image_folder(
         cache = Path(cache_dir) / f"{source.name}.{key}{suffix}.npz"
         if cache.exists():
             return load_split_cache(cache)
+    if not source.is_dir():
+        check_file(source, what="image archive")
     entries = _entries_from_dir(source) if source.is_dir() else _entries_from_tar(source)
     try:
         train, test = _assemble(entries, image_size)

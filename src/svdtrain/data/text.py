@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from svdtrain.bounds import read_file
+
 LEVELS = ("char", "word", "byte")
 EOS = "<eos>"
 WORD_FILES = ("train.txt", "valid.txt", "test.txt")
@@ -93,10 +95,7 @@ def _bytes_to_tensor(data: bytes) -> torch.Tensor:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        kind = "is a directory, not a text file" if path.is_dir() else "not found"
-        raise FileNotFoundError(f"text file {kind}: {path}")
-    data = path.read_bytes()
+    data = read_file(path, what="text file")  # a regular file: /dev/zero would be read until memory ran out
     if not data:
         raise ValueError(f"text file is empty: {path}")
     return data
@@ -219,7 +218,7 @@ def load_word_corpus(directory: str | Path) -> Corpus:
     if not directory.is_dir():
         kind = "is a file, not a folder" if directory.exists() else "not found"
         raise FileNotFoundError(f"word corpus folder {kind}: {directory} (expected {', '.join(WORD_FILES)})")
-    missing = [name for name in WORD_FILES if not (directory / name).is_file()]
+    missing = [name for name in WORD_FILES if not (directory / name).exists()]  # the reader names a non-file
     if missing:
         raise FileNotFoundError(f"word corpus folder {directory} lacks {', '.join(missing)}")
     index: dict[str, int] = {}

@@ -10,13 +10,13 @@ form) plus the model zoo name and class count the dense architecture is built fr
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from svdtrain.bounds import check_file, read_json
 from svdtrain.io import atomic_write, atomic_write_json
 from svdtrain.models import build_model
 from svdtrain.surgery import compact, compact_spec, rebuild_compact
@@ -125,11 +125,9 @@ def load_compact(export_dir: str | Path) -> nn.Module:
     export_dir = Path(export_dir)
     path = export_dir / "spec.json"
     try:
-        spec = json.loads(path.read_text())
+        spec = read_json(path, what="spec")
     except FileNotFoundError:
         raise FileNotFoundError(f"no spec.json in {export_dir}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
     zoo = isinstance(spec, dict) and isinstance(spec.get("model"), str) and isinstance(spec.get("num_classes"), int)
     if not zoo:
         raise ValueError(f"{path} names no model zoo architecture (its 'model' and 'num_classes'); "
@@ -138,7 +136,8 @@ def load_compact(export_dir: str | Path) -> nn.Module:
         model = rebuild_compact(build_model(spec["model"], spec["num_classes"], spec.get("context")), spec)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    state = torch.load(export_dir / "weights.pt", map_location="cpu", weights_only=True)
+    weights = check_file(export_dir / "weights.pt", what="exported weights")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from svdtrain.bounds import read_json
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.surgery.spec import check_spec, compact_spec, rebuild_compact
 from svdtrain.surgery.walk import tied_names
@@ -148,8 +149,8 @@ def load_compact_pretrained(directory: str | Path, model_class: type, **config_o
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a directory written by save_compact_pretrained")
     try:
-        spec = check_spec(json.loads(spec_path.read_text()))
-    except (json.JSONDecodeError, ValueError) as error:
+        spec = check_spec(read_json(spec_path, what="spec"))
+    except ValueError as error:
         raise ValueError(f"{spec_path}: {error}") from None
     config = _base_config(model_class.config_class, directory, config_overrides)
     model = rebuild_compact(model_class(config), spec)

@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from svdtrain.bounds import brief
+
 from svdtrain.models.cifar_resnet import DEPTHS, CifarResNet, cifar_resnet
 from svdtrain.models.digits_cnn import DigitsCNN
 from svdtrain.models.gpt import GPT
@@ -30,6 +32,15 @@ LANGUAGE_MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "tiny_bert": lambda vocab, context: _masked_lm(vocab, context),  # masked LM (task masked_lm): a BERT encoder
 }  # fmt: skip
 HF_PREFIX = "hf:"
+# The tasks each model serves (svdtrain.tasks names them): a language model predicting the next token must not see it,
+# which a BERT encoder does, and a masked LM has one output more than its data has tokens (the mask), which the others
+# lack. A pairing that does not fit fails before anything trains, not as an index error inside the first batch.
+CLASSIFICATION, LANGUAGE_MODELING, MASKED_LM = ("classification",), ("language_modeling",), ("masked_lm",)
+SERVES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(MODELS, CLASSIFICATION),
+    **dict.fromkeys(LANGUAGE_MODELS, LANGUAGE_MODELING),
+    "tiny_bert": MASKED_LM,
+}
 
 
 def _masked_lm(vocab: int, context: int) -> nn.Module:
@@ -42,7 +53,7 @@ def check_model_name(name: str) -> str:
     if name in MODELS or name in LANGUAGE_MODELS or (name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX)):
         return name
     valid = ", ".join([*MODELS, *LANGUAGE_MODELS, f"{HF_PREFIX}PATH/config.json"])
-    raise ValueError(f"unknown model {name!r}; valid models are {valid}")
+    raise ValueError(f"unknown model {brief(name)}; valid models are {valid}")
 
 
 def build_model(name: str, num_classes: int, context: int | None = None) -> nn.Module:
@@ -58,11 +69,24 @@ def build_model(name: str, num_classes: int, context: int | None = None) -> nn.M
     return MODELS[name](num_classes)
 
 
+def tasks_served(name: str) -> tuple[str, ...]:
+    """The tasks model ``name`` serves; ``hf:`` models are causal LMs (language_modeling)."""
+    check_model_name(name)
+    return LANGUAGE_MODELING if name.startswith(HF_PREFIX) else SERVES[name]
+
+
+def models_serving(task: str) -> list[str]:
+    """The names of the models that serve ``task``, as an error lists them."""
+    return [name for name, tasks in SERVES.items() if task in tasks] + [f"{HF_PREFIX}PATH/config.json"] * (
+        task in LANGUAGE_MODELING)
+
+
 def is_language_model(name: str) -> bool:
     return name in LANGUAGE_MODELS or name.startswith(HF_PREFIX)
 
 
 __all__ = [
-    "DEPTHS", "GPT", "HF_PREFIX", "LANGUAGE_MODELS", "MODELS", "check_model_name", "is_language_model", "CifarResNet", "DigitsCNN", "ImageNetResNet", "LSTMLanguageModel", "build_model",
+    "DEPTHS", "GPT", "HF_PREFIX", "LANGUAGE_MODELS", "MODELS", "SERVES", "check_model_name", "is_language_model",
+    "models_serving", "tasks_served", "CifarResNet", "DigitsCNN", "ImageNetResNet", "LSTMLanguageModel", "build_model",
     "cifar_resnet", "resnet18", "resnet50",
 ]  # fmt: skip

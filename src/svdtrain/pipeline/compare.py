@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from svdtrain.bounds import read_json
 from svdtrain.io import atomic_write_json, atomic_write_text
 from svdtrain.pipeline.config import RunConfig, resolve_config
 from svdtrain.pipeline.experiment import Experiment
@@ -92,7 +93,7 @@ def run_method(config: RunConfig, folder: RunFolder, method: str, log: Callable[
         if method == "dense":
             return _dense_control(experiment, folder)
         experiment.run()
-    report = json.loads(folder.report.read_text())
+    report = read_json(folder.report, what="report")
     metric = report["metric"]
     return {"final": report["compact"][metric], "pruned": report["stages"]["prune"][metric],
             "macs": report["compact"]["macs"], "params": report["compact"]["params"],
@@ -105,7 +106,7 @@ def _dense_control(experiment: Experiment, folder: RunFolder) -> dict:
     its teacher would be itself), so "dense" is epoch-matched."""
     result = folder.path / "dense.json"
     if result.is_file():
-        return json.loads(result.read_text())
+        return read_json(result, what="dense control's result")
     c = experiment.config
     experiment.run(("start",))
     metric = experiment.task.metric

@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Callable, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from svdtrain.data import load_digits_split, tensor_batches
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy
 from svdtrain.models import DigitsCNN
 from svdtrain.pipeline.config.options import (
-    NonNegative, NonNegativeInt, Positive, PositiveInt, checked, option, validate_options,
+    NonNegative, NonNegativeInt, Positive, PositiveEpochs, PositiveInt, checked, option, validate_options,
 )  # fmt: skip
 from svdtrain.surgery import Energy, compact, count_macs, count_params, decompose, factored_weights, prune
 from svdtrain.train.loop import evaluate, train_epoch
@@ -28,12 +29,13 @@ from svdtrain.train.regularization import Regularization
 @dataclass(frozen=True)
 class DemoConfig:
     seed: NonNegativeInt = option(0, "seed of the data split, initialization and batch order")
-    width: PositiveInt = option(32, "DigitsCNN base width (32: 32/64/128 channels)")
+    # At most 1024: the widest layer then has 4096 channels, its 3x3 conv alone 600 MB; past that is a slip, not a demo.
+    width: Annotated[int, Field(ge=1, le=1024)] = option(32, "DigitsCNN base width (32: 32/64/128 channels)")
     batch_size: PositiveInt = option(64, "training batch size")
     lr: Positive = option(1e-3, "Adam learning rate, as in the official code")
-    dense_epochs: PositiveInt = option(30, "epochs of dense training")
-    svd_epochs: PositiveInt = option(30, "epochs of SVD training (orthogonality + sparsity)")
-    finetune_epochs: PositiveInt = option(15, "epochs of fine-tuning after pruning")
+    dense_epochs: PositiveEpochs = option(30, "epochs of dense training")
+    svd_epochs: PositiveEpochs = option(30, "epochs of SVD training (orthogonality + sparsity)")
+    finetune_epochs: PositiveEpochs = option(15, "epochs of fine-tuning after pruning")
     scheme: Literal[SCHEMES] = option("channel", "conv kernels as matrices: channel or spatial")
     sparsity_kind: Literal[SPARSITY_KINDS] = option("hoyer", "sparsity term on s: l1, hoyer or hoyer_square")
     sparsity_weight: NonNegative = option(0.02, "weight of the sparsity term")

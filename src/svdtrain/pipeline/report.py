@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Callable, Protocol
 
 from torch import nn
 
+from svdtrain.bounds import read_json
 from svdtrain.io import atomic_write_json
 from svdtrain.surgery import factored_weights
 from svdtrain.tasks import Task
@@ -49,7 +49,7 @@ def write_report(experiment: FinishedRun) -> dict:
     if "target_energy_before" in records["svd_train"]:  # what a cut at the target kept before SVD training
         stages["svd_train"]["target_energy_before"] = records["svd_train"]["target_energy_before"]
     stages["export"] = {**metrics(info), "seconds": round(export["seconds"], 2)}
-    spec = json.loads((folder.export / "spec.json").read_text())
+    spec = read_json(folder.export / "spec.json", what="spec")
     forms = {name: entry["form"] for name, entry in spec["weights"].items()}
     layers = [{"name": name, "full_rank": handle.full_rank, "rank": handle.rank, "form": forms.get(name, "dense")}
               for name, handle in factored_weights(model).items()]  # fmt: skip

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ try:
 except ImportError:  # not POSIX: folders go unlocked
     fcntl = None
 
+from svdtrain.bounds import read_json
 from svdtrain.deploy.export import EXPORT_FILES
 from svdtrain.train.checkpoint import checksum_path, previous_path
 
@@ -104,10 +104,7 @@ class RunFolder:
         """The saved config as written (sections, or the flat keys of older runs); None if absent."""
         if not self.config.exists():
             return None
-        try:
-            return json.loads(self.config.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{self.config} is not valid JSON: {error}") from None
+        return read_json(self.config, what="run config")
 
     def checkpoint_files(self, stage: str) -> list[Path]:
         """A training stage's epoch checkpoints: the last, the one before, their checksums."""

@@ -6,11 +6,11 @@ pruning on), and all runs share start: those stage files are copied, not recompu
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Callable
 
+from svdtrain.bounds import read_json
 from svdtrain.io import atomic_write, atomic_write_json
 from svdtrain.pipeline.config import RunConfig
 from svdtrain.pipeline.experiment import Experiment
@@ -51,7 +51,7 @@ def run_sweep(
             Experiment(run_config, run.path, resume=resume or start_source is not None, log=log).run()
             start_source = start_source or run
             trained_source = trained_source or run
-            data = json.loads(run.report.read_text())
+            data = read_json(run.report, what="report")
             metric = data.get("metric", "accuracy")
             points.append({"label": label, "sparsity_weight": weight, "energy": energy,
                            metric: data["compact"][metric], "macs": data["compact"]["macs"],

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from svdtrain.bounds import brief, read_file
 from svdtrain.io import atomic_write, atomic_write_text
 from svdtrain.surgery import decompose, factored_weights
 from svdtrain.surgery.walk import tied_names
@@ -79,11 +80,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         CorruptCheckpoint: the bytes do not match the checksum, or do not unpickle.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    expected = checksum_path(path).read_text().strip() if checksum_path(path).exists() else None
+    data = read_file(path, what="checkpoint")  # a regular file: /dev/zero would be read until memory ran out
+    expected = _recorded_checksum(path)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise CorruptCheckpoint(f"{path} is corrupted (its bytes do not match {checksum_path(path).name})")
     if not data.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (older versions a pickle)
@@ -96,13 +94,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                                 f"{': ' + detail if detail else ''})") from None
 
 
+def _recorded_checksum(path: Path) -> str | None:
+    """The SHA-256 recorded beside the checkpoint at ``path`` (a line of 65 bytes), or None."""
+    recorded = checksum_path(path)
+    if not recorded.exists():
+        return None
+    return read_file(recorded, what="checksum file", limit=CHECKSUM_BYTES).decode("ascii", errors="replace").strip()
+
+
+CHECKSUM_BYTES = 1024
+
+
 def damage(path: str | Path) -> str | None:
     """Why the checkpoint at ``path`` cannot be trusted (its bytes do not match its checksum),
     or None: good, or written without a checksum (by an older svdtrain)."""
     path = Path(path)
-    if not checksum_path(path).exists():
+    expected = _recorded_checksum(path)
+    if expected is None:
         return None
-    if hashlib.sha256(path.read_bytes()).hexdigest() != checksum_path(path).read_text().strip():
+    if hashlib.sha256(read_file(path, what="checkpoint")).hexdigest() != expected:
         return f"{path} is corrupted (its bytes do not match {checksum_path(path).name})"
     return None
 
@@ -153,7 +163,7 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
             )
     extra = [key for key in state if key not in expected]
     if extra:
-        raise ValueError(f"{source} does not match the model: unexpected key {extra[0]!r}")
+        raise ValueError(f"{source} does not match the model: unexpected key {brief(extra[0])}")
     model.load_state_dict(state)
 
 
@@ -174,7 +184,7 @@ def rebuild_svd_model(dense: nn.Module, scheme: str, ranks: dict[str, int]) -> n
     modules = dict(dense.named_modules())
     old = [name for name in ranks if name in modules]
     if old:
-        raise ValueError(f"the saved ranks name module {old[0]!r}, not a weight: a checkpoint from an older "
+        raise ValueError(f"the saved ranks name module {brief(old[0])}, not a weight: a checkpoint from an older "
                          f"svdtrain (ranks were per module then); re-run its stages with this version")
     untie = sorted(tied_names(dense) & set(ranks))  # an output head untied when it was factored
     model = decompose(dense, scheme=scheme, init="random", weights=list(ranks), untie=untie)
@@ -188,8 +198,9 @@ def shrink_to(model: nn.Module, ranks: dict[str, int]) -> None:
     for name, rank in ranks.items():
         handle = handles.get(name)
         if handle is None:
-            raise ValueError(f"the saved ranks name {name!r}, which is not a factored weight of the model")
+            raise ValueError(f"the saved ranks name {brief(name)}, which is not a factored weight of the model")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= handle.rank:
-            raise ValueError(f"the rank saved for {name!r} must be an integer in [1, {handle.rank}], got {rank!r}")
+            raise ValueError(f"the rank saved for {brief(name)} must be an integer in [1, {handle.rank}], "
+                             f"got {brief(rank)}")
         if rank < handle.rank:
             handle.keep_(rank)

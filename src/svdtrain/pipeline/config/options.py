@@ -14,10 +14,21 @@ from typing import Annotated, Any, Callable
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
+from svdtrain.bounds import brief
+
+# Upper bounds on counts: a value past them is a slip of the keyboard, not a plan, and is refused before anything
+# trains instead of running for ever (a 10^23-epoch run started, its ETA 6e19 hours) or overflowing deep inside torch.
+MAX_EPOCHS = 100_000  # per stage; the paper trains 164 + 164, and 100,000 epochs of even the smoke preset take days
+MAX_COUNT = 2**31 - 1  # examples, batches, tokens, seeds: torch and numpy take some as C ints (numpy's seeds < 2**32)
+MAX_IMAGE_SIZE = 8192  # pixels a side: ImageNet models read 224, and one 8192 x 8192 RGB image is 200 MB
+
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Epochs = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+PositiveEpochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+ImageSize = Annotated[int, Field(ge=0, le=MAX_IMAGE_SIZE)]
 
 
 def checked(check: Callable[[Any], Any]) -> AfterValidator:
@@ -28,7 +39,7 @@ def checked(check: Callable[[Any], Any]) -> AfterValidator:
 def above_one_or_zero(value: float) -> float:
     """A target factor: 0 for none, else > 1."""
     if 0 < value <= 1:
-        raise ValueError(f"must be > 1 (or 0 for none), got {value!r}")
+        raise ValueError(f"must be > 1 (or 0 for none), got {brief(value)}")
     return value
 
 
@@ -86,10 +97,12 @@ def _message(flag: str, error: dict, kind: type) -> str:
         return f"{flag} {context['error']}" if str(context["error"]).startswith("must") else str(context["error"])
     if problem in ("greater_than", "greater_than_equal"):
         bound = context.get("gt", context.get("ge"))
-        return f"{flag} must be {'>' if problem == 'greater_than' else '>='} {bound:g}, got {got!r}"
+        return f"{flag} must be {'>' if problem == 'greater_than' else '>='} {bound:g}, got {brief(got)}"
+    if problem == "less_than_equal":
+        return f"{flag} must be at most {context['le']:,}, got {brief(got)}"
     if problem == "finite_number":  # inf is > 0, so "must be > 0" would mislead
-        return f"{flag} must be a finite number, got {got!r}"
+        return f"{flag} must be a finite number, got {brief(got)}"
     if problem == "literal_error":
-        return f"unknown {flag} {got!r}; valid values are {', '.join(map(str, typing.get_args(kind)))}"
+        return f"unknown {flag} {brief(got)}; valid values are {', '.join(map(str, typing.get_args(kind)))}"
     expected = getattr(typing.get_origin(kind), "__name__", None) or getattr(kind, "__name__", str(kind))
-    return f"config key {flag!r} expects {expected}, got {got!r}"
+    return f"config key {flag!r} expects {expected}, got {brief(got)}"

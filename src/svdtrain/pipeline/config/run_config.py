@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple
 
-from svdtrain.models import check_model_name, is_language_model
+from svdtrain.bounds import brief
+from svdtrain.models import check_model_name, models_serving, tasks_served
 from svdtrain.pipeline.config.options import checked, convert, default_of, flag_of, option, validate_options
 from svdtrain.pipeline.config.sections import (
     IMAGE_DATASETS, TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings,
@@ -50,9 +51,10 @@ class RunConfig:
             raise ValueError(f"task {self.task} reads {reads}; dataset {self.data.dataset!r} does not fit it: set "
                              f"task ({', '.join(fits)}) or a dataset of {reads} (text: {', '.join(TEXT_DATASETS)}; "
                              f"images: {', '.join(IMAGE_DATASETS)})")  # fmt: skip
-        if (reads == "tokens") != is_language_model(self.model):
-            raise ValueError(f"task {self.task} reads {reads}; model {self.model!r} does not fit it: pick a model "
-                             "that reads them (`svdtrain run --help` lists them)")
+        served = tasks_served(self.model)
+        if self.task not in served:
+            raise ValueError(f"model {brief(self.model)} does not serve task {self.task} (it serves "
+                             f"{', '.join(served)}): models for {self.task} are {', '.join(models_serving(self.task))}")
         if self.data.dataset != "digits" and not self.data.path:
             raise ValueError(f"dataset {self.data.dataset!r} needs a data path (--data PATH, or path: under data:)")
         if self.svd_train.gradual and not self.prune.target_reduction:

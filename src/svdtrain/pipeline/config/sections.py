@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator
 
+from svdtrain.bounds import brief
 from svdtrain.linalg import SCHEMES, SPARSITY_KINDS, check_energy, check_threshold
 from svdtrain.pipeline.config.options import (
-    NonNegative, NonNegativeInt, Positive, PositiveInt, Target, checked, option, validate_options,
+    Epochs, ImageSize, NonNegative, NonNegativeInt, Positive, PositiveInt, Target, checked, option, validate_options,
 )  # fmt: skip
 from svdtrain.train.distill import check_distillation
 from svdtrain.train.step import COMPILE_MODES
@@ -36,18 +37,19 @@ def check_recipe_name(value: str) -> str:
         raise ValueError("recipe auto is gone (it chose in silence): `svdtrain probe` measures the cut and "
                          "recommends a recipe; name it with --recipe")
     if value not in RECIPES:
-        raise ValueError(f"unknown recipe {value!r}; valid values are {', '.join(RECIPES)}")
+        raise ValueError(f"unknown recipe {brief(value)}; valid values are {', '.join(RECIPES)}")
     return value
 
 
 def _device(value: str) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {brief(value)}")
 
 
 def _speed_device(value: str) -> None:
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
-        raise ValueError(f"speed_device must be cpu, mps, cuda or cuda:N (where the model will run), got {value!r}")
+        raise ValueError(f"speed_device must be cpu, mps, cuda or cuda:N (where the model will run), "
+                         f"got {brief(value)}")
 
 
 class Section:
@@ -75,7 +77,7 @@ class DataConfig(Section):
     download: bool = option(False, "cifar10: fetch it (checksum-verified) when it is found nowhere: a relative path "
                             "into the first data folder ($SVDTRAIN_DATA's, else ~/.cache/svdtrain/data)")
     cache_dir: str = option("~/.cache/svdtrain", "image_folder: where decoded image arrays are cached")
-    image_size: NonNegativeInt = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)")
+    image_size: ImageSize = option(0, "image_folder: resize and centre-crop to N x N (0: images share a size)")
     mean: list[float] = option(IMAGENET_MEAN, "per-channel mean subtracted from images")
     std: list[float] = option(IMAGENET_STD, "per-channel standard deviation images are divided by")
     augment: bool = option(True, "images: random crop (4-pixel padding) and horizontal flip in training")
@@ -104,7 +106,7 @@ class StartConfig(Section):
                              "as the data path is")
     scheme: Literal[SCHEMES] = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or "
                                       "spatial (in*kh x out*kw)")  # fmt: skip
-    epochs: NonNegativeInt = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
+    epochs: Epochs = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
                                     "from scratch); init random: SVD-form epochs, orthogonality only",
                                     flag="start_epochs")  # fmt: skip
 
@@ -150,7 +152,7 @@ class OptimConfig(Section):
 class SVDTrainConfig(Section):
     """svd_train: training with the orthogonality and sparsity regularizers"""
 
-    epochs: NonNegativeInt = option(164, "SVD-training epochs", flag="svd_epochs")
+    epochs: Epochs = option(164, "SVD-training epochs", flag="svd_epochs")
     ortho_weight: NonNegative = option(1.0, "weight of the orthogonality term on U and Vh (every stage with SVD "
                                        "factors)")  # fmt: skip
     sparsity_kind: Literal[SPARSITY_KINDS] = option("hoyer", "sparsity term on s: l1, hoyer (|s|_1/|s|_2) or "
@@ -168,7 +170,7 @@ class SVDTrainConfig(Section):
                                "would drop (re-chosen every epoch), so training empties what pruning cuts")  # fmt: skip
     gradual: bool = option(False, "prune towards target_reduction after every SVD-training epoch (a geometric "
                            "schedule reaching it at the last), instead of once after training")  # fmt: skip
-    gradual_cuts: NonNegativeInt = option(0, "with gradual: cut after each of the first N SVD-training epochs, "
+    gradual_cuts: Epochs = option(0, "with gradual: cut after each of the first N SVD-training epochs, "
                                           "reaching the target at the N-th, so the epochs after it train at the "
                                           "target's ranks before fine-tuning (0: a cut after every epoch)")  # fmt: skip
     distill: bool = option(False, "distill from the dense baseline during SVD training too (finetune's "
@@ -233,7 +235,7 @@ class PruneConfig(Section):
 class FinetuneConfig(Section):
     """finetune: training the pruned model (orthogonality only), optionally distilled from dense"""
 
-    epochs: NonNegativeInt = option(164, "fine-tuning epochs", flag="finetune_epochs")
+    epochs: Epochs = option(164, "fine-tuning epochs", flag="finetune_epochs")
     lr: NonNegative = option(0.0, "fine-tuning learning rate (0: optim's lr)", flag="finetune_lr")
     distill_weight: float = option(0.0, "0: off; else loss = (1 - w) * task loss + w * T^2 * KL(teacher || "
                                    "student), the teacher being the dense baseline")  # fmt: skip

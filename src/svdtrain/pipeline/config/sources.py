@@ -7,10 +7,12 @@ each is reduced to ``{flag: value}`` with every key and type checked, naming the
 from __future__ import annotations
 
 import difflib
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from svdtrain.bounds import CONFIG_BYTES, brief, read_file
 from svdtrain.pipeline.config.run_config import OPTIONS, READABLE_VERSIONS, SECTIONS
 
 
@@ -38,11 +40,11 @@ def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
     for key, value in values.items():
         if key == "version":
             if isinstance(value, bool) or value not in READABLE_VERSIONS:
-                raise ValueError(f"{source}: config version {value!r} is not supported (this svdtrain reads "
+                raise ValueError(f"{source}: config version {brief(value)} is not supported (this svdtrain reads "
                                  f"{', '.join(map(str, READABLE_VERSIONS))})")  # fmt: skip
         elif key in SECTIONS and (isinstance(value, dict) or value is None or key not in OPTIONS):
             if not isinstance(value, (dict, type(None))):
-                raise ValueError(f"{source}: section {key!r} needs a mapping of its options, got {value!r}")
+                raise ValueError(f"{source}: section {key!r} needs a mapping of its options, got {brief(value)}")
             names = _section_keys(key)
             for name, option_value in (value or {}).items():
                 flag = names.get(name)
@@ -74,23 +76,50 @@ def _with_suggestion(key: str) -> str:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a config file holds. The file is a regular one of at most a few MiB, and holds no
+    YAML aliases (``*name``): each alias repeats a whole value, so nine of them nested nine deep make
+    a file of a few hundred bytes stand for a list of a billion items."""
     try:
         import yaml
     except ImportError as missing:
         raise ImportError("config files need PyYAML: pip install 'svdtrain[pipeline]'") from missing
     try:
-        data = yaml.safe_load(path.read_text())
+        text = read_file(path, what="config file", limit=CONFIG_BYTES).decode("utf-8")
+        data = yaml.load(text, Loader=_loader_without_aliases(yaml))  # noqa: S506  (a SafeLoader)
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
+        raise
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read config file {path}: {error}") from None
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     except RecursionError:
         raise ValueError(f"{path} nests too deep to be a config (lists or mappings thousands of levels deep)") from None
+    except _AliasFound as alias:
+        raise ValueError(f"{path} uses a YAML alias (*{alias.anchor[:40]}, line {alias.line}); config "
+                         "files take none, as one can stand for a value of any size: write the value out") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of config keys")
     return data
+
+
+class _AliasFound(Exception):
+    def __init__(self, anchor: str, line: int) -> None:
+        super().__init__(anchor)
+        self.anchor, self.line = anchor, line
+
+
+@cache
+def _loader_without_aliases(yaml: Any) -> type:
+    """PyYAML's SafeLoader, refusing an alias as it meets one, before anything is expanded."""
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasFound(str(event.anchor), event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+
+    return Loader
 
 
 def preset_names() -> list[str]:
