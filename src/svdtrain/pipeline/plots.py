@@ -101,7 +101,7 @@ def plot_compare(rows: list[dict], metric: str, target: float, path: Path) -> No
     left.set_xlabel("epoch (all stages)")
     left.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"validation {metric}")
     right.set_xlabel("SVD-training epoch (0: the starting model)")
-    right.set_ylabel(f"share of sum(s^2) a {target:g}x cut keeps")
+    right.set_ylabel(f"share of sum(s^2) left that a {target:g}x cut keeps")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
