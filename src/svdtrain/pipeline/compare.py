@@ -133,7 +133,8 @@ def curve(folder: RunFolder, metric: str) -> list[dict]:
             continue
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                point = {"epoch": len(points) + 1, "stage": stage, "test": float(row[f"test_{metric}"])}
+                point = {"epoch": len(points) + 1, "stage": stage, "test": float(row[f"test_{metric}"]),
+                         "seconds": float(row["seconds"])}  # fmt: skip
                 if row.get("target_energy"):
                     point["target_energy"] = float(row["target_energy"])
                 points.append(point)
@@ -191,6 +192,7 @@ def summary(rows: list[dict], metric: str) -> list[dict]:
     sign = 1 if metric == "accuracy" else -1
     return [{"method": m, "seeds": len(group), "final": means[m], "per_seed": [r["final"] for r in group],
              "macs": statistics.mean(r["macs"] for r in group), "start": group[0]["start"],
+             "epoch_seconds": statistics.median(p["seconds"] for r in group for p in r["curve"] if "seconds" in p),
              "over_best_truncation": None if best is None or m in TRUNCATIONS or m == "dense"
              else sign * (means[m] - best)} for m, group in by_method.items()]  # fmt: skip
 
@@ -201,11 +203,11 @@ def table(result: dict) -> str:
     scale, unit = (100, "%") if metric == "accuracy" else (1, "")
     lines = [f"Target {result['target_reduction']:g}x fewer MACs, {result['epochs']} epochs for every method "
              f"({result['svd_epochs']} of them SVD training where a method has it).", "",
-             f"| method | seeds | {metric} | per seed | MACs | start | vs best truncation |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             f"| method | seeds | {metric} | per seed | MACs | start | vs best truncation | s / epoch (median) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for s in result["summary"]:
         margin = "" if s["over_best_truncation"] is None else f"{scale * s['over_best_truncation']:+.2f}"
         seeds = " / ".join(f"{scale * v:.2f}{unit}" for v in s["per_seed"])
         lines.append(f"| {s['method']} | {s['seeds']} | {scale * s['final']:.2f}{unit} | {seeds} | {s['macs']:,.0f} | "
-                     f"{scale * s['start']:.2f}{unit} | {margin} |")  # fmt: skip
+                     f"{scale * s['start']:.2f}{unit} | {margin} | {s['epoch_seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
