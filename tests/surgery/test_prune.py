@@ -1,6 +1,9 @@
 """prune: Energy / Threshold / Ranks policies on whole models (keyed by weight name), physical
 shrinking of the factors, errors."""
 
+import copy
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -190,7 +193,7 @@ def test_model_without_factored_weights_raises():
 
 
 @pytest.mark.parametrize("policy,got", [("energy", r"'energy' \(str\)"), (None, r"None \(NoneType\)"),
-                                        (0.02, r"0\.02 \(float\)"), (Energy, "the class Energy")])
+                                        (Energy, "the class Energy")])  # a bare number: the old spelling, below
 def test_what_is_not_a_rank_policy_is_named_as_such(policy, got):
     model = _model_with_spectra([1.0, 2.0])
     with pytest.raises(TypeError, match=r"policy must be a rank policy such as Energy\(0\.02\), Threshold.*MacsBudget.*"
@@ -218,3 +221,26 @@ def test_kept_energy_is_the_share_of_sum_s_squared_the_largest_values_keep():
     assert kept_energy(model, {"0.weight": 1, "1.weight": 1}) == pytest.approx((9 + 1) / total)
     assert kept_energy(model, {"0.weight": 2}) == pytest.approx((9 + 4 + 2) / total)  # unnamed: all kept
     assert kept_energy(model, {}) == 1.0
+
+
+@pytest.mark.parametrize("call, new", [
+    (lambda m: prune(m, energy=0.02), "prune(model, Energy(0.02))"),
+    (lambda m: prune(m, 0.02), "prune(model, Energy(0.02))"),
+    (lambda m: prune(m, threshold=0.1), "prune(model, Threshold(0.1))"),
+    (lambda m: prune(m, rank=2), "prune(model, Ranks(2))"),
+])  # fmt: skip
+def test_the_earlier_releases_spelling_still_prunes_and_names_the_new_one(call, new):
+    model = decompose(nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 4)), init="svd")
+    reference = copy.deepcopy(model)
+    with pytest.warns(DeprecationWarning, match=re.escape(new)):
+        ranks = call(model)
+    policy = {"E": Energy(0.02), "T": Threshold(0.1), "R": Ranks(2)}[new.split("(model, ")[1][0]]
+    assert ranks == prune(reference, policy)
+
+
+def test_the_earlier_releases_spelling_refuses_what_it_refused():
+    model = decompose(nn.Sequential(nn.Linear(6, 6)), init="svd")
+    with pytest.raises(ValueError, match="give one rule, got energy, threshold"):
+        prune(model, energy=0.1, threshold=0.1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'amount'"):
+        prune(model, amount=0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,7 +36,8 @@ def kept_energy(model: nn.Module, ranks: dict[str, int]) -> float:
     return kept / total if total > 0 else 1.0
 
 
-def prune(model: nn.Module, policy: RankPolicy, *, calibration: Calibration | None = None) -> dict[str, int]:
+def prune(model: nn.Module, policy: RankPolicy | None = None, *, calibration: Calibration | None = None,
+          **old_spelling: float | int | dict[str, int]) -> dict[str, int]:  # fmt: skip
     """Physically drop each factored weight's smallest singular values, in place, down to the
     rank ``policy`` decides; returns the rank kept per weight.
 
@@ -55,8 +57,35 @@ def prune(model: nn.Module, policy: RankPolicy, *, calibration: Calibration | No
         ValueError: the policy's (a bad target, or one out of reach), a bad or unknown rank,
             or a model without factored weights. Nothing is changed then.
     """
+    if old_spelling or (isinstance(policy, (int, float)) and not isinstance(policy, bool)):
+        policy = _from_old_spelling(policy, old_spelling)
     check_policy(policy)
     return keep_ranks_(model, policy.ranks(model, calibration), calibration=calibration)
+
+
+_OLD_RULES = ("energy", "threshold", "rank")  # prune(model, energy=None, threshold=None, *, rank=None) until 2026-12-02
+
+
+def _from_old_spelling(policy: object, rules: dict[str, object]) -> RankPolicy:
+    """The policy the earlier release's ``prune(model, energy=..., threshold=..., rank=...)``
+    (energy also first positional) asked for, with a DeprecationWarning naming the new spelling."""
+    from svdtrain.surgery.policies import Energy, Ranks, Threshold  # policies import this module
+
+    unknown = sorted(set(rules) - set(_OLD_RULES))
+    if unknown:
+        raise TypeError(f"prune() got an unexpected keyword argument {unknown[0]!r}; it takes a rank policy: "
+                        "prune(model, Energy(0.02))")  # fmt: skip
+    if policy is not None:
+        if rules:
+            raise TypeError("prune(): give one rank policy, not a policy and a keyword rule")
+        rules = {"energy": policy}
+    if len(rules) != 1:
+        raise ValueError(f"prune(): give one rule, got {', '.join(sorted(rules))}")
+    (name, value), = rules.items()
+    new = {"energy": Energy, "threshold": Threshold, "rank": Ranks}[name](value)
+    warnings.warn(f"prune(model, {name}={value!r}) is the spelling of an earlier release: write "
+                  f"prune(model, {type(new).__name__}({value!r}))", DeprecationWarning, stacklevel=3)  # fmt: skip
+    return new
 
 
 def check_policy(policy: object) -> None:
