@@ -33,8 +33,7 @@ from svdtrain.train.regularization import Regularization
 
 METHODS = ("paper", "budget", "truncation", "truncation-plain", "dense")
 TRUNCATIONS = ("truncation", "truncation-plain")
-# What compare sets in each method's config: the recipe, and for the methods that skip SVD
-# training the epochs (all of them fine-tuning), so every method trains as long.
+# Set by compare for each run (the method's recipe), so a user's value would never take effect.
 OWNED = ("recipe",)
 
 
@@ -63,9 +62,9 @@ def check_methods(methods: list[str]) -> list[str]:
 
 
 def method_config(method: str, preset: str | None, config_file: str | None, flags: dict[str, Any],
-                  budget_cuts: int = 0) -> RunConfig:  # fmt: skip
-    """The config ``method`` runs: the user's sources, then the method's flags; an error names the method."""
-    base = resolve_config(preset, config_file, flags)
+                  base: RunConfig, budget_cuts: int = 0) -> RunConfig:  # fmt: skip
+    """The config ``method`` runs: the user's sources, then the method's flags (``base``: the
+    user's sources resolved alone); an error names the method."""
     try:
         return resolve_config(preset, config_file, {**flags, **method_flags(method, base, budget_cuts)})
     except ValueError as error:
@@ -152,7 +151,7 @@ def run_compare(preset: str | None, config_file: str | None, flags: dict[str, An
                              f"--{flag.replace('_', '-')}")
     base = resolve_config(preset, config_file, flags)
     check_base(base)
-    configs = {m: method_config(m, preset, config_file, flags, budget_cuts) for m in methods}  # all checked first
+    configs = {m: method_config(m, preset, config_file, flags, base, budget_cuts) for m in methods}  # checked first
     metric = task_named(base.task).metric
     rows = []
     for seed in seeds:
