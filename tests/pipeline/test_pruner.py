@@ -76,3 +76,23 @@ def test_gradual_cuts_that_cannot_act_are_refused(flags, message):
 
     with pytest.raises(ValueError, match=message):
         resolve_config("smoke", None, flags)
+
+
+def test_the_energy_measure_never_measures_the_rank_multiple(tmp_path, monkeypatch):
+    """rank_multiple 0 is measured at the first cut; the per-epoch energy must not move it earlier."""
+    import svdtrain
+    from svdtrain.pipeline import pruner as pruner_module
+    from svdtrain.pipeline.config import resolve_config
+    from svdtrain.pipeline.experiment import Experiment
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the energy measure timed the rank multiples")
+
+    monkeypatch.setattr(pruner_module, "fastest_multiple", no_timing)
+    config = resolve_config("smoke", None, {"target_reduction": 2.0, "rank_multiple": 0, "train_limit": 128})
+    experiment = Experiment(config, tmp_path, log=lambda line: None)
+    model = svdtrain.decompose(experiment.dense_model(), init="svd")
+    example = experiment.data.example
+    pruner = pruner_module.Pruner(config, experiment.data, torch.device("cpu"), svdtrain.count_macs(model, example),
+                                  speed_example=example, log=lambda line: None)  # fmt: skip
+    assert 0 < pruner.target_energy(model)["target_energy"] < 1

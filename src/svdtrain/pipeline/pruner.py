@@ -126,10 +126,16 @@ class Pruner:
     def target_energy(self, model: nn.Module) -> dict[str, float]:
         """``{"target_energy": share}``: the share of all factored weights' sum(s^2) that a cut to
         the MACs target by |s| would keep now; what SVD training should raise, epoch by epoch.
-        Empty without a MACs target (a speed target would time the model every epoch)."""
-        if not self.config.prune.target_reduction:
+        Empty without a MACs target (a speed target would time the model every epoch). With
+        ``rank_multiple`` 0 it uses the measured multiple once the first cut has measured it, and
+        1 before: measuring here would move that measurement off the first cut."""
+        p = self.config.prune
+        if not p.target_reduction:
             return {}
-        return {"target_energy": kept_energy(model, self.policy(model).ranks(model))}
+        policy = policy_from_config(p, example=self.data.example, speed_example=self.speed_example,
+                                    baseline_macs=self.baseline_macs,
+                                    multiple=p.rank_multiple or self._measured_multiple or 1)  # fmt: skip
+        return {"target_energy": kept_energy(model, policy.ranks(model))}
 
     def tails(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """{weight: bool mask over s} of the singular values that pruning to the MACs target
