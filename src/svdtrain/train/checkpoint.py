@@ -35,8 +35,12 @@ def checksum_path(path: str | Path) -> Path:
 
 
 def file_checksum(path: str | Path) -> str:
-    """The SHA-256 of the file at ``path``, as :func:`save_checkpoint` records it (read in blocks:
-    stage files can be large)."""
+    """The SHA-256 of the checkpoint at ``path``: the one :func:`save_checkpoint` recorded beside
+    it (checked on every load and by :func:`damage`, so not computed again), else computed,
+    reading in blocks (stage files can be large)."""
+    recorded = _recorded_checksum(Path(path))
+    if recorded is not None:
+        return recorded
     digest = hashlib.sha256()  # not hashlib.file_digest: Python 3.11+
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
