@@ -86,8 +86,8 @@ def plot_compare(rows: list[dict], metric: str, target: float, path: Path) -> No
         curve = row["curve"]
         if not curve:
             continue
+        label = row["method"] if row["method"] not in colours else None  # a method's first seed names it
         colour = colours.setdefault(row["method"], f"C{len(colours)}")
-        label = row["method"] if sum(r["method"] == row["method"] for r in rows[: rows.index(row)]) == 0 else None
         left.plot([p["epoch"] for p in curve], [scale * p["test"] for p in curve], color=colour, label=label, lw=1.2)
         energy = [p for p in curve if "target_energy" in p]
         before = row.get("target_energy_before")
