@@ -77,6 +77,8 @@ def test_a_killed_comparison_resumes_to_the_same_result(tmp_path, die_in_third_e
     (["--svd-epochs", "0"], "compare needs svd_epochs > 0"),
     (["--budget-cuts", "-1"], "--budget-cuts must be >= 0"),
     (["--methods", "budget", "--budget-cuts", "5"], "method budget: gradual_cuts 5 needs as many SVD-training"),
+    (["--methods", "truncation-plain", "--calibration", "whiten"],
+     "method truncation-plain sets calibration 'none', but the command line sets 'whiten'"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, extra, message):
     out = tmp_path / "out"

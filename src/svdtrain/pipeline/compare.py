@@ -35,6 +35,8 @@ METHODS = ("paper", "budget", "truncation", "truncation-plain", "dense")
 TRUNCATIONS = ("truncation", "truncation-plain")
 # Set by compare for each run (the method's recipe), so a user's value would never take effect.
 OWNED = ("recipe",)
+# The epochs a method without SVD training moves into fine-tuning: compare's definition of equal epochs.
+SPLIT = ("svd_epochs", "finetune_epochs")
 
 
 def method_flags(method: str, base: RunConfig, budget_cuts: int = 0) -> dict[str, Any]:
@@ -65,8 +67,13 @@ def method_config(method: str, preset: str | None, config_file: str | None, flag
                   base: RunConfig, budget_cuts: int = 0) -> RunConfig:  # fmt: skip
     """The config ``method`` runs: the user's sources, then the method's flags (``base``: the
     user's sources resolved alone); an error names the method."""
+    own = method_flags(method, base, budget_cuts)
+    clash = next((flag for flag in own if flag in flags and flag not in SPLIT and flags[flag] != own[flag]), None)
+    if clash is not None:  # one source, two values: never replace the user's in silence
+        raise ValueError(f"method {method} sets {clash} {own[clash]!r}, but the command line sets {flags[clash]!r}: "
+                         f"drop --{clash.replace('_', '-')} or the method")  # fmt: skip
     try:
-        return resolve_config(preset, config_file, {**flags, **method_flags(method, base, budget_cuts)})
+        return resolve_config(preset, config_file, {**flags, **own})
     except ValueError as error:
         raise ValueError(f"method {method}: {error}") from None
 
