@@ -62,3 +62,28 @@ def test_a_training_step_without_the_regularizers_is_refused():
     svd = svdtrain.SVDTraining(net)
     with pytest.raises(RuntimeError, match="svd.loss"):
         _trainer(1, [SVDCallback(svd)]).fit(_Module(net, None), _loader())
+
+
+def test_a_fit_resumed_from_a_checkpoint_after_a_cut_ends_with_the_same_ranks_and_weights(tmp_path):
+    config = svdtrain.SVDTrainingConfig(target_reduction=3.0, gradual_cuts=2)
+    x = next(iter(_loader()))[0][:1]
+
+    def fit(epochs: int, ckpt_path=None, save=False):
+        torch.manual_seed(1)  # what Lightning's seeding would fix: the same start for both runs
+        net = _net()
+        svd = svdtrain.SVDTraining(net, config, example=x)
+        saving = [L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)] if save \
+            else []  # fmt: skip
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=save,
+                            callbacks=[SVDCallback(svd), *saving])  # fmt: skip
+        trainer.fit(_Module(net, svd), _loader(), ckpt_path=ckpt_path)
+        return net, svd
+
+    whole, whole_svd = fit(3, save=True)
+    first = next(tmp_path.glob("epoch=0-*.ckpt"))  # after the first epoch and its cut
+    resumed, resumed_svd = fit(3, ckpt_path=first)
+    assert (resumed_svd.cuts, resumed_svd.steps, resumed_svd.pruned) == (2, whole_svd.steps, True)
+    assert svdtrain.train.checkpoint.ranks_of(resumed) == svdtrain.train.checkpoint.ranks_of(whole)
+    for (key, value), other in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(other, value, msg=key)

@@ -1,5 +1,6 @@
 """SVDTraining in a loop of one's own: its loss, its cuts (the optimizer following them), its config."""
 
+import copy
 import json
 
 import pytest
@@ -89,8 +90,83 @@ def test_gradual_cuts_reach_the_target_and_the_optimizer_follows_them():
         _train(net, svd, optimizer, steps=1)  # fused SGD takes the groups as they are
     assert svdtrain.count_macs(net, x[:1]) <= svd.baseline_macs / 4
     assert "momentum_buffer" in optimizer.state[head.s]
-    with pytest.raises(ValueError, match="all are done"):
-        svd.cut(optimizer)
+    ranks = svdtrain.train.checkpoint.ranks_of(net)
+    assert svd.cut(optimizer) == ranks  # every cut made: a loop may go on calling it
+    assert svdtrain.train.checkpoint.ranks_of(net) == ranks and svd.cuts == 2
+
+
+def test_cut_without_gradual_cuts_says_to_prune():
+    with pytest.raises(ValueError, match=r"^cut\(\) makes the config's gradual_cuts, and it has none"):
+        SVDTraining(_net()).cut()
+
+
+def test_an_already_factored_model_with_another_scheme_is_refused():
+    net = _net()
+    svdtrain.decompose(net, scheme="spatial")
+    with pytest.raises(ValueError, match=r"^the model is already factored with scheme 'spatial', the config says "
+                                         r"'channel'"):  # fmt: skip
+        SVDTraining(net)
+    SVDTraining(net, SVDTrainingConfig(scheme="spatial"))
+
+
+def _own_loop(net, svd, optimizer, epochs, start=0, stop_after=None):
+    """Epochs of an own loop: a fixed batch per epoch, a cut at each epoch end; returns the
+    checkpoint taken after epoch ``stop_after``."""
+    saved = None
+    for epoch in range(start, epochs):
+        torch.manual_seed(100 + epoch)
+        _train(net, svd, optimizer, steps=2)
+        svd.cut(optimizer, [_batch()])
+        if epoch + 1 == stop_after:
+            saved = copy.deepcopy({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "svd": svd.state_dict(), "epoch": epoch + 1})  # fmt: skip
+    return saved
+
+
+def test_an_own_loop_stopped_after_a_cut_resumes_to_the_same_ranks_and_weights(tmp_path):
+    config, x = SVDTrainingConfig(target_reduction=3.0, gradual_cuts=3), _batch()[0][:1]
+    net = _net()
+    svd = SVDTraining(net, config, example=x)
+    optimizer = torch.optim.Adam(svd.param_groups(1e-2))
+    saved = _own_loop(net, svd, optimizer, epochs=4, stop_after=2)
+    torch.save(saved, tmp_path / "ckpt.pt")
+    saved = torch.load(tmp_path / "ckpt.pt")  # the documented pattern: SVDTraining state first, then weights
+    fresh = _net()
+    resumed = SVDTraining(fresh, config, example=x)
+    resumed.load_state_dict(saved["svd"])
+    fresh.load_state_dict(saved["model"])
+    again = torch.optim.Adam(resumed.param_groups(1e-2))
+    again.load_state_dict(saved["optimizer"])
+    _own_loop(fresh, resumed, again, epochs=4, start=saved["epoch"])
+    assert svdtrain.train.checkpoint.ranks_of(fresh) == svdtrain.train.checkpoint.ranks_of(net)
+    assert (resumed.steps, resumed.cuts, resumed.baseline_macs) == (svd.steps, svd.cuts, svd.baseline_macs)
+    for (name, a), b in zip(net.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_weights_loaded_before_the_svd_state_take_the_saved_ranks_too():
+    net, x = _net(), _batch()[0][:1]
+    svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0), example=x)
+    svd.prune()
+    fresh = _net()
+    resumed = SVDTraining(fresh, svd.config, example=x)
+    fresh.load_state_dict(net.state_dict())  # e.g. a framework that restores the model first
+    resumed.load_state_dict(svd.state_dict())
+    fresh.eval(), net.eval()
+    torch.testing.assert_close(fresh(x), net(x))
+    assert resumed.pruned
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"steps": 1}, "takes what SVDTraining.state_dict"),
+    ({"config": {"sparsity_weight": 0.5}, "steps": 0, "cuts": 0, "pruned": False, "ranks": {}}, "another config "
+     r"\(sparsity_weight 0.5 -> 0.001\)"),
+    ({"config": {}, "steps": 0, "cuts": 0, "pruned": False, "ranks": {"0.weight": 3}}, "no rank for factored weight "
+     "'4.weight'"),
+])  # fmt: skip
+def test_a_state_from_elsewhere_is_refused_in_one_line(state, message):
+    with pytest.raises(ValueError, match=message):
+        SVDTraining(_net()).load_state_dict(state)
 
 
 def test_the_compact_model_computes_what_the_pruned_one_does():

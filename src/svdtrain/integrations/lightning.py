@@ -11,6 +11,9 @@ them is a callback, as Lightning's own ``ModelPruning`` is::
     L.Trainer(max_epochs=2).fit(module, loader)  # optional fine-tuning: a fresh optimizer
     small = svd.finish()                         # plain torch layers
 
+Lightning's checkpoints hold the callback's state (steps, cuts, ranks): ``fit(module, loader,
+ckpt_path=...)`` on a freshly built model and SVDTraining resumes across cuts.
+
 ``configure_optimizers`` may use ``svd.param_groups(lr)`` (U, s, Vh never decayed). A second
 ``fit`` calls it again, so the optimizer holds the pruned factors. Gradual cuts assume one
 process and one optimizer: a DDP wrapper holds the parameters it was built with.
@@ -35,6 +38,16 @@ class SVDCallback(pl.Callback):
     def __init__(self, svd: SVDTraining) -> None:
         self.svd = svd
         self._steps_seen = svd.steps
+
+    def state_dict(self) -> dict:
+        """Saved in Lightning's checkpoints: the SVD-training state (:meth:`SVDTraining.state_dict`)."""
+        return {"svd": self.svd.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Resuming (``fit(ckpt_path=...)``): Lightning restores the model first, its factored
+        weights taking the saved ranks as they load; then this, before the optimizer is built."""
+        self.svd.load_state_dict(state_dict["svd"])
+        self._steps_seen = self.svd.steps
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         if self.svd.steps == self._steps_seen:

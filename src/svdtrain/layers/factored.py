@@ -110,3 +110,23 @@ def factor_weight(module: nn.Module, param: str, view: str, *, init: str, rank: 
     parametrize.register_parametrization(module, param, SVDWeight(view, weight.shape, init=init, rank=rank))
     if init == "random":  # a from-scratch start is for registration only: a weight assigned later is factored as given
         module.parametrizations[param][0].init = "svd"
+    module.parametrizations[param]._register_load_state_dict_pre_hook(_take_saved_rank, with_module=True)
+
+
+def _take_saved_rank(originals: nn.Module, state: dict, prefix: str, *args) -> None:
+    """Before a state dict loads: resize U, s, Vh to the rank the state holds (a model pruned
+    or cut before it was saved), so that a freshly factored model loads any checkpoint of its
+    own architecture through plain ``load_state_dict``, which Hugging Face Trainer, Lightning
+    and accelerate call. The factors become new parameters: build the optimizer after loading.
+    Shapes that make another matrix are left for ``load_state_dict`` to report."""
+    saved = [state.get(f"{prefix}original{index}") for index in range(3)]
+    if not all(isinstance(tensor, torch.Tensor) for tensor in saved):
+        return
+    U, s, Vh = saved
+    old = [getattr(originals, f"original{index}") for index in range(3)]
+    rank = s.shape[0] if s.dim() == 1 else -1
+    if rank == old[1].shape[0] or U.shape != (old[0].shape[0], rank) or Vh.shape != (rank, old[2].shape[1]) or not 1 <= rank <= min(U.shape[0], Vh.shape[1]):
+        return
+    for index, (tensor, was) in enumerate(zip(saved, old)):
+        fresh = torch.empty(tensor.shape, dtype=was.dtype, device=was.device)
+        setattr(originals, f"original{index}", nn.Parameter(fresh, was.requires_grad))

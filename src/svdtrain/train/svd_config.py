@@ -37,6 +37,7 @@ class SVDTrainingConfig:
     sparsity_kind: str = "hoyer"  # the sparsity term on s: l1, hoyer (|s|_1/|s|_2) or hoyer_square
     sparsity_weight: float = 1e-3  # lambda_s: its weight (off once pruned, as the pipeline's fine-tuning)
     regularize_every: int = 1  # > 1: lazy regularization, both terms on one step in N, weighted by N
+    s_lr_scale: float = 1.0  # the singular values' learning rate as a multiple of lr (SVDTraining.param_groups)
     target_reduction: float = 0.0  # > 1: prune to this many times fewer MACs than the dense model
     rank_allocation: str = "greedy"  # target: greedy (least energy lost per MAC saved) or energy (one threshold)
     rank_multiple: int = 1  # greedy: kept ranks are multiples of this (8 or 16 suit conv kernels)
@@ -56,6 +57,9 @@ class SVDTrainingConfig:
         check_threshold(self.threshold)
         for name in ("ortho_weight", "sparsity_weight"):
             _check_number(name, getattr(self, name))
+        if not (isinstance(self.s_lr_scale, (int, float)) and not isinstance(self.s_lr_scale, bool)
+                and math.isfinite(self.s_lr_scale) and self.s_lr_scale > 0):
+            raise ValueError(f"s_lr_scale must be a finite number > 0, got {self.s_lr_scale!r}")
         for name in ("regularize_every", "rank_multiple", "calibration_batches"):
             check_positive_int(name, getattr(self, name))
         for name in ("gradual_cuts", "bn_recalibration_batches"):

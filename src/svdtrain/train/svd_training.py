@@ -4,6 +4,7 @@ Lightning): the regularizers' term for each step, cuts towards a target, the com
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Iterable
 
 import torch
@@ -16,7 +17,10 @@ from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
+from svdtrain.bounds import brief
+from svdtrain.linalg import SCHEMES
 from svdtrain.tasks.base import Task, to_device
+from svdtrain.train.checkpoint import ranks_of, shrink_to
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
 from svdtrain.train.regularization import Regularization, RegularizationTerms
@@ -50,7 +54,9 @@ class SVDTraining:
                  example: Inputs | None = None, filter_fn: FilterFn | None = None) -> None:  # fmt: skip
         if config.target_reduction and example is None:
             raise ValueError("target_reduction counts MACs on an input: give example= (one batch)")
-        if not factored_weights(model):
+        if factored_weights(model):
+            _check_scheme(model, config.scheme)
+        else:
             decompose(model, config.scheme, config.init, filter_fn)
         self.model, self.config, self.example = model, config, example
         self.baseline_macs = count_macs(model, example) if example is not None else None  # as given: dense
@@ -76,9 +82,11 @@ class SVDTraining:
             self._terms = self.regularization.bind(self.model)
         return self._terms() if self._terms is not None else 0.0
 
-    def param_groups(self, lr: float, *, weight_decay: float = 0.0, s_lr_scale: float = 1.0) -> list[dict]:
-        """Optimizer groups that never decay U, s, Vh (:func:`svdtrain.train.optimizer.param_groups`)."""
-        return param_groups(self.model, lr, weight_decay=weight_decay, s_lr_scale=s_lr_scale)
+    def param_groups(self, lr: float, *, weight_decay: float = 0.0, s_lr_scale: float | None = None) -> list[dict]:
+        """Optimizer groups that never decay U, s, Vh, s at ``s_lr_scale`` (default: the
+        config's) times ``lr`` (:func:`svdtrain.train.optimizer.param_groups`)."""
+        scale = self.config.s_lr_scale if s_lr_scale is None else s_lr_scale
+        return param_groups(self.model, lr, weight_decay=weight_decay, s_lr_scale=scale)
 
     def policy(self, max_macs: int | None = None) -> RankPolicy:
         """The config's rank rule: its MACs target (or ``max_macs``), else threshold, else energy."""
@@ -97,12 +105,18 @@ class SVDTraining:
         twice, e.g. a DataLoader, of tensors, ``(inputs, targets)`` pairs or dicts of keyword
         inputs) feed the calibration and BatchNorm re-estimation. Returns the kept ranks.
 
+        Once all are made (or after :meth:`prune`), a call changes nothing and returns the
+        ranks as they are, so a loop may call it at every epoch end.
+
         Raises:
-            ValueError: no gradual cuts configured, or all of them done.
+            ValueError: no gradual cuts configured.
         """
         c = self.config
-        if self.cuts >= c.gradual_cuts:
-            raise ValueError(f"cut() makes the {c.gradual_cuts} gradual_cuts of the config; all are done")
+        if not c.gradual_cuts:
+            raise ValueError("cut() makes the config's gradual_cuts, and it has none: set gradual_cuts > 0, or call "
+                             "prune() once")  # fmt: skip
+        if self.pruned or self.cuts >= c.gradual_cuts:
+            return ranks_of(self.model)
         self.cuts += 1
         budget = gradual_budget(self.baseline_macs, c.target_reduction, self.cuts, c.gradual_cuts)
         return self._prune(self.policy(max_macs=budget), optimizer, batches)
@@ -115,6 +129,40 @@ class SVDTraining:
         ranks = self._prune(self.policy() if policy is None else policy, optimizer, batches)
         self.pruned = True
         return ranks
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs besides the model's and optimizer's state dicts: the steps
+        and cuts done, whether pruned, each factored weight's rank, the dense MACs, the config.
+        Plain JSON values. Save it with the model's state dict, at the same moment."""
+        return {"config": self.config.to_dict(), "steps": self.steps, "cuts": self.cuts, "pruned": self.pruned,
+                "ranks": ranks_of(self.model), "baseline_macs": self.baseline_macs}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from :meth:`state_dict`: counters restored, and the model's factored weights
+        cut to the saved ranks, so the model's own state dict loads next (loading it first works
+        too: factored weights take the saved ranks as they load). Build the optimizer after.
+
+        Raises:
+            ValueError: the state was saved under another config, or names other weights.
+        """
+        if not isinstance(state, Mapping) or not {"config", "steps", "cuts", "pruned", "ranks"} <= set(state):
+            raise ValueError("SVDTraining.load_state_dict takes what SVDTraining.state_dict() returned (a mapping "
+                             "with config, steps, cuts, pruned and ranks)")  # fmt: skip
+        saved = SVDTrainingConfig.from_dict(state["config"])
+        if saved != self.config:
+            changed = [f"{k} {v!r} -> {getattr(self.config, k)!r}" for k, v in saved.to_dict().items()
+                       if getattr(self.config, k) != v]  # fmt: skip
+            raise ValueError(f"the SVDTraining state was saved under another config ({'; '.join(changed)}): resume "
+                             f"with the config it was saved with")  # fmt: skip
+        missing = sorted(set(ranks_of(self.model)) - set(state["ranks"]))
+        if missing:
+            raise ValueError(f"the SVDTraining state has no rank for factored weight {brief(missing[0])}: it was saved "
+                             f"from another model")  # fmt: skip
+        shrink_to(self.model, state["ranks"])
+        self.steps, self.cuts, self.pruned = int(state["steps"]), int(state["cuts"]), bool(state["pruned"])
+        if state.get("baseline_macs") is not None:
+            self.baseline_macs = int(state["baseline_macs"])
+        self._terms = None
 
     def finish(self, example: Inputs | None = None, **compact_options) -> nn.Module:
         """A compact copy of the model as it is now (prune first), made of plain torch layers:
@@ -161,6 +209,16 @@ class SVDTraining:
             recalibrate_batchnorm(self.model, on_device(), c.bn_recalibration_batches, device, _AnyBatch())
         self._terms = None  # new factors: group them again
         return ranks
+
+
+def _check_scheme(model: nn.Module, scheme: str) -> None:
+    """An already factored model keeps its factoring: refuse a config that says another scheme
+    (``init`` cannot be checked: it only matters when SVDTraining decomposes)."""
+    views = {handle.view for handle in factored_weights(model).values()} & set(SCHEMES)
+    other = sorted(view for view in views if view != scheme)
+    if other:
+        raise ValueError(f"the model is already factored with scheme {other[0]!r}, the config says {scheme!r}: "
+                         f"SVDTraining keeps an existing factoring, so set scheme={other[0]!r}")
 
 
 class _AnyBatch(Task):
