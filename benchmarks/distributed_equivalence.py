@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from svdtrain.deploy.export import load_compact
+from svdtrain.export import load_compact
 from svdtrain.models import is_language_model
 from svdtrain.pipeline.config import resolve_config
 from _results import write_results  # noqa: E402  (beside this script)

@@ -38,7 +38,7 @@ import torch
 import svdtrain
 from svdtrain.surgery.timing import interleaved_medians
 from svdtrain.pipeline.config import resolve_config
-from svdtrain.deploy.export import load_compact
+from svdtrain.export import load_compact
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
 from sequence_models import onnx_runner  # noqa: E402

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from svdtrain.deploy.export import load_compact
+from svdtrain.export import load_compact
 
 torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40

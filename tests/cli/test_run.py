@@ -44,7 +44,7 @@ def test_report_schema_and_files(finished):
 def test_spec_is_compact_spec_plus_the_model_name(finished, tmp_path):
     import shutil
 
-    from svdtrain.deploy.export import load_compact
+    from svdtrain.export import load_compact
 
     spec = json.loads((finished / "export" / "spec.json").read_text())
     assert (spec["format"], spec["version"], spec["model"], spec["num_classes"]) == ("svdtrain-compact", 2,

@@ -4,7 +4,7 @@ import importlib
 
 import torch
 import svdtrain
-from svdtrain.deploy.export import export_compact
+from svdtrain.export import export_compact
 from svdtrain.models import build_model
 
 compact_module = importlib.import_module("svdtrain.surgery.compact")  # the module, not the function it exports

@@ -9,7 +9,7 @@ from torch import nn
 import svdtrain
 from svdtrain.layers import kind_for
 from svdtrain.surgery.budget import energy_for_macs
-from svdtrain.surgery.prune import spectra
+from svdtrain.surgery.ranks import spectra
 
 
 def _model_with_spectra(decaying: torch.Tensor, flat: torch.Tensor) -> nn.Module:

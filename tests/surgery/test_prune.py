@@ -210,7 +210,7 @@ def test_diverged_singular_values_of_a_later_weight_change_nothing():
 
 
 def test_kept_energy_is_the_share_of_sum_s_squared_the_largest_values_keep():
-    from svdtrain.surgery.prune import kept_energy
+    from svdtrain.surgery.ranks import kept_energy
 
     model = decompose(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), init="svd")
     layers = factored_weights(model)

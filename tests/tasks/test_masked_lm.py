@@ -8,7 +8,7 @@ import torch
 
 import svdtrain
 from svdtrain.cli import main
-from svdtrain.deploy.export import load_compact
+from svdtrain.export import load_compact
 from svdtrain.models import build_model
 from svdtrain.tasks import MaskedLanguageModeling, task_named
 from svdtrain.tasks.masked_lm import IGNORED

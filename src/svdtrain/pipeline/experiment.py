@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from svdtrain.deploy.export import export_compact, load_compact
+from svdtrain.export import export_compact, load_compact
 from svdtrain.models import build_model
 from svdtrain.surgery import compact, count_macs, count_params, decompose, singular_values
 from svdtrain.tasks import Task, task_named

@@ -16,7 +16,7 @@ from svdtrain.surgery import (
 from svdtrain.linalg import importance_order
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
-from svdtrain.surgery.prune import kept_energy
+from svdtrain.surgery.ranks import kept_energy
 from svdtrain.train.distributed import Distributed
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.pipeline.config import RunConfig

@@ -26,7 +26,7 @@ except ImportError:  # not POSIX: folders go unlocked
     fcntl = None
 
 from svdtrain.bounds import read_json
-from svdtrain.deploy.export import EXPORT_FILES
+from svdtrain.export import EXPORT_FILES
 from svdtrain.train.checkpoint import checksum_path, previous_path
 
 STAGES = ("start", "svd_train", "prune", "finetune", "export", "report")

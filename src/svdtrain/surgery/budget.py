@@ -11,7 +11,7 @@ from svdtrain.linalg import energy_rank
 from svdtrain.surgery.allocate import Costs, RankCosts, rank_steps
 from svdtrain.surgery.macs import Inputs, count_macs, deployed_macs
 from svdtrain.surgery.plan import can_swap
-from svdtrain.surgery.prune import keep_ranks_
+from svdtrain.surgery.ranks import keep_ranks_
 from svdtrain.surgery.trace import Trace, trace_forward
 from svdtrain.surgery.walk import copy_model, require_factored_weights
 

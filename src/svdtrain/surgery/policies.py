@@ -1,7 +1,7 @@
 """Rank policies: objects that decide each factored weight's rank, for :func:`svdtrain.prune`.
 
 A policy reads the weights' scores (|s|, or with a calibration their output spectra, from
-:func:`svdtrain.surgery.prune.spectra`) and, for a target, a cost (MACs or measured time);
+:func:`svdtrain.surgery.ranks.spectra`) and, for a target, a cost (MACs or measured time);
 it never changes the model. ``prune(model, policy)`` applies what it decides.
 """
 
@@ -18,7 +18,7 @@ from svdtrain.surgery.allocate import Costs, greedy_ranks
 from svdtrain.surgery.budget import energy_for_macs, macs_costs
 from svdtrain.surgery.latency import measured_costs
 from svdtrain.surgery.macs import Inputs, count_macs
-from svdtrain.surgery.prune import spectra
+from svdtrain.surgery.ranks import spectra
 from svdtrain.surgery.timing import deployed_as
 from svdtrain.surgery.walk import require_factored_weights
 
