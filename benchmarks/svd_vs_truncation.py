@@ -35,7 +35,9 @@ from pathlib import Path
 import svdtrain
 from svdtrain.io import atomic_write_json
 from svdtrain.pipeline.config import resolve_config
+from svdtrain.pipeline.engine import cut_batches
 from svdtrain.train.distill import Distillation
+from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.regularization import Regularization
 
 from _pipeline_runs import run_preset  # noqa: E402  (beside this script)
@@ -93,7 +95,7 @@ def torch_pruning_run(preset: str, out: Path, overrides: dict, reduction: float,
     c = experiment.config
     dense = experiment.dense_baseline().cpu()
     example = experiment.data.example.cpu()
-    budget = experiment.pruner.baseline_macs / reduction
+    budget = experiment.stage_record("start")["baseline"]["macs"] / reduction
     low, high = 0.0, 0.9  # the smallest channel ratio that meets the budget
     if svdtrain.count_macs(filter_pruned(dense, example, high), example) > budget:
         raise ValueError(f"Torch-Pruning cannot reach {reduction}x here")
@@ -102,7 +104,8 @@ def torch_pruning_run(preset: str, out: Path, overrides: dict, reduction: float,
         fits = svdtrain.count_macs(filter_pruned(dense, example, middle), example) <= budget
         low, high = (low, middle) if fits else (middle, high)
     model = filter_pruned(dense, example, high).to(experiment.device)
-    experiment.pruner.recalibrate_batchnorm(model)
+    recalibrate_batchnorm(model, cut_batches(c, experiment.data, 0)[1], c.prune.bn_recalibration_batches,
+                          experiment.device)  # a filter-pruned model: no factors, so not the engine
     pruned = experiment.evaluation(model)[experiment.task.metric]
     f = c.finetune
     teacher = copy.deepcopy(dense).to(experiment.device)

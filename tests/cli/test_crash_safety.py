@@ -210,3 +210,21 @@ def test_a_stage_redone_drops_the_epoch_checkpoints_of_those_after_it(tmp_path, 
     assert main(["run", "--out", str(out), *flags, "--resume"]) == 0
     log = capsys.readouterr().out
     assert "prune.pt is corrupted" in log and "finetune 1/2" in log and "resuming" not in log
+
+
+def test_an_epoch_checkpoint_without_the_engine_state_resumes_its_gradual_cuts(tmp_path, monkeypatch,
+                                                                              assert_same_final_model):  # fmt: skip
+    """Epoch checkpoints written before they held SVDTraining's state: the cuts made are counted
+    from the epochs done, so the run continues to the uninterrupted run's model."""
+    gradual = ("--target-reduction", "2", "--gradual", "true")
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    restore = _die_at_call(monkeypatch, 4)  # start 1, svd_train 1 and 2 (two cuts) saved, dies in svd_train 3
+    assert _run(interrupted, *gradual) == 130
+    ckpt = interrupted / "svd_train.ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state.pop("svd")["cuts"] == 2
+    save_checkpoint(ckpt, state)  # as an earlier svdtrain wrote it
+    restore()
+    assert _run(interrupted, *gradual, "--resume") == 0
+    assert _run(reference, *gradual) == 0
+    assert_same_final_model(interrupted, reference)

@@ -5,7 +5,8 @@ from torch import nn
 
 import svdtrain
 from svdtrain.train.checkpoint import ranks_of
-from svdtrain.pipeline.trainer import _carry_state, _upgraded
+from svdtrain.pipeline.trainer import _upgraded
+from svdtrain.train.optimizer import optimizer_follows
 
 
 def _model():
@@ -20,16 +21,18 @@ def test_pruning_to_the_same_ranks_keeps_the_parameters():
     assert [id(p) for p in model.parameters()] == before
 
 
-def test_a_rebuilt_optimizer_keeps_the_state_of_parameters_that_stayed():
+def test_an_optimizer_following_a_cut_keeps_the_state_of_parameters_that_stayed():
     model = _model()
-    old = torch.optim.Adam(model.parameters(), lr=0.1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     model(torch.randn(4, 6)).sum().backward()
-    old.step()
-    svdtrain.prune(model, svdtrain.Ranks({"0.weight": 2}))
-    new = _carry_state(old, torch.optim.Adam(model.parameters(), lr=0.1))
-    kept = [p for p in model.parameters() if p in old.state]
-    assert kept and all(new.state[p] is old.state[p] for p in kept)
-    assert svdtrain.factored_weights(model)["0.weight"].s not in new.state  # replaced: starts fresh
+    optimizer.step()
+    states = {id(p): optimizer.state[p] for p in model.parameters()}
+    with optimizer_follows(model, optimizer):
+        svdtrain.prune(model, svdtrain.Ranks({"0.weight": 2}))
+    kept = [p for p in model.parameters() if id(p) in states]
+    assert kept and all(optimizer.state[p] is states[id(p)] for p in kept)
+    assert svdtrain.factored_weights(model)["0.weight"].s not in optimizer.state  # replaced: starts fresh
+    assert len(optimizer.state) == len(kept)  # the replaced factors' old state is gone
 
 
 def test_an_optimizer_saved_with_two_groups_loads_into_three():

@@ -249,15 +249,15 @@ def test_an_unknown_compile_mode_is_refused():
 def test_momentum_sgd_steps_on_after_a_cut_replaced_some_factors():
     """Pruning replaces only the factors it shrinks; fused SGD needs every parameter of a group
     to hold a momentum buffer or none (a traceback otherwise, at the first step after the cut)."""
-    from svdtrain.pipeline.trainer import _carry_state
+    from svdtrain.train.optimizer import optimizer_follows
 
     torch.manual_seed(0)
     model = svdtrain.decompose(Tiny())
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, fused=True)
     train_epoch(model, _tiny_batches(2), optimizer)
     weight = next(iter(factored_weights(model).values()))
-    weight.keep_(weight.rank - 1)
-    optimizer = _carry_state(optimizer, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, fused=True))
+    with optimizer_follows(model, optimizer):
+        weight.keep_(weight.rank - 1)
     train_epoch(model, _tiny_batches(2), optimizer)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

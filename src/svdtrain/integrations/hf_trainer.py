@@ -87,10 +87,10 @@ class SVDTrainerMixin:
         return [name for name in super().get_decay_parameter_names(model) if id(params.get(name)) not in factors]
 
     def create_optimizer(self, *args, **kwargs):
-        """The class's optimizer, the singular values moved to a group of their own at the
-        config's ``s_lr_scale`` times the rate (left as they are at scale 1)."""
+        """The class's optimizer, the singular values moved to a group of their own at
+        ``svd.s_lr_scale`` times the rate (left as they are at scale 1, and once pruned)."""
         optimizer = super().create_optimizer(*args, **kwargs)
-        scale = self.svd.config.s_lr_scale
+        scale = self.svd.s_lr_scale
         singular = {id(handle.s) for handle in factored_weights(self.model).values()}
         inner = getattr(optimizer, "optimizer", optimizer)
         if scale == 1 or not singular:

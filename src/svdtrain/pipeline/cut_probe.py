@@ -18,11 +18,11 @@ from svdtrain.tasks import task_named
 from svdtrain.train.checkpoint import load_matching, read_state_dict
 from svdtrain.pipeline.config import OPTIONS, RunConfig
 from svdtrain.train.loop import evaluate
-from svdtrain.pipeline.pruner import Pruner
+from svdtrain.pipeline.engine import build_engine, cut_batches
 from svdtrain.pipeline.run_data import load_data, start_checkpoint
 
 PROBE_BATCHES = 20  # training batches the dense and the cut model are scored on
-_PROBE_EPOCH = 2_000_000  # their order: apart from the calibration's (Pruner._batches)
+_PROBE_EPOCH = 2_000_000  # their order: apart from the calibration's (engine.CUT_EPOCHS)
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,8 @@ def probe_cut(config: RunConfig, device: torch.device | str = "cpu", batches: in
         held = list(itertools.islice(data.train.batches(augment=False), batches))
     before = evaluate(dense, held, device, task)
     model = decompose(dense, scheme=config.start.scheme, init="svd")
-    pruner = Pruner(config, data, device, dense_macs, speed_example=data.example.cpu(), log=lambda line: None)
-    pruner.prune(model)
-    pruner.recalibrate_batchnorm(model)
+    calibration, batchnorm = cut_batches(config, data, 0)
+    build_engine(config, data, model, dense_macs).prune(batches=calibration, bn_batches=batchnorm)
     images = sum(len(labels) for _, labels in held)
     return CutProbe(before, evaluate(model, held, device, task), images, data.num_classes)
 

@@ -30,10 +30,9 @@ from svdtrain.train.checkpoint import (
     save_checkpoint,
 )  # fmt: skip
 from svdtrain.pipeline.config import RunConfig, recipe_summary
-from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.regularization import Regularization
-from svdtrain.pipeline.pruner import Pruner, policy_from_config, speed_timing
+from svdtrain.pipeline.engine import build_engine, cut_batches
 from svdtrain.pipeline.report import write_report
 from svdtrain.pipeline.run_data import Data, load_data, start_checkpoint
 from svdtrain.pipeline.run_folder import STAGES, RunFolder, input_stage
@@ -41,6 +40,8 @@ from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.pipeline.sample import sample_text
 from svdtrain.train.schedule import shared_span
 from svdtrain.pipeline.trainer import Trainer
+from svdtrain.train.svd_policy import policy_for, speed_timing
+from svdtrain.train.svd_training import SVDTraining
 
 __all__ = ["STAGES", "Experiment"]
 
@@ -80,11 +81,14 @@ class Experiment:
         return Trainer(self.config, self.data, self.task, self.device, self.folder, resume=self.resume, log=self.log,
                        dist=self.dist)  # fmt: skip
 
-    @cached_property
-    def pruner(self) -> Pruner:
+    def engine(self, model: nn.Module, record: dict, *, pruned: bool = False) -> SVDTraining:
+        """The method (:class:`SVDTraining`) on the factored ``model`` loaded from a stage file
+        whose ``record`` may hold the rank multiple an earlier stage measured."""
         baseline = self.stage_record("start")["baseline"]["macs"]
-        return Pruner(self.config, self.data, self.device, baseline, speed_example=self.speed_example, log=self.log,
-                      dist=self.dist)  # fmt: skip
+        engine = build_engine(self.config, self.data, model, baseline, log=self.log, dist=self.dist,
+                              teacher=self.teacher, measured_multiple=record.get("measured_multiple"))  # fmt: skip
+        engine.pruned = pruned
+        return engine
 
     @property
     def speed_example(self) -> torch.Tensor:
@@ -166,12 +170,11 @@ class Experiment:
         return compact(start, self.data.example).to(self.device)
 
     @cached_property
-    def distillation(self) -> Distillation | None:
-        """With the dense baseline as teacher: for fine-tuning, and for SVD training when
-        svd_train.distill asks (off by default: the full-rank student starts equal to its
-        teacher, and the sparsity term is what should move it)."""
-        f = self.config.finetune
-        return Distillation(self.dense_baseline(), f.distill_weight, f.distill_temperature) if f.distill_weight else None
+    def teacher(self) -> nn.Module | None:
+        """The dense baseline, the teacher where finetune's distill_weight is set: for
+        fine-tuning, and for SVD training when svd_train.distill asks (off by default: the
+        full-rank student starts equal to its teacher, and the sparsity term is what should move it)."""
+        return self.dense_baseline() if self.config.finetune.distill_weight else None
 
     def _last_or_evaluate(self, history: list[dict], model: nn.Module) -> dict[str, float]:
         """The stage's final test metrics: from its last epoch, or measured when it trained none."""
@@ -214,49 +217,41 @@ class Experiment:
     def run_svd_train(self) -> None:
         t = self.config.svd_train
         started = time.perf_counter()
-        model, _ = self.load_stage("start")
+        model, record = self.load_stage("start")
+        engine = self.engine(model, record)
         before = {k: v.tolist() for k, v in singular_values(model).items()}
-        energy_before = self.pruner.target_energy(model)
-        scales = self.pruner.macs_scales(model) if t.macs_weighted else None
-        tails: dict | None = {} if t.budget_tail else None
-        regularization = Regularization(t.ortho_weight, t.sparsity_weight, t.sparsity_kind, t.regularize_every,
-                                        scales, t.proximal, tails)  # fmt: skip
-
-        def before_epoch(model: nn.Module, epoch: int) -> None:
-            if tails is not None:  # the values the target would drop now (a resumed run sees the same model)
-                tails.clear()
-                tails.update(self.pruner.tails(model))
-
-        history = self.trainer.fit("svd_train", model, t.epochs, regularization, s_lr_scale=t.s_lr_scale,
-                                   distillation=self.distillation if t.distill else None, before_epoch=before_epoch,
-                                   after_epoch=self.pruner.gradual_step if t.gradual else None,
-                                   lr_span=self._lr_span("svd_train"), measure=self.pruner.target_energy)  # fmt: skip
+        energy_before = engine.target_energy()
+        history = self.trainer.fit("svd_train", model, t.epochs, engine=engine, cuts=t.gradual,
+                                   lr_span=self._lr_span("svd_train"))  # fmt: skip
         after = {k: v.tolist() for k, v in singular_values(model).items()}
         self.save_stage("svd_train", model, spectra={"before": before, "after": after}, history=history,
-                        **{f"{key}_before": value for key, value in energy_before.items()},
-                        seconds=time.perf_counter() - started, **self._last_or_evaluate(history, model))  # fmt: skip
+                        **({"target_energy_before": energy_before} if energy_before is not None else {}),
+                        measured_multiple=engine.measured_multiple, seconds=time.perf_counter() - started,
+                        **self._last_or_evaluate(history, model))  # fmt: skip
 
     def run_prune(self) -> None:
         started = time.perf_counter()
-        model, _ = self.load_stage("svd_train")
-        ranks = self.pruner.prune(model)
+        model, record = self.load_stage("svd_train")
+        engine = self.engine(model, record)
+        calibration, batchnorm = cut_batches(self.config, self.data, 0)
+        ranks = engine.prune(batches=calibration, recalibrate=False)
         record = {}
-        if self.pruner.recalibrates(model):
+        if engine.recalibrates():
             before = self.evaluation(model)
             record = {f"{key}_before_bn_recalibration": value for key, value in before.items()}
             self.log(f"prune: {self.describe(before)} before BatchNorm recalibration")
-            self.pruner.recalibrate_batchnorm(model)
+            engine.recalibrate_batchnorm(batchnorm)
         metrics = self.evaluation(model)
         self.log(f"prune: kept {sum(ranks.values())} singular values in {len(ranks)} weights; {self.describe(metrics)}")
-        self.save_stage("prune", model, seconds=time.perf_counter() - started, **metrics, **record)
+        self.save_stage("prune", model, seconds=time.perf_counter() - started, measured_multiple=engine.measured_multiple,
+                        **metrics, **record)  # fmt: skip
 
     def run_finetune(self) -> None:
         c, f = self.config, self.config.finetune
         started = time.perf_counter()
-        model, _ = self.load_stage("prune")
-        regularization = Regularization(ortho_weight=c.svd_train.ortho_weight, every=c.svd_train.regularize_every)
-        history = self.trainer.fit("finetune", model, f.epochs, regularization, lr=f.lr or c.optim.lr,
-                                   distillation=self.distillation, lr_span=self._lr_span("finetune"))  # fmt: skip
+        model, record = self.load_stage("prune")
+        history = self.trainer.fit("finetune", model, f.epochs, engine=self.engine(model, record, pruned=True),
+                                   lr=f.lr or c.optim.lr, lr_span=self._lr_span("finetune"))  # fmt: skip
         self.save_stage("finetune", model, history=history, seconds=time.perf_counter() - started,
                         **self._last_or_evaluate(history, model))  # fmt: skip
 
@@ -279,7 +274,7 @@ class Experiment:
         # With a speed target each layer's form is chosen by measured time, at the timed batch size.
         timing = {} if not c.prune.target_speedup else dict(
             choose="measured", timing_input=self.speed_example,
-            **{f"timing_{key}": value for key, value in speed_timing(c.prune).items()})  # fmt: skip
+            **{f"timing_{key}": value for key, value in speed_timing(c.svd_training).items()})  # fmt: skip
         out = self.folder.export
         info = export_compact(model, out, self.data.example, model_name=c.model, num_classes=self.data.num_classes,
                               context=c.data.block_length, sequence=c.data.is_text, onnx=c.export.onnx,
@@ -356,9 +351,8 @@ class Experiment:
             floor = decompose(copy.deepcopy(dense), scheme=self.config.start.scheme, init="random",
                               rank=None if speedup else 1)  # fmt: skip
         if speedup:
-            policy = policy_from_config(self.config.prune, example=self.data.example, speed_example=self.speed_example,
-                                        baseline_macs=count_macs(dense, self.data.example),
-                                        multiple=self.config.prune.rank_multiple or 1)  # fmt: skip
+            policy = policy_for(self.config.svd_training, example=self.data.example, speed_example=self.speed_example,
+                                baseline_macs=count_macs(dense, self.data.example))  # fmt: skip
             return policy.check_reach(floor)
         reach = count_macs(dense, self.data.example) / count_macs(floor, self.data.example)
         if reach < target:

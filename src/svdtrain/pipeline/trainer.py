@@ -19,13 +19,15 @@ from svdtrain.pipeline.config import RunConfig
 from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed, unwrapped
 from svdtrain.train.loop import evaluate_metrics, train_epoch
-from svdtrain.train.optimizer import fresh_state, param_groups
+from svdtrain.train.optimizer import param_groups
 from svdtrain.train.regularization import Regularization
 from svdtrain.train.progress import format_eta, progress_bar
+from svdtrain.pipeline.engine import cut_batches
 from svdtrain.pipeline.run_data import Data
 from svdtrain.pipeline.run_folder import STAGES, RunFolder
 from svdtrain.train.schedule import decay_factor
 from svdtrain.train.step import StepLoss
+from svdtrain.train.svd_training import SVDTraining
 from svdtrain.train.watch import TrainingDiverged, first_non_finite
 
 
@@ -77,23 +79,23 @@ class Trainer:
         return set_lr
 
     def fit(
-        self, stage: str, model: nn.Module, epochs: int, regularization: Regularization, lr: float | None = None,
-        distillation: Distillation | None = None, s_lr_scale: float = 1.0,
-        before_epoch: Callable[[nn.Module, int], None] | None = None,
-        after_epoch: Callable[[nn.Module, int], bool] | None = None, lr_span: tuple[int, int] | None = None,
-        measure: Callable[[nn.Module], dict[str, float]] | None = None,
+        self, stage: str, model: nn.Module, epochs: int, regularization: Regularization | None = None,
+        lr: float | None = None, distillation: Distillation | None = None, *, engine: SVDTraining | None = None,
+        cuts: bool = False, lr_span: tuple[int, int] | None = None,
     ) -> list[dict]:  # fmt: skip
         """Train ``model`` in place for ``epochs`` (at ``lr``, default optim's); returns the history.
 
-        ``lr_span``, (epochs before this stage, epochs in all), places the stage in a learning-rate
-        schedule it shares with other stages (schedule.py); None: the stage's own.
+        ``engine`` (the method, :class:`SVDTraining`, on ``model``) gives the regularizers, the
+        distillation and the singular values' rate, chooses the budget tail before each epoch,
+        makes its gradual cuts after each where ``cuts`` (the optimizer follows them in place),
+        and, while SVD training, adds the energy a cut to the target would keep to each epoch's row. Without one,
+        ``regularization`` and ``distillation`` as given (a dense or baseline model).
 
-        ``before_epoch(model, epoch)`` runs before each epoch (on the resumed model too);
-        ``after_epoch(model, epochs_done)`` after each, returning True when it replaced
-        parameters (pruned): the optimizer is then rebuilt for the new ones. ``measure(model)``
-        adds its values to each epoch's history row, after any cut."""
+        ``lr_span``, (epochs before this stage, epochs in all), places the stage in a learning-rate
+        schedule it shares with other stages (schedule.py); None: the stage's own."""
         o = self.config.optim
         base_lr = lr or o.lr
+        s_lr_scale = engine.s_lr_scale if engine is not None else 1.0
         optimizer = self.optimizer(model, base_lr, s_lr_scale)
         history: list[dict] = []
         ckpt = self.folder.checkpoint(stage)
@@ -103,6 +105,8 @@ class Trainer:
         if state is not None:
             shrink_to(model, state.get("ranks", {}))  # pruned during the stage: the saved shapes first
             load_matching(model, state["model"], str(ckpt))
+            if engine is not None:
+                _resume_engine(engine, state, cuts)
             optimizer = self.optimizer(model, base_lr, s_lr_scale)
             optimizer.load_state_dict(_upgraded(state["optimizer"], model))
             if "rng" in state:  # dropout draws on as if never interrupted
@@ -114,8 +118,10 @@ class Trainer:
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
                 set_lr = self._lr_setter(optimizer, epoch, epochs, len(self.train_batches), lr_span)
-                if before_epoch is not None:
-                    before_epoch(model, epoch)
+                if engine is not None:
+                    engine.refresh_tails()  # the values the target would drop now (a resumed run sees the same model)
+                    regularization, distillation = engine.regularization, engine.distillation
+                regularization = regularization or Regularization()
                 if step_loss is None:
                     net, step_loss = self._step(model, regularization, distillation)
                 self.train_batches.set_epoch(stage_index * 100_000 + epoch)  # each stage/epoch: its own fixed order
@@ -131,15 +137,15 @@ class Trainer:
                     kept = f"; {ckpt.name} keeps epoch {len(history)}" if history else ""
                     raise TrainingDiverged(f"{stage} epoch {epoch + 1}: {diverged}{kept}") from None
                 lr_now = optimizer.param_groups[0]["lr"]
-                if after_epoch is not None and after_epoch(model, epoch + 1):
-                    optimizer = _carry_state(optimizer, self.optimizer(model, base_lr, s_lr_scale))
+                if cuts and self._cut(engine, model, optimizer):
                     step_loss = None  # new factors: regroup and re-wrap them
                 test = self.evaluation(model)
-                measured = measure(model) if measure is not None else {}
+                energy = engine.target_energy() if engine is not None and not engine.pruned else None
                 seconds = time.perf_counter() - start
                 history.append({"stage": stage, "epoch": epoch + 1, "lr": lr_now,
                                 **{f"train_{k}": v for k, v in metrics.items()},
-                                **{f"test_{k}": v for k, v in test.items()}, **measured,
+                                **{f"test_{k}": v for k, v in test.items()},
+                                **({"target_energy": energy} if energy is not None else {}),
                                 "seconds": round(seconds, 3)})  # fmt: skip
                 non_finite = first_non_finite(model, gradients=False)
                 if non_finite is not None:  # never save (and rotate out the good one) a diverged model
@@ -148,13 +154,25 @@ class Trainer:
                 if self.dist.is_main:
                     save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                            "ranks": ranks_of(model), "history": history,
-                                           "rng": torch.get_rng_state()}, keep_previous=True)  # fmt: skip
+                                           "rng": torch.get_rng_state(),
+                                           **({"svd": engine.state_dict()} if engine is not None else {})},
+                                    keep_previous=True)  # fmt: skip
                     self._write_metrics(stage, history)
                 eta = format_eta(seconds * (epochs - epoch - 1))
                 metric = self.task.metric
                 self.log(f"{stage} {epoch + 1}/{epochs}  loss {metrics['loss']:.4f}  train {metrics[metric]:.4f}  "
                          f"test {test[metric]:.4f}  lr {lr_now:.2e}  {seconds:.0f}s  eta {eta}")  # fmt: skip
             return history
+
+    def _cut(self, engine: SVDTraining, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        """The engine's next gradual cut, if one is left, on the batches fixed for it; whether any
+        parameter was replaced (the step is then rebuilt)."""
+        if engine.pruned or engine.cuts >= engine.config.gradual_cuts:
+            return False
+        before = {id(p) for p in model.parameters()}
+        calibration, batchnorm = cut_batches(self.config, self.data, engine.cuts + 1)
+        engine.cut(optimizer, calibration, bn_batches=batchnorm)
+        return {id(p) for p in model.parameters()} != before
 
     def _step(self, model: nn.Module, regularization: Regularization,
               distillation: Distillation | None) -> tuple[nn.Module, StepLoss]:  # fmt: skip
@@ -176,17 +194,13 @@ class Trainer:
         atomic_write_text(self.folder.metrics(stage), buffer.getvalue())
 
 
-def _carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """``new`` with ``old``'s state (Adam moments, momentum) for the parameters both hold:
-    pruning replaces the factors it shrinks, the rest keep what they learned. A new parameter
-    starts fresh (:func:`svdtrain.train.optimizer.fresh_state`)."""
-    for group in new.param_groups:
-        for param in group["params"]:
-            if param in old.state:
-                new.state[param] = old.state[param]
-            else:
-                fresh_state(new, group, param)
-    return new
+def _resume_engine(engine: SVDTraining, state: dict, cuts: bool) -> None:
+    """The engine's state as the epoch checkpoint saved it; a checkpoint from before it was saved
+    there counts the cuts made by the epochs done (one a gradual epoch, up to gradual_cuts)."""
+    if "svd" in state:
+        engine.load_state_dict(state["svd"])
+    elif cuts:
+        engine.cuts = min(len(state["history"]), engine.config.gradual_cuts)
 
 
 def _upgraded(saved: dict, model: nn.Module) -> dict:

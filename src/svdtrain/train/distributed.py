@@ -54,6 +54,14 @@ class Distributed:
             dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
+    @classmethod
+    def current(cls) -> Distributed:
+        """The process group already initialized (by torchrun, Trainer, Lightning or the user), or
+        one process; unlike :meth:`from_environment` it never initializes one."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+            return cls()
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
     def device(self, name: str) -> torch.device:
         """The device a run's ``device`` option names; ``auto``/``cuda`` mean this process's own
         GPU (cuda:LOCAL_RANK) in a distributed run."""

@@ -54,6 +54,10 @@ class Regularization:
         """Whether any term goes into the loss (a proximal L1 term acts after the step instead)."""
         return bool(self.ortho_weight or (self.sparsity_weight and not self.proximal))
 
+    def due(self, step: int) -> bool:
+        """Whether the terms are computed at ``step`` (lazy regularization: one step in ``every``)."""
+        return self.in_loss and step % self.every == 0
+
     def bind(self, model: nn.Module) -> RegularizationTerms | None:
         """The terms on ``model``'s factors as grouped now (None when no term is in the loss).
         Bind again after pruning replaced factors."""
@@ -61,7 +65,7 @@ class Regularization:
 
     def loss(self, model: nn.Module, step: int = 0) -> torch.Tensor | float:
         """The weighted terms on ``model`` at ``step`` (0.0 on the steps lazy regularization skips)."""
-        terms = None if step % self.every else self.bind(model)
+        terms = self.bind(model) if self.due(step) else None
         return terms() if terms is not None else 0.0
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -40,8 +40,7 @@ class StepLoss:
             raise ValueError(f"unknown compile mode {compile!r}; valid modes are {', '.join(COMPILE_MODES)}")
         self.model, self.task, self.distillation = model, task or Classification(), distillation
         self.bf16 = precision == "bf16"
-        self.terms = regularization.bind(unwrapped(model))
-        self.every = regularization.every
+        self.terms, self.regularization = regularization.bind(unwrapped(model)), regularization
         self.mode, self.channels_last = compile, channels_last
         self._forward = torch.compile(self._eager, mode=compile, dynamic=False) if compile else self._eager
 
@@ -56,7 +55,7 @@ class StepLoss:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
         if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
             batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return self._forward(batch, self.terms is not None and step % self.every == 0)
+        return self._forward(batch, self.terms is not None and self.regularization.due(step))
 
     def _eager(self, batch: Any, regularize: bool):
         device = tensors_of(batch)[0].device.type  # the batch's, as the model's: no lookup each step

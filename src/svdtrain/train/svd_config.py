@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from svdtrain.linalg import (
 CONFIG_VERSION = 1
 CALIBRATIONS = ("none", "whiten", "scale")
 ALLOCATIONS = ("greedy", "energy")
+SPEED_DTYPE_NAMES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,30 @@ class SVDTrainingConfig:
 
     scheme: str = "channel"  # how conv kernels become matrices: channel (out x in*k*k) or spatial (in*kh x out*kw)
     init: str = "svd"  # svd: keep the (pretrained) model's function; random: the paper's from-scratch factors
+    # -- SVD training: the regularizers and what steers them (the pipeline's svd_train section)
     ortho_weight: float = 1.0  # lambda_o: the orthogonality term on U and Vh (also while fine-tuning)
     sparsity_kind: str = "hoyer"  # the sparsity term on s: l1, hoyer (|s|_1/|s|_2) or hoyer_square
     sparsity_weight: float = 1e-3  # lambda_s: its weight (off once pruned, as the pipeline's fine-tuning)
     regularize_every: int = 1  # > 1: lazy regularization, both terms on one step in N, weighted by N
-    s_lr_scale: float = 1.0  # the singular values' learning rate as a multiple of lr (SVDTraining.param_groups)
+    s_lr_scale: float = 1.0  # the singular values' learning rate as a multiple of lr while SVD training (param_groups)
+    proximal: bool = False  # l1 (or budget_tail): the L1 term as a soft-threshold of s after each step (after_step)
+    macs_weighted: bool = False  # weigh each weight's sparsity term by the MACs one of its singular values costs
+    budget_tail: bool = False  # the sparsity term as an L1 on just the values the target would drop (refresh_tails)
+    gradual_cuts: int = 0  # > 0: reach the MACs target in this many cuts (geometric), one per cut(), e.g. per epoch
+    distill: bool = False  # distill from the teacher in SVD training too (fine-tuning does whenever distill_weight > 0)
+    distill_weight: float = 0.0  # > 0: loss = (1 - w) task loss + w T^2 KL(teacher || student)
+    distill_temperature: float = 4.0  # T
+    # -- pruning: which singular values to keep (the pipeline's prune section)
+    target_speedup: float = 0.0  # > 1: ranks for this measured speedup over dense (on speed_device in speed_dtype)
+    speed_batch_size: int = 1  # the batch size target_speedup (and rank_multiple 0) is timed at
+    speed_device: str = "cpu"  # where speed targets time the layers: the deployment's device (cpu, cuda, cuda:N)
+    speed_dtype: str = "fp32"  # the dtype they time in: fp32, bf16 or fp16
+    speed_compiled: bool = False  # time under torch.compile, for a deployment that runs compiled
     target_reduction: float = 0.0  # > 1: prune to this many times fewer MACs than the dense model
     rank_allocation: str = "greedy"  # target: greedy (least energy lost per MAC saved) or energy (one threshold)
-    rank_multiple: int = 1  # greedy: kept ranks are multiples of this (8 or 16 suit conv kernels)
+    rank_multiple: int = 1  # kept ranks are multiples of this (8 or 16 suit conv kernels); 0: the fastest, measured
     threshold: float = 0.0  # > 0 (without a target): drop singular values below this
     energy: float = 1e-4  # otherwise: the fraction of sum(s^2) each weight may lose
-    gradual_cuts: int = 0  # > 0: reach target_reduction in this many cuts (geometric), one per cut(), e.g. per epoch
     calibration: str = "none"  # whiten (SVD-LLM) or scale (ASVD): cut by output energy on training batches
     calibration_batches: int = 8  # batches the calibration reads
     bn_recalibration_batches: int = 50  # after a cut, re-estimate BatchNorm statistics on N batches (0: off)
@@ -55,30 +70,54 @@ class SVDTrainingConfig:
         check_sparsity_kind(self.sparsity_kind)
         check_energy(self.energy)
         check_threshold(self.threshold)
-        for name in ("ortho_weight", "sparsity_weight"):
+        for name in ("ortho_weight", "sparsity_weight", "target_reduction", "target_speedup", "distill_weight"):
             _check_number(name, getattr(self, name))
-        if not (isinstance(self.s_lr_scale, (int, float)) and not isinstance(self.s_lr_scale, bool)
-                and math.isfinite(self.s_lr_scale) and self.s_lr_scale > 0):
-            raise ValueError(f"s_lr_scale must be a finite number > 0, got {self.s_lr_scale!r}")
-        for name in ("regularize_every", "rank_multiple", "calibration_batches"):
+        for name in ("s_lr_scale", "distill_temperature"):
+            _check_number(name, getattr(self, name), positive=True)
+        for name in ("regularize_every", "calibration_batches", "speed_batch_size"):
             check_positive_int(name, getattr(self, name))
-        for name in ("gradual_cuts", "bn_recalibration_batches"):
+        for name in ("gradual_cuts", "bn_recalibration_batches", "rank_multiple"):
             _check_count(name, getattr(self, name))
-        _check_number("target_reduction", self.target_reduction)
-        if 0 < self.target_reduction <= 1:
-            raise ValueError(f"target_reduction must be > 1 (0: none), got {self.target_reduction!r}")
-        if self.rank_allocation not in ALLOCATIONS:
-            raise ValueError(f"rank_allocation must be one of {', '.join(ALLOCATIONS)}, got {self.rank_allocation!r}")
-        if self.calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
-        if self.threshold and self.target_reduction:
-            raise ValueError("threshold and target_reduction both choose the ranks: set one")
-        if self.gradual_cuts and not self.target_reduction:
-            raise ValueError("gradual_cuts cut towards a MACs target: set target_reduction > 1")
-        if self.rank_multiple > 1 and (self.rank_allocation != "greedy" or not self.target_reduction):
-            raise ValueError("rank_multiple applies to a target_reduction with rank_allocation 'greedy' only")
+        for name in ("proximal", "macs_weighted", "budget_tail", "distill", "speed_compiled"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        _check_choice("rank_allocation", self.rank_allocation, ALLOCATIONS)
+        _check_choice("calibration", self.calibration, CALIBRATIONS)
+        _check_choice("speed_dtype", self.speed_dtype, SPEED_DTYPE_NAMES)
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(self.speed_device)):
+            raise ValueError(f"speed_device must be cpu, mps, cuda or cuda:N, got {self.speed_device!r}")
+        self._check_rules()
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config version {self.version!r} is not this svdtrain's ({CONFIG_VERSION})")
+
+    def _check_rules(self) -> None:
+        """The rules that tie options together, one place for the library and the pipeline."""
+        for name in ("target_reduction", "target_speedup"):
+            if 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be > 1 (0: none), got {getattr(self, name)!r}")
+        if self.target_speedup and self.target_reduction:
+            raise ValueError("set target_speedup or target_reduction, not both (0 turns off one a preset or file set)")
+        if self.threshold and self.has_target:
+            raise ValueError("threshold and a target both choose the ranks: set one (threshold 0 turns it off)")
+        if self.calibration != "none" and self.threshold:
+            raise ValueError("threshold compares |s| to a number; with calibration use energy or a target")
+        if self.gradual_cuts and not self.target_reduction:
+            raise ValueError("gradual_cuts cut towards a MACs target: set target_reduction > 1")
+        if self.rank_multiple != 1 and not (self.target_speedup or
+                                            (self.target_reduction and self.rank_allocation == "greedy")):
+            raise ValueError(f"rank_multiple {self.rank_multiple} applies to target_speedup, or to target_reduction "
+                             "with rank_allocation greedy (the energy rule has no grid); set rank_multiple 1")
+        if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
+            raise ValueError(f"proximal needs sparsity_kind l1 (or budget_tail), got {self.sparsity_kind!r}")
+        if self.distill_weight > 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
+        if self.distill and not self.distill_weight:
+            raise ValueError("distill uses distill_weight and distill_temperature: set distill_weight > 0")
+
+    @property
+    def has_target(self) -> bool:
+        """Whether the ranks are chosen for a MACs or speed target."""
+        return bool(self.target_reduction or self.target_speedup)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain JSON values."""
@@ -101,9 +140,15 @@ class SVDTrainingConfig:
         return cls(**dict(values))
 
 
-def _check_number(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+def _check_number(name: str, value: object, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or (positive and value == 0):  # fmt: skip
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_count(name: str, value: object) -> None:

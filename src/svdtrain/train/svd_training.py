@@ -1,41 +1,54 @@
-"""SVDTraining: the method's state for any training loop (your own, Hugging Face Trainer,
-Lightning): the regularizers' term for each step, cuts towards a target, the compact model."""
+"""SVDTraining: the method for any training loop (your own, Hugging Face Trainer, Lightning,
+the pipeline's): the regularizers' term for each step, cuts towards a target, the compact model."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from svdtrain.surgery import (
-    Energy, MacsBudget, RankPolicy, Threshold, calibrate, compact, count_macs, decompose, factored_weights, prune,
-)  # fmt: skip
+from svdtrain.bounds import brief
+from svdtrain.linalg import SCHEMES, importance_order
+from svdtrain.surgery import RankPolicy, Ranks, calibrate, compact, count_macs, decompose, factored_weights, prune
+from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
-from svdtrain.bounds import brief
-from svdtrain.linalg import SCHEMES
+from svdtrain.surgery.ranks import kept_energy
 from svdtrain.tasks.base import Task, to_device
 from svdtrain.train.checkpoint import ranks_of, shrink_to
+from svdtrain.train.distill import Distillation
+from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
 from svdtrain.train.regularization import Regularization, RegularizationTerms
 from svdtrain.train.svd_config import SVDTrainingConfig
-
+from svdtrain.train.svd_policy import measure_multiple, policy_for, speed_example_of
 
 class SVDTraining:
-    """SVD training of ``model`` in your own loop: add :meth:`loss` to the task loss each step,
-    :meth:`cut` at epoch ends when cutting gradually, :meth:`prune` once, fine-tune if you like,
-    then :meth:`finish` for the compact model.
+    """SVD training of ``model`` in any loop: add :meth:`loss` to the task loss each step (and
+    call :meth:`after_step` after the optimizer's, for a proximal term), :meth:`cut` at epoch
+    ends when cutting gradually, :meth:`prune` once, fine-tune if you like, then :meth:`finish`
+    for the compact model. The pipeline (``svdtrain run``) drives this same object.
 
     ``model`` is decomposed in place (unless it already has factored weights; ``filter_fn``
     picks modules as in :func:`svdtrain.decompose`): build its optimizer afterwards, e.g. from
     :meth:`param_groups`. ``example`` (one input batch, as the model takes it) is what MACs are
-    counted on: needed for ``target_reduction``, and used by :meth:`finish`.
+    counted on: needed for a target, ``macs_weighted`` and ``budget_tail``, and used by
+    :meth:`finish`. ``teacher`` (with ``distill_weight``): the model to distill from; default,
+    a frozen copy of ``model`` as given, taken before it is decomposed. ``baseline_macs``: the
+    dense model's MACs, where ``model`` is already factored (counted on ``model`` otherwise).
+    ``speed_example``: the batch speed targets time (default: ``example`` at the config's
+    ``speed_batch_size``). ``log``: where the cuts' one-line reports go (default: nowhere).
+
+    In a distributed run (``torch.distributed`` initialized), the ranks are chosen on rank 0
+    and applied on every process, so all end with the same ranks; re-wrap the model (DDP holds
+    the parameters it was built with) after a cut.
 
     Example:
         >>> svd = SVDTraining(model, SVDTrainingConfig(target_reduction=2.0), example=x)
@@ -47,63 +60,147 @@ class SVDTraining:
         >>> small = svd.finish()  # plain torch layers
 
     Raises:
-        ValueError: a target without ``example``, or what :func:`svdtrain.decompose` refuses.
+        ValueError: an option that needs ``example`` without it, ``distill_weight`` on an
+            already factored model without ``teacher``, or what :func:`svdtrain.decompose` refuses.
     """
 
     def __init__(self, model: nn.Module, config: SVDTrainingConfig = SVDTrainingConfig(), *,
-                 example: Inputs | None = None, filter_fn: FilterFn | None = None) -> None:  # fmt: skip
-        if config.target_reduction and example is None:
-            raise ValueError("target_reduction counts MACs on an input: give example= (one batch)")
-        if factored_weights(model):
+                 example: Inputs | None = None, filter_fn: FilterFn | None = None, teacher: nn.Module | None = None,
+                 baseline_macs: int | None = None, speed_example: torch.Tensor | None = None,
+                 log: Callable[[str], None] | None = None, dist: Distributed | None = None) -> None:  # fmt: skip
+        needs = [name for name in ("target_reduction", "target_speedup", "macs_weighted", "budget_tail")
+                 if getattr(config, name)]  # fmt: skip
+        if needs and example is None:
+            raise ValueError(f"{needs[0]} counts MACs on an input: give example= (one batch)")
+        factored = bool(factored_weights(model))
+        if config.distill_weight and teacher is None:
+            if factored:
+                raise ValueError("distill_weight distills from the dense model, and this one is already factored: "
+                                 "give teacher=")  # fmt: skip
+            teacher = copy.deepcopy(model)
+        if factored:
             _check_scheme(model, config.scheme)
         else:
             decompose(model, config.scheme, config.init, filter_fn)
         self.model, self.config, self.example = model, config, example
-        self.baseline_macs = count_macs(model, example) if example is not None else None  # as given: dense
+        if baseline_macs is None and example is not None:
+            baseline_macs = count_macs(model, example)  # as given: dense, or its factored form
+        self.baseline_macs = baseline_macs
+        if speed_example is None and isinstance(example, torch.Tensor):
+            speed_example = speed_example_of(config, example)
+        self.speed_example, self.log, self.dist = speed_example, log or (lambda line: None), dist or Distributed.current()
+        self.teacher = Distillation(teacher, config.distill_weight, config.distill_temperature) if teacher else None
         self.steps = 0  # loss() calls so far (lazy regularization counts them)
         self.cuts = 0  # gradual cuts so far
         self.pruned = False
+        self.measured_multiple: int | None = None  # rank_multiple 0: measured at the first cut
+        self._tails: dict[str, torch.Tensor] | None = {} if config.budget_tail else None
+        self._scales = self._macs_scales() if config.macs_weighted else None
         self._terms: RegularizationTerms | None = None
 
+    # -- the loss, each step -------------------------------------------------------------------
     @property
     def regularization(self) -> Regularization:
         """The terms in :meth:`loss`: both while SVD training, orthogonality alone once pruned."""
         c = self.config
-        return Regularization(c.ortho_weight, 0.0 if self.pruned else c.sparsity_weight, c.sparsity_kind,
-                              c.regularize_every)  # fmt: skip
+        if self.pruned:
+            return Regularization(c.ortho_weight, every=c.regularize_every)
+        return Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind, c.regularize_every, self._scales,
+                              c.proximal, self._tails)  # fmt: skip
+
+    @property
+    def distillation(self) -> Distillation | None:
+        """The teacher's term where it applies now: fine-tuning (pruned) with ``distill_weight``,
+        SVD training too with ``distill``. In a loop: ``loss = svd.distillation.loss(x, logits,
+        task_loss)`` in place of the task loss (a model taking one tensor; else ``.mix`` with the
+        teacher's logits)."""
+        return self.teacher if self.teacher and (self.pruned or self.config.distill) else None
 
     def loss(self) -> torch.Tensor | float:
         """The regularizers' weighted term for this step, to add to the task loss before backward
         (0.0 on the steps lazy regularization skips). Call it once per forward."""
         step, self.steps = self.steps, self.steps + 1
-        if step % self.config.regularize_every:
+        regularization = self.regularization
+        if not regularization.due(step):
             return 0.0
         if self._terms is None:
-            self._terms = self.regularization.bind(self.model)
+            self._terms = regularization.bind(self.model)
         return self._terms() if self._terms is not None else 0.0
 
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """After each ``optimizer.step()``: the proximal L1 step where the config asks (else nothing)."""
+        self.regularization.after_step(self.model, getattr(optimizer, "optimizer", optimizer))
+
+    @property
+    def s_lr_scale(self) -> float:
+        """The singular values' rate as a multiple of the others': the config's while SVD
+        training, 1 once pruned (fine-tuning moves every factor alike)."""
+        return 1.0 if self.pruned else self.config.s_lr_scale
+
     def param_groups(self, lr: float, *, weight_decay: float = 0.0, s_lr_scale: float | None = None) -> list[dict]:
-        """Optimizer groups that never decay U, s, Vh, s at ``s_lr_scale`` (default: the
-        config's) times ``lr`` (:func:`svdtrain.train.optimizer.param_groups`)."""
-        scale = self.config.s_lr_scale if s_lr_scale is None else s_lr_scale
+        """Optimizer groups that never decay U, s, Vh, s at ``s_lr_scale`` (default:
+        :attr:`s_lr_scale`) times ``lr`` (:func:`svdtrain.train.optimizer.param_groups`)."""
+        scale = self.s_lr_scale if s_lr_scale is None else s_lr_scale
         return param_groups(self.model, lr, weight_decay=weight_decay, s_lr_scale=scale)
 
-    def policy(self, max_macs: int | None = None) -> RankPolicy:
-        """The config's rank rule: its MACs target (or ``max_macs``), else threshold, else energy."""
-        c = self.config
-        if c.target_reduction:
-            budget = max_macs if max_macs is not None else int(self.baseline_macs / c.target_reduction)
-            return MacsBudget(self._example(self.example), max_macs=budget, allocation=c.rank_allocation,
-                              multiple=c.rank_multiple)  # the config allows a multiple > 1 with greedy only
-        return Threshold(c.threshold) if c.threshold else Energy(c.energy)
+    def refresh_tails(self) -> None:
+        """With ``budget_tail``: choose again the singular values the target would drop now, the
+        ones the sparsity term pulls on (call it at each epoch start; :meth:`cut` does too)."""
+        if self._tails is None:
+            return
+        ranks = self.policy().ranks(self.model)
+        self._tails.clear()
+        for name, layer in factored_weights(self.model).items():
+            mask = torch.ones_like(layer.s, dtype=torch.bool)
+            mask[importance_order(layer.s)[: ranks[name]]] = False
+            if mask.any():
+                self._tails[name] = mask
+        if self._terms is not None:
+            self._terms.refresh()
 
-    def cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None) -> dict[str, int]:
+    # -- ranks -----------------------------------------------------------------------------
+    def policy(self, max_macs: int | None = None) -> RankPolicy:
+        """The config's rank rule (:func:`~svdtrain.train.svd_policy.policy_for`); ``max_macs``:
+        a gradual cut's budget on the way to the MACs target."""
+        return policy_for(self.config, example=self._example(self.example), speed_example=self.speed_example,
+                          baseline_macs=self.baseline_macs, max_macs=max_macs, multiple=self.multiple())  # fmt: skip
+
+    def multiple(self) -> int:
+        """The rank multiple: the config's, or with ``rank_multiple`` 0 the one of 1, 8, 16, 32,
+        64 whose compact model measures fastest at the target, measured once (by rank 0)."""
+        if self.config.rank_multiple:
+            return self.config.rank_multiple
+        if self.measured_multiple is None:
+            def policy(multiple: int) -> RankPolicy:
+                return policy_for(self.config, example=self._example(self.example), speed_example=self.speed_example,
+                                  baseline_macs=self.baseline_macs, multiple=multiple)  # fmt: skip
+
+            measured = measure_multiple(self.config, self.model, policy, self.speed_example, self.log) \
+                if self.dist.is_main else None  # fmt: skip
+            self.measured_multiple = self.dist.broadcast(measured)
+        return self.measured_multiple
+
+    def target_energy(self) -> float | None:
+        """The share of all factored weights' sum(s^2) that a cut to the MACs target by |s| would
+        keep now: what SVD training should raise, epoch by epoch. None without a MACs target (a
+        speed target would time the model each time). With ``rank_multiple`` 0 it uses the
+        measured multiple once there is one, and 1 before (it never measures)."""
+        if not self.config.target_reduction:
+            return None
+        policy = policy_for(self.config, example=self._example(self.example), speed_example=self.speed_example,
+                            baseline_macs=self.baseline_macs,
+                            multiple=self.config.rank_multiple or self.measured_multiple or 1)  # fmt: skip
+        return kept_energy(self.model, policy.ranks(self.model))
+
+    def cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
+            bn_batches: Iterable | None = None) -> dict[str, int]:  # fmt: skip
         """The next of ``gradual_cuts`` cuts (call it at each epoch end, say): prune in place to
         (1/target_reduction)^(k/K) of the dense MACs at the k-th of K, so each cut shrinks the
         model by the same factor and the last reaches the target. ``optimizer`` is kept in step
         (:func:`~svdtrain.train.optimizer.optimizer_follows`); ``batches`` (an iterable read
         twice, e.g. a DataLoader, of tensors, ``(inputs, targets)`` pairs or dicts of keyword
-        inputs) feed the calibration and BatchNorm re-estimation. Returns the kept ranks.
+        inputs) feed the calibration and the BatchNorm re-estimation (``bn_batches``, where
+        given, the latter). Returns the kept ranks.
 
         Once all are made (or after :meth:`prune`), a call changes nothing and returns the
         ranks as they are, so a loop may call it at every epoch end.
@@ -119,23 +216,43 @@ class SVDTraining:
             return ranks_of(self.model)
         self.cuts += 1
         budget = gradual_budget(self.baseline_macs, c.target_reduction, self.cuts, c.gradual_cuts)
-        return self._prune(self.policy(max_macs=budget), optimizer, batches)
+        ranks = self._prune(self.policy(max_macs=budget), optimizer, batches, bn_batches)
+        self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
+        self.refresh_tails()
+        return ranks
 
     def prune(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
+              bn_batches: Iterable | None = None, recalibrate: bool = True,
               policy: RankPolicy | None = None) -> dict[str, int]:  # fmt: skip
         """Prune in place by the config's rule (or ``policy``, e.g. a :class:`svdtrain.Speedup`);
-        from then on :meth:`loss` is the orthogonality term alone, for fine-tuning.
-        ``optimizer`` and ``batches`` as in :meth:`cut`. Returns the kept ranks."""
-        ranks = self._prune(self.policy() if policy is None else policy, optimizer, batches)
+        from then on :meth:`loss` is the orthogonality term alone, for fine-tuning, and
+        :attr:`distillation` applies where ``distill_weight`` is set. ``optimizer``, ``batches``
+        and ``bn_batches`` as in :meth:`cut`; ``recalibrate=False`` leaves BatchNorm as it is
+        (to measure the model first, then :meth:`recalibrate_batchnorm`). Returns the kept ranks."""
+        policy = self.policy() if policy is None else policy
+        ranks = self._prune(policy, optimizer, batches, bn_batches if recalibrate else None, recalibrate)
         self.pruned = True
         return ranks
 
+    def recalibrates(self) -> bool:
+        """Whether a cut re-estimates BatchNorm statistics: the model has some, and it is on."""
+        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        return bool(self.config.bn_recalibration_batches) and has_batchnorm
+
+    def recalibrate_batchnorm(self, batches: Iterable) -> None:
+        """Re-estimate BatchNorm statistics on up to ``bn_recalibration_batches`` of ``batches``."""
+        if self.recalibrates():
+            device = next(self.model.parameters()).device
+            recalibrate_batchnorm(self.model, batches, self.config.bn_recalibration_batches, device, _AnyBatch())
+
+    # -- resuming and finishing ------------------------------------------------------------------
     def state_dict(self) -> dict:
         """What a resumed run needs besides the model's and optimizer's state dicts: the steps
-        and cuts done, whether pruned, each factored weight's rank, the dense MACs, the config.
-        Plain JSON values. Save it with the model's state dict, at the same moment."""
+        and cuts done, whether pruned, each factored weight's rank, the dense MACs, the measured
+        rank multiple, the config. Plain JSON values. Save it with the model's state dict."""
         return {"config": self.config.to_dict(), "steps": self.steps, "cuts": self.cuts, "pruned": self.pruned,
-                "ranks": ranks_of(self.model), "baseline_macs": self.baseline_macs}  # fmt: skip
+                "ranks": ranks_of(self.model), "baseline_macs": self.baseline_macs,
+                "measured_multiple": self.measured_multiple}  # fmt: skip
 
     def load_state_dict(self, state: Mapping) -> None:
         """Continue from :meth:`state_dict`: counters restored, and the model's factored weights
@@ -162,6 +279,7 @@ class SVDTraining:
         self.steps, self.cuts, self.pruned = int(state["steps"]), int(state["cuts"]), bool(state["pruned"])
         if state.get("baseline_macs") is not None:
             self.baseline_macs = int(state["baseline_macs"])
+        self.measured_multiple = state.get("measured_multiple")
         self._terms = None
 
     def finish(self, example: Inputs | None = None, **compact_options) -> nn.Module:
@@ -194,19 +312,34 @@ class SVDTraining:
         """``example`` where the model is now (a Trainer may have moved it)."""
         return to_device(example, next(self.model.parameters()).device)
 
-    def _prune(self, policy: RankPolicy, optimizer: torch.optim.Optimizer | None,
-               batches: Iterable | None) -> dict[str, int]:  # fmt: skip
+    def _macs_scales(self) -> dict[str, float]:
+        """Each weight's MACs per singular value over their mean (1 on average): sparsity
+        weights that pull where a MACs budget is spent."""
+        costs = macs_per_rank(self.model, self._example(self.example))
+        paying = [c for c in costs.values() if c > 0]
+        mean = sum(paying) / len(paying) if paying else 1.0
+        return {name: cost / mean for name, cost in costs.items()}
+
+    def _prune(self, policy: RankPolicy, optimizer: torch.optim.Optimizer | None, batches: Iterable | None,
+               bn_batches: Iterable | None, recalibrate: bool = True) -> dict[str, int]:  # fmt: skip
+        """Calibrate where asked, choose the ranks (on rank 0 of a distributed run), cut with the
+        optimizer following, then re-estimate BatchNorm statistics."""
         c = self.config
         device = next(self.model.parameters()).device
-        on_device = (lambda: (to_device(batch, device) for batch in batches)) if batches is not None else None
-        if c.calibration != "none" and on_device is None:
+        if c.calibration != "none" and batches is None:
             raise ValueError(f"calibration {c.calibration!r} reads training batches: give batches=")
-        calibration = None if on_device is None or c.calibration == "none" else calibrate(
-            self.model, on_device(), max_batches=c.calibration_batches, method=c.calibration)  # fmt: skip
+        calibration = None
+        if c.calibration != "none":
+            calibration = calibrate(self.model, (to_device(b, device) for b in batches),
+                                    max_batches=c.calibration_batches, method=c.calibration)  # fmt: skip
+            self.log(f"prune: {c.calibration} calibration of {len(calibration.stats)} of "
+                     f"{len(factored_weights(self.model))} weights on {calibration.batches} batches")  # fmt: skip
+        ranks = self.dist.broadcast(policy.ranks(self.model, calibration) if self.dist.is_main else None)
         with optimizer_follows(self.model, optimizer):
-            ranks = prune(self.model, policy, calibration=calibration)
-        if on_device is not None and c.bn_recalibration_batches:
-            recalibrate_batchnorm(self.model, on_device(), c.bn_recalibration_batches, device, _AnyBatch())
+            ranks = prune(self.model, Ranks(ranks), calibration=calibration)
+        bn_batches = batches if bn_batches is None else bn_batches
+        if recalibrate and bn_batches is not None:
+            self.recalibrate_batchnorm(to_device(b, device) for b in bn_batches)
         self._terms = None  # new factors: group them again
         return ranks
 

@@ -19,6 +19,7 @@ from svdtrain.pipeline.config.sections import (
     StartConfig, SVDTrainConfig,
 )  # fmt: skip
 from svdtrain.tasks import TASKS
+from svdtrain.train.svd_config import SVDTrainingConfig
 
 CONFIG_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: the same options as flat keys (their flags), read by the same path
@@ -63,8 +64,21 @@ class RunConfig:
             raise ValueError("budget_tail aims at the values target_reduction drops: set it (> 1)")
         if self.svd_train.distill and not self.finetune.distill_weight:
             raise ValueError("svd_train distill uses finetune's distill_weight: set it (> 0)")
+        self.svd_training  # noqa: B018  (the engine's own rules, checked once here)
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config version {self.version} is not supported (this svdtrain writes {CONFIG_VERSION})")
+
+    @property
+    def svd_training(self) -> SVDTrainingConfig:
+        """What the engine (:class:`svdtrain.SVDTraining`) runs: the svd_train and prune sections,
+        finetune's distillation and start's scheme, under the same option names. ``gradual``
+        with ``gradual_cuts`` 0 is a cut after every SVD-training epoch."""
+        s, t, p, f = self.start, self.svd_train, self.prune, self.finetune
+        engine = {name for name in SVDTrainingConfig.__dataclass_fields__ if name != "version"}
+        values = {name: getattr(section, name) for section in (s, t, p, f) for name in engine
+                  if name in section.__dataclass_fields__ and name != "gradual_cuts"}  # fmt: skip
+        values["gradual_cuts"] = (t.gradual_cuts or t.epochs) if t.gradual else 0
+        return SVDTrainingConfig(**values)
 
     @classmethod
     def from_flags(cls, values: dict[str, Any]) -> RunConfig:

@@ -187,8 +187,6 @@ class SVDTrainConfig(Section):
         if self.gradual_cuts > self.epochs:
             raise ValueError(f"gradual_cuts {self.gradual_cuts} needs as many SVD-training epochs (one cut after each), "
                              f"got svd_epochs {self.epochs}")
-        if self.proximal and self.sparsity_kind != "l1" and not self.budget_tail:
-            raise ValueError(f"proximal needs sparsity_kind l1 (or budget_tail), got {self.sparsity_kind!r}")
 
 
 @dataclass
@@ -222,13 +220,7 @@ class PruneConfig(Section):
                                                       " (0: off)")  # fmt: skip
     bn_recalibration_augment: bool = option(True, "recalibrate on augmented batches, as BatchNorm was trained")
 
-    def validate(self) -> None:
-        if self.target_speedup and self.target_reduction:
-            raise ValueError("set target_speedup or target_reduction, not both (0 turns off one a preset or file set)")
-        if self.threshold and (self.target_speedup or self.target_reduction):
-            raise ValueError("threshold and a target both choose the ranks: set one (threshold 0 turns it off)")
-        if self.calibration != "none" and self.threshold and not (self.target_speedup or self.target_reduction):
-            raise ValueError("threshold compares |s| to a number; with calibration use energy or a target")
+    # The rules tying these options together are the engine's (SVDTrainingConfig), checked by RunConfig.
 
 
 @dataclass
