@@ -303,6 +303,7 @@ def test_resume_reads_a_flat_config_json_from_an_older_svdtrain(tmp_path):
 
     assert main(["start", "--out", str(tmp_path), *TINY]) == 0
     saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved.pop("provenance")["sources"]["svd_epochs"] == "the command line"  # where each value came from
     flat = {**RunConfig.from_flags(to_flags(saved, "config.json")).flat(), "version": 1}
     (tmp_path / "config.json").write_text(json.dumps(flat))
     assert _run(tmp_path, "--resume") == 0
@@ -422,3 +423,17 @@ def test_a_rank_multiple_left_to_measurement_is_chosen_once_and_logged(tmp_path,
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["prune"]["rank_multiple"] == 0  # the config keeps what was asked
     assert all(layer["rank"] % chosen == 0 or layer["rank"] == layer["full_rank"] for layer in report["layers"])
+
+
+def test_print_config_shows_each_value_and_its_source_and_runs_nothing(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("svd_train: {recipe: budget}\nprune: {target_reduction: 2}\n")
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--preset", "smoke", "--config", str(config), "--recipe", "paper",
+                 "--lr", "0.01", "--print-config"]) == 0  # fmt: skip
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert lines["lr"].endswith("0.01  (the command line)")
+    assert lines["target_reduction"].endswith(f"2.0  ({config})")
+    assert lines["svd_epochs"].endswith("(preset smoke)") and lines["grad_clip"].endswith("(the default)")
+    assert lines["gradual"].split()[1] == "false"  # budget, named by the file, was replaced by paper
+    assert not out.exists()

@@ -1,6 +1,8 @@
 import pytest
 
-from svdtrain.pipeline.config import OPTIONS, RunConfig, load_preset, preset_names, recipe_values, resolve_config
+from svdtrain.pipeline.config import (
+    OPTIONS, RunConfig, config_record, load_preset, preset_names, recipe_overrides, recipe_values, resolve_config,
+)  # fmt: skip
 
 PAPER = [n for n in preset_names() if n.startswith("paper-resnet")]
 
@@ -231,20 +233,43 @@ def test_a_named_recipe_sets_its_visible_values_and_nothing_else(name):
     assert values and all(config.to_dict()[OPTIONS[f].section][OPTIONS[f].name] == v for f, v in values.items())
 
 
-def test_a_value_that_contradicts_the_recipe_is_an_error_naming_both(tmp_path):
+def test_a_value_set_explicitly_overrides_the_recipe_and_is_recorded_as_an_override(tmp_path):
+    """Hydra's and OmegaConf's layering: the recipe is a base, an explicit value wins over it,
+    from the source naming it or a later one; config.json records the override."""
     target = {"target_reduction": 2.0, "energy": 0.0}
-    with pytest.raises(ValueError, match="recipe truncation sets svd_epochs 0, but the command line sets 3"):
-        resolve_config("smoke", overrides={**target, "recipe": "truncation", "svd_epochs": 3})
-    with pytest.raises(ValueError, match="recipe budget sets s_lr_scale 10.0, but the command line sets 2.0"):
-        resolve_config("smoke", overrides={**target, "recipe": "budget", "s_lr_scale": 2.0})
-    with pytest.raises(ValueError, match="recipe budget sets distill_weight 0.9, but the command line sets 0.0"):
-        resolve_config("smoke", overrides={**target, "recipe": "budget", "distill_weight": 0.0})
-    named = tmp_path / "named.yaml"  # a recipe a file names, contradicted by a later source
+    config = resolve_config("smoke", overrides={**target, "recipe": "budget", "s_lr_scale": 1.0})
+    assert (config.svd_train.recipe, config.svd_train.s_lr_scale, config.svd_train.gradual) == ("budget", 1.0, True)
+    assert recipe_overrides(config) == {"s_lr_scale": {"recipe": 10.0, "value": 1.0, "set by": "the command line"}}
+    record = config_record(config)
+    assert record["provenance"]["recipe_overrides"] == recipe_overrides(config)
+    assert record["provenance"]["sources"]["gradual"] == "recipe budget (named by the command line)"
+    named = tmp_path / "named.yaml"  # a recipe a file names, a value of it overridden by a later source
     named.write_text("svd_train: {recipe: budget}\nprune: {target_reduction: 2, energy: 0}\n")
-    with pytest.raises(ValueError, match=r"recipe budget sets calibration whiten, but the command line sets none"):
-        resolve_config("smoke", named, overrides={"calibration": "none"})
-    agreeing = resolve_config("smoke", named, overrides={"calibration": "whiten"})  # agreeing is fine
-    assert agreeing.svd_train.recipe == "budget" and agreeing.svd_train.gradual
+    later = resolve_config("smoke", named, overrides={"calibration": "none"})
+    assert (later.svd_train.recipe, later.prune.calibration, later.svd_train.gradual) == ("budget", "none", True)
+    assert later.origin["gradual"] == f"recipe budget (named by {named})"
+
+
+def test_a_recipe_named_by_a_later_source_replaces_the_earlier_one_as_a_whole(tmp_path):
+    """A file naming budget, then --recipe paper: none of budget's values stays behind."""
+    named = tmp_path / "named.yaml"
+    named.write_text("svd_train: {recipe: budget, sparsity_weight: 0.01}\nprune: {target_reduction: 2, energy: 0}\n")
+    config = resolve_config("smoke", named, overrides={"recipe": "paper"})
+    plain = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0, "sparsity_weight": 0.01})
+    assert config.flat() == plain.flat()  # the file's own values stay, budget's levers are gone
+    truncated = resolve_config("smoke", named, overrides={"recipe": "truncation"})
+    assert truncated.svd_train.epochs == 0 and not truncated.svd_train.gradual and not truncated.svd_train.distill
+    with pytest.raises(ValueError, match="recipe truncation skips SVD training, but the command line sets "
+                                         "svd_epochs 3"):  # fmt: skip
+        resolve_config("smoke", overrides={**{"target_reduction": 2.0, "energy": 0.0}, "recipe": "truncation",
+                                           "svd_epochs": 3})  # fmt: skip
+
+
+def test_a_flag_at_the_top_of_a_config_file_reads_with_a_deprecation_naming_the_section(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text("start_epochs: 3\n")
+    with pytest.warns(DeprecationWarning, match=r"write start_epochs as start: \{epochs: \.\.\.\}"):
+        assert resolve_config("smoke", path).start.epochs == 3
 
 
 def test_a_recipe_named_later_overrides_an_earlier_source_as_any_value_does():
@@ -270,8 +295,7 @@ def test_a_resumed_run_keeps_its_saved_values_and_its_recipe():
     started = resolve_config("smoke", overrides={"target_reduction": 2.0, "energy": 0.0, "recipe": "budget"})
     resumed = resolve_config(overrides={"target_reduction": 2.0}, saved=started.flat())
     assert resumed == started
-    with pytest.raises(ValueError, match="recipe budget sets gradual true, but the command line sets false"):
-        resolve_config(overrides={"gradual": False}, saved=started.flat())
+    assert not resolve_config(overrides={"gradual": False}, saved=started.flat()).svd_train.gradual  # --resume refuses it
 
 
 def test_a_threshold_with_a_target_is_refused_not_ignored():

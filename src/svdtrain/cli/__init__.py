@@ -31,6 +31,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"svdtrain\.")  # our renames: say them
     try:
         parser = build_parser()
     except ImportError as missing:  # a core install: the command line needs an extra

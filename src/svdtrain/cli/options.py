@@ -33,7 +33,9 @@ def _metavar(option: Option) -> str:
 def add_config_options(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
     parser.add_argument("--out", type=Path, required=out_required, help="run folder")
     parser.add_argument("--preset", help="a named preset (see 'svdtrain presets')")
-    parser.add_argument("--config", help="a YAML config file: sections (optim: {lr: 0.01}) or flags (lr: 0.01)")
+    parser.add_argument("--config", help="a YAML config file of sections (optim: {lr: 0.01})")
+    parser.add_argument("--print-config", action="store_true", help="print each option's final value and the "
+                        "source it came from (default, preset, file, recipe, command line), then stop")
     groups = {"": parser.add_argument_group("model")}
     for name, section in SECTIONS.items():
         groups[name] = parser.add_argument_group(section.__doc__.strip())
@@ -78,3 +80,17 @@ def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunCon
     folder = RunFolder(args.out) if args.out else None
     saved = saved_config(folder) if folder and (continuing or not (args.preset or args.config)) else None
     return resolve_config(args.preset, args.config, overrides_from(args), saved=None if saved is None else saved.flat())
+
+
+def config_table(config: RunConfig) -> str:
+    """Each option's final value and where it came from, by section, as ``--print-config`` shows it."""
+    origin = getattr(config, "origin", {})
+    flat = config.flat()
+    width = max(map(len, OPTIONS))
+    lines, section = [], None
+    for flag, option in OPTIONS.items():
+        if option.section != section:
+            section = option.section
+            lines.append(f"{section or 'model'}:")
+        lines.append(f"  {flag:<{width}}  {shown_value(flat[flag])}  ({origin.get(flag, 'the default')})")
+    return "\n".join(lines)

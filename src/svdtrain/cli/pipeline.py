@@ -6,11 +6,11 @@ import argparse
 from contextlib import ExitStack
 
 from svdtrain.bounds import read_json
-from svdtrain.cli.options import add_config_options, config_from, saved_config
+from svdtrain.cli.options import add_config_options, config_from, config_table, saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.distributed import Distributed
-from svdtrain.pipeline.config import RunConfig
+from svdtrain.pipeline.config import RunConfig, config_record
 from svdtrain.pipeline.experiment import STAGES, Experiment
 from svdtrain.pipeline.run_data import start_checkpoint
 from svdtrain.pipeline.run_folder import RunFolder
@@ -71,8 +71,11 @@ def _check_checkpoint(config: RunConfig) -> None:
 def run_all(args: argparse.Namespace) -> int:
     """All stages. Under torchrun every process checks the folder and the config alike (so a
     mistake stops them all with the same message); rank 0 alone prepares and writes."""
-    dist = Distributed.from_environment()
     config = config_from(args, continuing=args.resume)
+    if args.print_config:
+        print(config_table(config))
+        return 0
+    dist = Distributed.from_environment()
     _check_checkpoint(config)
     folder = RunFolder(args.out)
     folder.prepare(overwrite=args.overwrite, resume=args.resume, check_only=True)
@@ -86,7 +89,7 @@ def run_all(args: argparse.Namespace) -> int:
         dist.barrier()
         if dist.is_main:
             folder.prepare(overwrite=args.overwrite, resume=args.resume)
-            atomic_write_json(folder.config, config.to_dict())
+            atomic_write_json(folder.config, config_record(config))
         dist.barrier()
         try:
             Experiment(config, folder.path, resume=args.resume).run()
@@ -107,6 +110,9 @@ def run_stage(args: argparse.Namespace) -> int:
     if args.stage != "start" and not folder.written_files():  # before the config: its errors would mislead
         raise ValueError(f"{folder.path} holds no run: run 'svdtrain start' or 'svdtrain run' there first")
     config = config_from(args, continuing=True)
+    if args.print_config:
+        print(config_table(config))
+        return 0
     if args.stage == "start":
         _check_checkpoint(config)
     with _held(folder, dist):
@@ -114,7 +120,7 @@ def run_stage(args: argparse.Namespace) -> int:
         if dist.is_main:
             folder.path.mkdir(parents=True, exist_ok=True)
             if not folder.config.exists():
-                atomic_write_json(folder.config, config.to_dict())
+                atomic_write_json(folder.config, config_record(config))
         dist.barrier()
         result = Experiment(config, folder.path, resume=args.resume).run_stage(args.stage)
     if args.stage == "report" and dist.is_main:

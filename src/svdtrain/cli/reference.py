@@ -167,8 +167,10 @@ def _type_text(hint: Any) -> str:
 
 
 def _recipes() -> list[str]:
-    lines = ["## Recipes", "", "`--recipe NAME` (or `recipe: NAME` in a preset or config file) sets these values; "
-             "a value that contradicts the recipe in force, from any source, is an error.", "",
+    lines = ["## Recipes", "", "`--recipe NAME` (or `recipe: NAME` in a preset or config file) sets these values as "
+             "a base layer where that source stands: a value set explicitly there or later overrides it (config.json "
+             "records each override), and a later source naming another recipe replaces it whole. "
+             "`--print-config` shows each value and its source.", "",
              "| recipe | sets | what it is |", "| --- | --- | --- |"]  # fmt: skip
     for name in RECIPES:
         values = recipe_values(name)

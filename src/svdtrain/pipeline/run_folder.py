@@ -101,10 +101,12 @@ class RunFolder:
         return [self.stage(stage), *compact_model]
 
     def read_config(self) -> dict | None:
-        """The saved config as written (sections, or the flat keys of older runs); None if absent."""
+        """The saved config's options as written (sections, or the flat keys of older runs), less
+        the record of where they came from (``provenance``); None if absent."""
         if not self.config.exists():
             return None
-        return read_json(self.config, what="run config")
+        saved = read_json(self.config, what="run config")
+        return {k: v for k, v in saved.items() if k != "provenance"} if isinstance(saved, dict) else saved
 
     def checkpoint_files(self, stage: str) -> list[Path]:
         """A training stage's epoch checkpoints: the last, the one before, their checksums."""

@@ -1,12 +1,11 @@
 """Recipes: named, visible sets of option values (``presets/recipes/NAME.yaml``).
 
-A source (preset, config file, command line) that names a recipe gets the recipe's values at
-that source's place in the order, as if it had set them itself: a later source's value wins
-over them as over any other, and config.json shows the values that ran. A recipe never
-overrides a value the user set: a value that contradicts the recipe in force, from any source,
-is an error naming both. Nothing else picks a recipe: ``svdtrain probe`` measures the cut and
-recommends one, with its evidence; the default is ``paper`` (the options as set, every lever
-off), with or without a MACs or speed target.
+A recipe is a base layer at the place of the source (preset, config file, command line) that
+names it: it overrides the sources before that one, a value set explicitly there or later
+overrides it, and a later source naming another recipe replaces it as a whole (resolve.py).
+config.json shows the values that ran, the recipe, and each value that overrides it. Nothing
+else picks a recipe: ``svdtrain probe`` measures the cut and recommends one, with its evidence;
+the default is ``paper`` (the options as set, every lever off), with or without a target.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from svdtrain.pipeline.config.options import shown_value
 from svdtrain.pipeline.config.run_config import OPTIONS
 from svdtrain.pipeline.config.sections import SVD_TRAINING_LEVERS, check_recipe_name
 from svdtrain.pipeline.config.sources import read_yaml, to_flags
@@ -45,19 +43,18 @@ def recipe_summary(name: str) -> str:
 
 
 def check_recipe(values: dict[str, Any], origin: dict[str, str]) -> None:
-    """Refuse ``values`` (resolved flags; ``origin``: which source set each) where they contradict
-    the recipe they name, or where the recipe cannot act on them."""
+    """Refuse ``values`` (resolved flags; ``origin``: which source set each) where the recipe they
+    name cannot act on them. A value that differs from the recipe's is the user's choice, and
+    wins (config.json records it as an override)."""
     name = values.get("recipe", OPTIONS["recipe"].default)
-    for flag, wanted in recipe_values(name).items():
-        if values.get(flag, OPTIONS[flag].default) != wanted:
-            raise ValueError(f"recipe {name} sets {flag} {shown_value(wanted)}, but {origin.get(flag, 'a source')} sets "
-                             f"{shown_value(values[flag])}: drop one (`svdtrain presets` lists each recipe's values)")
     if name == "truncation":
         levers = [lever for lever in SVD_TRAINING_LEVERS if values.get(lever, OPTIONS[lever].default)
                   != OPTIONS[lever].default]  # fmt: skip
         if levers:
-            raise ValueError(f"recipe truncation skips SVD training, so {', '.join(levers)} would do nothing: "
-                             "drop it or set recipe budget")
+            raise ValueError(f"recipe truncation skips SVD training, so {', '.join(levers)} would do nothing "
+                             f"(set by {origin.get(levers[0], 'a source')}): drop it or set recipe budget")
+        if values.get("svd_epochs", OPTIONS["svd_epochs"].default):
+            raise ValueError(f"recipe truncation skips SVD training, but {origin.get('svd_epochs', 'a source')} sets "
+                             f"svd_epochs {values['svd_epochs']}: drop it (the recipe sets 0) or set recipe paper")
     if name == "budget" and not values.get("target_reduction"):
         raise ValueError("recipe budget cuts gradually towards target_reduction: set it (> 1)")
-

@@ -1,8 +1,10 @@
 """One config from its sources: defaults < preset < config file < command line, nothing else.
 
-A resumed run starts from its saved config instead of the defaults. A source naming a recipe
-gets the recipe's values at its own place in that order (recipe.py); no value is chosen,
-measured or moved anywhere else.
+A resumed run starts from its saved config instead of the defaults. A recipe is a base layer
+placed where the source that names it stands: it overrides the sources before that one, and
+every value set explicitly (by that source or a later one) overrides it. A later source that
+names another recipe replaces the earlier one as a whole, so no value of the recipe it replaces
+stays behind (Hydra's and OmegaConf's layering). Each value remembers the source it came from.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from svdtrain.pipeline.config.recipe import check_recipe, recipe_values
-from svdtrain.pipeline.config.run_config import RunConfig
+from svdtrain.pipeline.config.run_config import OPTIONS, RunConfig
 from svdtrain.pipeline.config.sources import load_preset, read_yaml, to_flags
+
+DEFAULT = "the default"
 
 
 def resolve_config(
@@ -20,22 +24,45 @@ def resolve_config(
     saved: dict[str, Any] | None = None,
 ) -> RunConfig:
     """The config ``preset`` < ``config_file`` < ``overrides`` (flags or sections) give, over
-    ``saved`` (a resumed run's flags) or the defaults, validated."""
-    sources = []
+    ``saved`` (a resumed run's flags) or the defaults, validated. Its ``origin`` maps each
+    option's flag to the source of its value (:func:`origins`)."""
+    sources = [("the resumed run's config.json", dict(saved))] if saved else []
     if preset:
         sources.append((f"preset {preset}", load_preset(preset)))
     if config_file:
-        sources.append((str(config_file), to_flags(read_yaml(Path(config_file)), str(config_file))))
+        sources.append((str(config_file), to_flags(read_yaml(Path(config_file)), str(config_file), file=True)))
     if overrides:
         sources.append(("the command line", to_flags(overrides, "the command line")))
-    values = dict(saved or {})
-    origin = dict.fromkeys(values, "the resumed run's config.json")
-    for source, flags in sources:
-        if "recipe" in flags:
-            recipe = recipe_values(flags["recipe"])
-            values.update(recipe)
-            origin.update(dict.fromkeys(recipe, f"recipe {flags['recipe']} (named by {source})"))
+    named = max((i for i, (_, flags) in enumerate(sources) if "recipe" in flags), default=None)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for index, (source, flags) in enumerate(sources):
+        if index == named:  # the recipe in force, at the place of the source naming it; earlier ones are gone
+            name = flags["recipe"]
+            layers.append((f"recipe {name} (named by {source})", recipe_values(name)))
+        layers.append((source, flags))
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, flags in layers:
         values.update(flags)
         origin.update(dict.fromkeys(flags, source))
     check_recipe(values, origin)
-    return RunConfig.from_flags(values)
+    config = RunConfig.from_flags(values)
+    config.origin = {flag: origin.get(flag, DEFAULT) for flag in OPTIONS}
+    return config
+
+
+def recipe_overrides(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """The options whose value differs from what the config's recipe sets, with both values and
+    the source that set them: what config.json records beside the recipe."""
+    flat, origin = config.flat(), getattr(config, "origin", {})
+    return {flag: {"recipe": wanted, "value": flat[flag], "set by": origin.get(flag, DEFAULT)}
+            for flag, wanted in recipe_values(config.svd_train.recipe).items() if flat[flag] != wanted}  # fmt: skip
+
+
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """What config.json holds: the sections, and under ``provenance`` the source of every value a
+    source set and the values that override the recipe's."""
+    origin = getattr(config, "origin", {})
+    return {**config.to_dict(), "provenance": {
+        "sources": {flag: source for flag, source in origin.items() if source != DEFAULT},
+        "recipe_overrides": recipe_overrides(config)}}  # fmt: skip

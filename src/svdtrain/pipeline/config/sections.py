@@ -178,8 +178,8 @@ class SVDTrainConfig(Section):
     recipe: Annotated[Literal[RECIPES], BeforeValidator(check_recipe_name)] = option(
         "paper", "a named set of option values, shown in config.json and by `svdtrain presets`: paper (the options as "
         "set), budget (SVD training with gradual, MACs-weighted cuts, s at 10x, distillation, whitened cuts), "
-        "truncation (no SVD training: the whitened cut, fine-tuned); a value that contradicts it is an error. `svdtrain"
-        " probe` recommends one")  # fmt: skip
+        "truncation (no SVD training: the whitened cut, fine-tuned); a base layer: a value you set overrides it, and a "
+        "later source naming another recipe replaces it whole. `svdtrain probe` recommends one")  # fmt: skip
 
     def validate(self) -> None:
         if self.gradual_cuts and not self.gradual:

@@ -7,6 +7,7 @@ each is reduced to ``{flag: value}`` with every key and type checked, naming the
 from __future__ import annotations
 
 import difflib
+import warnings
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,12 +22,14 @@ def _section_keys(section: str) -> dict[str, str]:
     return {o.name: flag for flag, o in OPTIONS.items() if o.section == section}
 
 
-def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
+def to_flags(values: dict[str, Any], source: str, *, file: bool = False) -> dict[str, Any]:
     """``values`` (sections and/or flags) as ``{flag: value}``, checked; unknown keys raise.
 
     In a section an option is named by its field (``start: {epochs: 3}``), at the top by its
     flag (``start_epochs: 3``, as config.json of version 1 held them all); an empty section is
-    no change; one option given twice (``dataset:`` and ``data: {dataset:}``) is an error."""
+    no change; one option given twice (``dataset:`` and ``data: {dataset:}``) is an error.
+    A config ``file`` has one spelling, the sections: a flag at its top still reads, with a
+    DeprecationWarning naming the section spelling."""
     if not isinstance(values, dict):
         raise ValueError(f"{source} must hold a mapping of config keys")
     flags: dict[str, Any] = {}
@@ -54,6 +57,11 @@ def to_flags(values: dict[str, Any], source: str) -> dict[str, Any]:
                     put(flag, option_value, f"{key}.{name}")
         elif key in OPTIONS:
             put(key, value, key)
+            if file and OPTIONS[key].section:
+                option = OPTIONS[key]
+                warnings.warn(f"{source}: write {key} as {option.section}: {{{option.name}: ...}}; a flag at the top "
+                              f"of a config file is the spelling of config version 1", DeprecationWarning,
+                              stacklevel=2)  # fmt: skip
         else:
             unknown.append(key)
     if unknown:
