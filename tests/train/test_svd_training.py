@@ -210,3 +210,32 @@ def test_a_calibrated_cut_reads_batches():
         svd.prune()
     ranks = svd.prune(batches=[_batch(), _batch()])
     assert svdtrain.count_macs(net, x[:1]) <= svd.baseline_macs / 2 and set(ranks) == {"0.weight", "4.weight"}
+
+
+def test_a_masked_cut_keeps_every_parameter_and_computes_what_a_physical_cut_does():
+    """For a wrapped model (DDP, Trainer, Lightning): the same parameters, the dropped slots held
+    at zero through training, the zeros dropped by finish()."""
+    config, x = SVDTrainingConfig(target_reduction=3.0, gradual_cuts=2), _batch()[0][:1]
+    net, twin = _net(), _net()
+    masked, physical = SVDTraining(net, config, example=x), SVDTraining(twin, config, example=x)
+    optimizer = torch.optim.Adam(masked.param_groups(1e-2))
+    _train(net, masked, optimizer)
+    twin.load_state_dict(net.state_dict())
+    params = [id(p) for p in net.parameters()]
+    ranks = masked.cut(optimizer, masked=True)
+    assert ranks == physical.cut() and [id(p) for p in net.parameters()] == params
+    net.eval(), twin.eval()
+    torch.testing.assert_close(net(x), twin(x), rtol=1e-5, atol=1e-6)
+    net.train()
+    _train(net, masked, optimizer, steps=1)
+    masked.after_step(optimizer)
+    for name, handle in svdtrain.factored_weights(net).items():
+        k = ranks[name]
+        assert not handle.s[k:].any() and not handle.U[:, k:].any() and not handle.Vh[k:].any(), name
+    assert masked.state_dict()["masked_ranks"] == ranks
+    masked.cut(optimizer, masked=True)  # the last: the target
+    small = masked.finish().eval()
+    assert {n: h.rank for n, h in svdtrain.factored_weights(net).items()} == masked.state_dict()["ranks"]
+    net.eval()
+    torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
+    assert svdtrain.count_macs(small, x) <= masked.baseline_macs / 3

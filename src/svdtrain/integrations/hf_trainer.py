@@ -15,14 +15,15 @@ How it meets Trainer's contracts:
 - ``get_decay_parameter_names`` keeps weight decay off U, s and Vh (Trainer's rule would decay
   U and Vh, 2-d, and spare s), and ``create_optimizer`` gives s its own group at the config's
   ``s_lr_scale`` before Trainer builds the scheduler on the groups;
-- gradual cuts happen at epoch ends in :class:`SVDStateCallback`, Trainer's optimizer kept in
-  step in place (its scheduler and accelerate's wrapper hold it); after the final prune
-  ``train()`` drops the optimizer and scheduler, so a further ``train()`` builds them for the
-  smaller factors;
+- gradual cuts happen at epoch ends in :class:`SVDStateCallback`, masked: no parameter changes
+  shape inside ``train()`` (Trainer's DDP wrapper, optimizer and scheduler hold them), the
+  dropped slots are held at zero, and every process gets rank 0's ranks and factors; the final
+  prune at the end of ``train()`` drops the zeros and the optimizer and scheduler, so a further
+  ``train()`` builds them for the smaller factors;
 - resuming: the callback's state (steps, cuts, ranks) is saved in each checkpoint's
   ``trainer_state.json``; ``train(resume_from_checkpoint=...)`` restores it and cuts the fresh
   model to the saved ranks before Trainer loads the weights and the optimizer.
-Gradual cuts assume one process: a DDP wrapper holds the parameters it was built with.
+Under DDP (``torchrun``/``accelerate launch``), each process runs the same cuts to the same ranks.
 """
 
 from __future__ import annotations
@@ -148,13 +149,16 @@ class SVDStateCallback(TrainerCallback, ExportableState):
     def state(self) -> dict:
         return {"args": {}, "attributes": {"svd_state": self.svd.state_dict() if self.svd else None}}
 
+    def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self._find(model).after_step(optimizer)  # a proximal step; a masked cut's zeros kept
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._find(model)  # before any save
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         svd = self._find(model)
         if not svd.pruned and svd.cuts < svd.config.gradual_cuts:
-            svd.cut(optimizer, train_dataloader)
+            svd.cut(optimizer, train_dataloader, masked=True)  # shapes stay: Trainer's DDP wrapper holds them
         return control
 
     def _find(self, model: nn.Module) -> SVDTraining:

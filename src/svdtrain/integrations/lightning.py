@@ -15,8 +15,8 @@ Lightning's checkpoints hold the callback's state (steps, cuts, ranks): ``fit(mo
 ckpt_path=...)`` on a freshly built model and SVDTraining resumes across cuts.
 
 ``configure_optimizers`` may use ``svd.param_groups(lr)`` (U, s, Vh never decayed). A second
-``fit`` calls it again, so the optimizer holds the pruned factors. Gradual cuts assume one
-process and one optimizer: a DDP wrapper holds the parameters it was built with.
+``fit`` calls it again, so the optimizer holds the pruned factors. Gradual cuts need one
+optimizer; under ``strategy="ddp"`` every process cuts to the same ranks.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from svdtrain.train.svd_training import SVDTraining
 
 
 class SVDCallback(pl.Callback):
-    """Gradual cuts at epoch ends (the optimizer kept in step), and the prune by the config's
-    rule when training ends (calibrated on the training batches where the config asks).
+    """Gradual cuts at epoch ends, masked (no parameter changes shape inside ``fit``, so the
+    optimizer and a DDP strategy's wrapper keep working; every process gets rank 0's ranks and
+    factors), and the prune by the config's rule when training ends (calibrated on the training
+    batches where the config asks), which drops the masked zeros.
 
     Raises:
         RuntimeError: a training step that did not call ``svd.loss()``, or gradual cuts with
@@ -53,6 +55,8 @@ class SVDCallback(pl.Callback):
         if self.svd.steps == self._steps_seen:
             raise RuntimeError("training_step never called svd.loss(): return task loss + svd.loss()")
         self._steps_seen = self.svd.steps
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0 and trainer.optimizers:  # an optimizer step ran
+            self.svd.after_step(trainer.optimizers[0])  # a proximal step; a masked cut's zeros kept
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         svd = self.svd
@@ -60,7 +64,7 @@ class SVDCallback(pl.Callback):
             return
         if len(trainer.optimizers) != 1:
             raise RuntimeError(f"gradual cuts keep one optimizer in step; this module has {len(trainer.optimizers)}")
-        svd.cut(trainer.optimizers[0], trainer.train_dataloader)
+        svd.cut(trainer.optimizers[0], trainer.train_dataloader, masked=True)  # shapes stay: a DDP wrapper holds them
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.svd.pruned:

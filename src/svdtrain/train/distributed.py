@@ -82,6 +82,13 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def broadcast_tensors(self, tensors: list[torch.Tensor]) -> None:
+        """Rank 0's values of ``tensors`` on every process, in place."""
+        if self.enabled:
+            with torch.no_grad():
+                for tensor in tensors:
+                    dist.broadcast(tensor.data, src=0)
+
     def sum(self, sums: dict[str, float]) -> dict[str, float]:
         """Per-key sums over all processes (in float64); a process that saw no example has no keys."""
         if not self.enabled:

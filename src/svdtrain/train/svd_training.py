@@ -26,6 +26,7 @@ from svdtrain.train.distill import Distillation
 from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
+from svdtrain.train.rank_masks import RankMasks
 from svdtrain.train.regularization import Regularization, RegularizationTerms
 from svdtrain.train.svd_config import SVDTrainingConfig
 from svdtrain.train.svd_policy import measure_multiple, policy_for, speed_example_of
@@ -88,15 +89,22 @@ class SVDTraining:
         self.baseline_macs = baseline_macs
         if speed_example is None and isinstance(example, torch.Tensor):
             speed_example = speed_example_of(config, example)
-        self.speed_example, self.log, self.dist = speed_example, log or (lambda line: None), dist or Distributed.current()
+        self.speed_example, self.log, self._dist = speed_example, log or (lambda line: None), dist
         self.teacher = Distillation(teacher, config.distill_weight, config.distill_temperature) if teacher else None
         self.steps = 0  # loss() calls so far (lazy regularization counts them)
         self.cuts = 0  # gradual cuts so far
         self.pruned = False
         self.measured_multiple: int | None = None  # rank_multiple 0: measured at the first cut
+        self.masks = RankMasks(model)  # cuts made with masked=True
         self._tails: dict[str, torch.Tensor] | None = {} if config.budget_tail else None
         self._scales = self._macs_scales() if config.macs_weighted else None
         self._terms: RegularizationTerms | None = None
+
+    @property
+    def dist(self) -> Distributed:
+        """The process group: the one given, else the one initialized now (Trainer and Lightning
+        initialize theirs after this object is made), else one process."""
+        return self._dist if self._dist is not None else Distributed.current()
 
     # -- the loss, each step -------------------------------------------------------------------
     @property
@@ -128,8 +136,10 @@ class SVDTraining:
         return self._terms() if self._terms is not None else 0.0
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """After each ``optimizer.step()``: the proximal L1 step where the config asks (else nothing)."""
+        """After each ``optimizer.step()``: the proximal L1 step where the config asks, and the
+        slots a masked cut dropped zeroed again (else nothing)."""
         self.regularization.after_step(self.model, getattr(optimizer, "optimizer", optimizer))
+        self.masks.rezero()
 
     @property
     def s_lr_scale(self) -> float:
@@ -193,7 +203,7 @@ class SVDTraining:
         return kept_energy(self.model, policy.ranks(self.model))
 
     def cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
-            bn_batches: Iterable | None = None) -> dict[str, int]:  # fmt: skip
+            bn_batches: Iterable | None = None, masked: bool = False) -> dict[str, int]:  # fmt: skip
         """The next of ``gradual_cuts`` cuts (call it at each epoch end, say): prune in place to
         (1/target_reduction)^(k/K) of the dense MACs at the k-th of K, so each cut shrinks the
         model by the same factor and the last reaches the target. ``optimizer`` is kept in step
@@ -201,6 +211,11 @@ class SVDTraining:
         twice, e.g. a DataLoader, of tensors, ``(inputs, targets)`` pairs or dicts of keyword
         inputs) feed the calibration and the BatchNorm re-estimation (``bn_batches``, where
         given, the latter). Returns the kept ranks.
+
+        ``masked``: keep every parameter's shape (the dropped slots held at zero; call
+        :meth:`after_step` after each optimizer step): for a model a wrapper holds (DDP, Trainer,
+        Lightning), with no re-wrap. :meth:`prune` or :meth:`finish` drops the zeros at the end.
+        Unmasked, the factors shrink: rebuild a DDP wrapper after the cut.
 
         Once all are made (or after :meth:`prune`), a call changes nothing and returns the
         ranks as they are, so a loop may call it at every epoch end.
@@ -213,10 +228,10 @@ class SVDTraining:
             raise ValueError("cut() makes the config's gradual_cuts, and it has none: set gradual_cuts > 0, or call "
                              "prune() once")  # fmt: skip
         if self.pruned or self.cuts >= c.gradual_cuts:
-            return ranks_of(self.model)
+            return {**ranks_of(self.model), **self.masks.live}
         self.cuts += 1
         budget = gradual_budget(self.baseline_macs, c.target_reduction, self.cuts, c.gradual_cuts)
-        ranks = self._prune(self.policy(max_macs=budget), optimizer, batches, bn_batches)
+        ranks = self._prune(self.policy(max_macs=budget), optimizer, batches, bn_batches, masked=masked)
         self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
         self.refresh_tails()
         return ranks
@@ -230,7 +245,7 @@ class SVDTraining:
         and ``bn_batches`` as in :meth:`cut`; ``recalibrate=False`` leaves BatchNorm as it is
         (to measure the model first, then :meth:`recalibrate_batchnorm`). Returns the kept ranks."""
         policy = self.policy() if policy is None else policy
-        ranks = self._prune(policy, optimizer, batches, bn_batches if recalibrate else None, recalibrate)
+        ranks = self._prune(policy, optimizer, batches, bn_batches, recalibrate=recalibrate)
         self.pruned = True
         return ranks
 
@@ -252,7 +267,7 @@ class SVDTraining:
         rank multiple, the config. Plain JSON values. Save it with the model's state dict."""
         return {"config": self.config.to_dict(), "steps": self.steps, "cuts": self.cuts, "pruned": self.pruned,
                 "ranks": ranks_of(self.model), "baseline_macs": self.baseline_macs,
-                "measured_multiple": self.measured_multiple}  # fmt: skip
+                "measured_multiple": self.measured_multiple, "masked_ranks": dict(self.masks.live)}  # fmt: skip
 
     def load_state_dict(self, state: Mapping) -> None:
         """Continue from :meth:`state_dict`: counters restored, and the model's factored weights
@@ -280,6 +295,7 @@ class SVDTraining:
         if state.get("baseline_macs") is not None:
             self.baseline_macs = int(state["baseline_macs"])
         self.measured_multiple = state.get("measured_multiple")
+        self.masks.restore(state.get("masked_ranks") or {})
         self._terms = None
 
     def finish(self, example: Inputs | None = None, **compact_options) -> nn.Module:
@@ -294,6 +310,8 @@ class SVDTraining:
             ValueError: a ``target_reduction`` set and the model not pruned yet.
         """
         self._check_pruned()
+        if self.masks:  # a masked cut's zeros: dropped now, training being over
+            self.masks.materialize()
         return compact(self.model, self._example(example if example is not None else self.example), **compact_options)
 
     def _check_pruned(self) -> None:
@@ -321,9 +339,11 @@ class SVDTraining:
         return {name: cost / mean for name, cost in costs.items()}
 
     def _prune(self, policy: RankPolicy, optimizer: torch.optim.Optimizer | None, batches: Iterable | None,
-               bn_batches: Iterable | None, recalibrate: bool = True) -> dict[str, int]:  # fmt: skip
-        """Calibrate where asked, choose the ranks (on rank 0 of a distributed run), cut with the
-        optimizer following, then re-estimate BatchNorm statistics."""
+               bn_batches: Iterable | None, *, recalibrate: bool = True,
+               masked: bool = False) -> dict[str, int]:  # fmt: skip
+        """Calibrate where asked, choose the ranks (on rank 0 of a distributed run), cut (masked,
+        or with the optimizer following), give every process rank 0's factors, then re-estimate
+        BatchNorm statistics."""
         c = self.config
         device = next(self.model.parameters()).device
         if c.calibration != "none" and batches is None:
@@ -334,9 +354,17 @@ class SVDTraining:
                                     max_batches=c.calibration_batches, method=c.calibration)  # fmt: skip
             self.log(f"prune: {c.calibration} calibration of {len(calibration.stats)} of "
                      f"{len(factored_weights(self.model))} weights on {calibration.batches} batches")  # fmt: skip
-        ranks = self.dist.broadcast(policy.ranks(self.model, calibration) if self.dist.is_main else None)
-        with optimizer_follows(self.model, optimizer):
-            ranks = prune(self.model, Ranks(ranks), calibration=calibration)
+        dist = self.dist
+        ranks = dist.broadcast(policy.ranks(self.model, calibration) if dist.is_main else None)
+        if masked:
+            ranks = self.masks.cut(lambda model: prune(model, Ranks(ranks), calibration=calibration), optimizer)
+        else:
+            with optimizer_follows(self.model, optimizer):
+                if self.masks:
+                    self.masks.materialize()
+                ranks = prune(self.model, Ranks(ranks), calibration=calibration)
+        if dist.enabled:  # each process calibrated on its own batches: rank 0's factors for all
+            dist.broadcast_tensors([p for h in factored_weights(self.model).values() for p in h.factors])
         bn_batches = batches if bn_batches is None else bn_batches
         if recalibrate and bn_batches is not None:
             self.recalibrate_batchnorm(to_device(b, device) for b in bn_batches)
