@@ -87,7 +87,7 @@ def main() -> None:
     print("kept ranks:", svd.prune(optimizer))
     print(f"fine-tuned:   loss {fit(100):.4f}")
 
-    small = svd.finish(x[:1])
+    small = svd.compact(x[:1])
     print(small)
     torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
     print(f"compact = pruned; MACs {svdtrain.count_macs(small, x[:1]):,} of "

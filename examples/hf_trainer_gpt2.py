@@ -5,7 +5,7 @@ its MACs, saved as a compact folder that reloads and generates.
     python examples/hf_trainer_gpt2.py --quick  # seconds: 4 KB of the text (or made-up text)
 
 Three lines differ from plain Trainer use: SVDTraining(...), SVDTrainer(..., svd=svd) in place of
-Trainer(...), and svd.finish() for the compact model. The GPT-2 is built from a config (nothing
+Trainer(...), and svd.compact() for the compact model. The GPT-2 is built from a config (nothing
 downloaded) and trained dense first, standing for a pretrained one.
 """
 
@@ -63,7 +63,7 @@ def main() -> None:
         trainer = SVDTrainer(model=model, args=arguments(scratch, epochs, 3e-4), train_dataset=train, svd=svd)
         trainer.train()  # SVD training, a cut at each epoch end; ends pruned
         trainer.train()  # fine-tunes the pruned model
-        small = svd.finish()
+        small = svd.compact()
         print(f"MACs per block: {svdtrain.count_macs(small, svd.example):,} of {svd.baseline_macs:,}")
 
         folder = args.out or str(Path(scratch) / "compact")

@@ -5,7 +5,7 @@
 
 The LightningModule adds `svd.loss()` to its loss (the regularizers change what the model
 learns, so they belong in the module); SVDCallback cuts at epoch ends and prunes when training
-ends; a second fit fine-tunes; svd.finish() is the compact model.
+ends; a second fit fine-tunes; svd.compact() is the compact model.
 """
 
 import argparse
@@ -68,7 +68,7 @@ def main() -> None:
     trainer(epochs, [SVDCallback(module.svd)]).fit(module, loader)  # cuts each epoch; ends pruned
     trainer(max(1, epochs // 2)).fit(module, loader)  # fine-tunes the pruned model
 
-    small = module.svd.finish()
+    small = module.svd.compact()
     print(f"compact  accuracy {accuracy(small, x_test, y_test):.3f}  MACs {svdtrain.count_macs(small, x[:1]):,} "
           f"of {module.svd.baseline_macs:,}")
 

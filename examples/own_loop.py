@@ -4,7 +4,7 @@
     python examples/own_loop.py --quick  # seconds
 
 Three additions to a plain loop: SVDTraining(model, config), `+ svd.loss()` in each step, and
-svd.cut() / svd.prune() / svd.finish() around the epochs.
+svd.gradual_cut() / svd.prune() / svd.compact() around the epochs.
 """
 
 import argparse
@@ -52,11 +52,11 @@ def main() -> None:
     svd = svdtrain.SVDTraining(model, config, example=x[:1])  # decomposes the model in place
     optimizer = torch.optim.Adam(svd.param_groups(lr=1e-3))
     calibration = list(tensor_batches(x, y, 256))  # re-estimates BatchNorm after each cut
-    fit(model, optimizer, x, y, epochs, svd.loss, lambda: svd.cut(optimizer, calibration))
+    fit(model, optimizer, x, y, epochs, svd.loss, lambda: svd.gradual_cut(optimizer, calibration))
     svd.prune(optimizer, calibration)  # the target is reached: nothing more to cut
     fit(model, optimizer, x, y, max(1, epochs // 2), svd.loss)  # fine-tune: orthogonality term only
 
-    small = svd.finish()  # plain Conv2d / Linear layers
+    small = svd.compact()  # plain Conv2d / Linear layers
     print(f"compact     accuracy {accuracy(small, x_test, y_test):.3f}  MACs {svdtrain.count_macs(small, x[:1]):,}")
 
 

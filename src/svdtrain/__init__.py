@@ -1,7 +1,7 @@
 """svdtrain: SVD training (Yang et al., CVPRW 2020) for PyTorch models.
 
 decompose -> train with orthogonality_loss + sparsity_loss -> prune -> compact; or, in any
-training loop, SVDTraining(model, SVDTrainingConfig(...)) with its loss(), prune() and finish().
+training loop, SVDTraining(model, SVDTrainingConfig(...)) with its loss(), gradual_cut(), prune() and compact().
 """
 
 from svdtrain.layers import FactoredWeight, SVDWeight, WeightKind, register

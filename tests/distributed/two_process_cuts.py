@@ -55,7 +55,7 @@ def own_loop(masked: bool) -> None:
             loss.backward()
             optimizer.step()
             svd.after_step(optimizer)
-        svd.cut(optimizer, batches, masked=masked)
+        svd.gradual_cut(optimizer, batches, masked=masked)
         if not masked:  # the factors shrank: DDP holds the parameters it was built with
             wrapped = nn.parallel.DistributedDataParallel(net)
     svd.prune(optimizer, batches)

@@ -44,7 +44,7 @@ def test_gradual_cuts_then_fine_tuning_end_in_a_compact_model_with_the_same_outp
     held = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert held == {id(p) for p in model.parameters()}
     model.eval()
-    small = svd.finish().eval()
+    small = svd.compact().eval()
     torch.testing.assert_close(small(svd.example).logits, model(svd.example).logits, rtol=1e-4, atol=1e-4)
 
 

@@ -53,7 +53,7 @@ def test_gradual_cuts_then_fine_tuning_end_in_a_compact_model_with_the_same_outp
     assert svdtrain.count_macs(net, x[:1]) <= svd.baseline_macs / 2
     _trainer(1).fit(module, _loader())  # fine-tuning: configure_optimizers sees the pruned factors
     net.eval()
-    small = svd.finish().eval()
+    small = svd.compact().eval()
     torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
 
 

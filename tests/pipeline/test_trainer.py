@@ -1,4 +1,4 @@
-"""Trainer pieces: optimizer groups across pruning and older checkpoints."""
+"""StageTrainer pieces: optimizer groups across pruning and older checkpoints."""
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ def test_an_optimizer_following_a_cut_keeps_the_state_of_parameters_that_stayed(
 
 def test_an_optimizer_saved_with_two_groups_loads_into_three():
     from svdtrain.pipeline.config import resolve_config
-    from svdtrain.pipeline.trainer import Trainer
+    from svdtrain.pipeline.trainer import StageTrainer
 
     model = _model()
     factors = {id(p) for h in svdtrain.factored_weights(model).values() for p in h.factors}
@@ -45,7 +45,7 @@ def test_an_optimizer_saved_with_two_groups_loads_into_three():
                                {"params": [p for p in model.parameters() if id(p) in factors]}], lr=0.1)  # fmt: skip
     model(torch.randn(4, 6)).sum().backward()
     legacy.step()
-    trainer = Trainer(resolve_config("smoke"), None, None, torch.device("cpu"), None, resume=True, log=print)
+    trainer = StageTrainer(resolve_config("smoke"), None, None, torch.device("cpu"), None, resume=True, log=print)
     current = trainer.optimizer(model, 0.1)
     assert len(current.param_groups) == 3
     current.load_state_dict(_upgraded(legacy.state_dict(), model))

@@ -84,20 +84,20 @@ def test_gradual_cuts_reach_the_target_and_the_optimizer_follows_them():
     _train(net, svd, optimizer)
     head = svdtrain.factored_weights(net)["4.weight"]
     for _ in range(2):
-        svd.cut(optimizer, [_batch()])
+        svd.gradual_cut(optimizer, [_batch()])
         held = [p for group in optimizer.param_groups for p in group["params"]]
         assert {id(p) for p in held} == {id(p) for p in net.parameters()}
         _train(net, svd, optimizer, steps=1)  # fused SGD takes the groups as they are
     assert svdtrain.count_macs(net, x[:1]) <= svd.baseline_macs / 4
     assert "momentum_buffer" in optimizer.state[head.s]
     ranks = svdtrain.train.checkpoint.ranks_of(net)
-    assert svd.cut(optimizer) == ranks  # every cut made: a loop may go on calling it
+    assert svd.gradual_cut(optimizer) == ranks  # every cut made: a loop may go on calling it
     assert svdtrain.train.checkpoint.ranks_of(net) == ranks and svd.cuts == 2
 
 
 def test_cut_without_gradual_cuts_says_to_prune():
-    with pytest.raises(ValueError, match=r"^cut\(\) makes the config's gradual_cuts, and it has none"):
-        SVDTraining(_net()).cut()
+    with pytest.raises(ValueError, match=r"^gradual_cut\(\) makes the config's gradual_cuts, and it has none"):
+        SVDTraining(_net()).gradual_cut()
 
 
 def test_an_already_factored_model_with_another_scheme_is_refused():
@@ -116,7 +116,7 @@ def _own_loop(net, svd, optimizer, epochs, start=0, stop_after=None):
     for epoch in range(start, epochs):
         torch.manual_seed(100 + epoch)
         _train(net, svd, optimizer, steps=2)
-        svd.cut(optimizer, [_batch()])
+        svd.gradual_cut(optimizer, [_batch()])
         if epoch + 1 == stop_after:
             saved = copy.deepcopy({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                    "svd": svd.state_dict(), "epoch": epoch + 1})  # fmt: skip
@@ -176,31 +176,31 @@ def test_the_compact_model_computes_what_the_pruned_one_does():
     _train(net, svd, optimizer)
     svd.prune(optimizer, [_batch()])
     _train(net, svd, optimizer, steps=1)  # fine-tuning: Adam starts the replaced factors afresh
-    small = svd.finish().eval()
+    small = svd.compact().eval()
     net.eval()
     assert not svdtrain.factored_weights(small)
     torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
 
 
-def test_finish_before_the_target_is_reached_is_refused_naming_the_macs():
+def test_compact_before_the_target_is_reached_is_refused_naming_the_macs():
     net, (x, _) = _net(), _batch()
     svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0, gradual_cuts=2), example=x[:1])
     dense = f"{svd.baseline_macs:,}"
-    with pytest.raises(ValueError, match=rf"^finish\(\) before the model reaches target_reduction=2: 0 of 2 gradual "
+    with pytest.raises(ValueError, match=rf"^compact\(\) before the model reaches target_reduction=2: 0 of 2 gradual "
                                          rf"cuts made, not pruned, it has {dense} MACs of the dense {dense}; call "
                                          r"prune\(\) first$"):  # fmt: skip
-        svd.finish()
-    svd.cut()
+        svd.compact()
+    svd.gradual_cut()
     with pytest.raises(ValueError, match="1 of 2 gradual cuts made"):
-        svd.finish()
-    svd.cut()  # the last cut reaches the target
-    assert svdtrain.count_macs(svd.finish(), x[:1]) <= svd.baseline_macs / 2
+        svd.compact()
+    svd.gradual_cut()  # the last cut reaches the target
+    assert svdtrain.count_macs(svd.compact(), x[:1]) <= svd.baseline_macs / 2
 
 
-def test_finish_before_prune_without_a_target_warns():
+def test_compact_before_prune_without_a_target_warns():
     svd = SVDTraining(_net(), SVDTrainingConfig())
-    with pytest.warns(UserWarning, match=r"finish\(\) before prune\(\): nothing was pruned"):
-        svd.finish(_batch()[0][:1])
+    with pytest.warns(UserWarning, match=r"compact\(\) before prune\(\): nothing was pruned"):
+        svd.compact(_batch()[0][:1])
 
 
 def test_a_calibrated_cut_reads_batches():
@@ -214,7 +214,7 @@ def test_a_calibrated_cut_reads_batches():
 
 def test_a_masked_cut_keeps_every_parameter_and_computes_what_a_physical_cut_does():
     """For a wrapped model (DDP, Trainer, Lightning): the same parameters, the dropped slots held
-    at zero through training, the zeros dropped by finish()."""
+    at zero through training, the zeros dropped by compact()."""
     config, x = SVDTrainingConfig(target_reduction=3.0, gradual_cuts=2), _batch()[0][:1]
     net, twin = _net(), _net()
     masked, physical = SVDTraining(net, config, example=x), SVDTraining(twin, config, example=x)
@@ -222,8 +222,8 @@ def test_a_masked_cut_keeps_every_parameter_and_computes_what_a_physical_cut_doe
     _train(net, masked, optimizer)
     twin.load_state_dict(net.state_dict())
     params = [id(p) for p in net.parameters()]
-    ranks = masked.cut(optimizer, masked=True)
-    assert ranks == physical.cut() and [id(p) for p in net.parameters()] == params
+    ranks = masked.gradual_cut(optimizer, masked=True)
+    assert ranks == physical.gradual_cut() and [id(p) for p in net.parameters()] == params
     net.eval(), twin.eval()
     torch.testing.assert_close(net(x), twin(x), rtol=1e-5, atol=1e-6)
     net.train()
@@ -233,9 +233,24 @@ def test_a_masked_cut_keeps_every_parameter_and_computes_what_a_physical_cut_doe
         k = ranks[name]
         assert not handle.s[k:].any() and not handle.U[:, k:].any() and not handle.Vh[k:].any(), name
     assert masked.state_dict()["masked_ranks"] == ranks
-    masked.cut(optimizer, masked=True)  # the last: the target
-    small = masked.finish().eval()
+    masked.gradual_cut(optimizer, masked=True)  # the last: the target
+    small = masked.compact().eval()
     assert {n: h.rank for n, h in svdtrain.factored_weights(net).items()} == masked.state_dict()["ranks"]
     net.eval()
     torch.testing.assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
     assert svdtrain.count_macs(small, x) <= masked.baseline_macs / 3
+
+
+def test_the_names_of_the_last_release_warn_and_name_the_new_ones():
+    net, x = _net(), _batch()[0][:1]
+    svd = SVDTraining(net, SVDTrainingConfig(target_reduction=2.0, gradual_cuts=1), example=x)
+    with pytest.warns(DeprecationWarning, match=r"^SVDTraining.cut\(\) is now gradual_cut\(\)$"):
+        svd.cut()
+    with pytest.warns(DeprecationWarning, match=r"^SVDTraining.finish\(\) is now compact\(\)$"):
+        assert not svdtrain.factored_weights(svd.finish())
+    with pytest.warns(DeprecationWarning, match="svdtrain.deploy.export moved to svdtrain.export"):
+        import importlib
+        import sys
+
+        sys.modules.pop("svdtrain.deploy.export", None)
+        assert importlib.import_module("svdtrain.deploy.export").load_compact is svdtrain.export.load_compact

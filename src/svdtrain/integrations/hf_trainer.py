@@ -7,7 +7,7 @@ A few lines differ from plain Trainer use::
     trainer = SVDTrainer(model=model, args=args, train_dataset=train, svd=svd)  # or with_svd_training(SFTTrainer)(...)
     trainer.train()          # SVD training; ends pruned by the config's rule
     trainer.train()          # optional: fine-tunes the pruned model
-    small = svd.finish()     # plain torch layers (save it with svdtrain.integrations.hf)
+    small = svd.compact()     # plain torch layers (save it with svdtrain.integrations.hf)
 
 How it meets Trainer's contracts:
 - the regularizers join the loss in ``compute_loss`` (training only, scaled as Trainer scales
@@ -158,7 +158,7 @@ class SVDStateCallback(TrainerCallback, ExportableState):
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         svd = self._find(model)
         if not svd.pruned and svd.cuts < svd.config.gradual_cuts:
-            svd.cut(optimizer, train_dataloader, masked=True)  # shapes stay: Trainer's DDP wrapper holds them
+            svd.gradual_cut(optimizer, train_dataloader, masked=True)  # shapes stay: Trainer's DDP wrapper holds them
         return control
 
     def _find(self, model: nn.Module) -> SVDTraining:

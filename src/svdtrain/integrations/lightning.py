@@ -9,7 +9,7 @@ them is a callback, as Lightning's own ``ModelPruning`` is::
     module = MyModule(net, svd)                  # training_step: return loss + self.svd.loss()
     L.Trainer(max_epochs=10, callbacks=[SVDCallback(svd)]).fit(module, loader)  # ends pruned
     L.Trainer(max_epochs=2).fit(module, loader)  # optional fine-tuning: a fresh optimizer
-    small = svd.finish()                         # plain torch layers
+    small = svd.compact()                         # plain torch layers
 
 Lightning's checkpoints hold the callback's state (steps, cuts, ranks): ``fit(module, loader,
 ckpt_path=...)`` on a freshly built model and SVDTraining resumes across cuts.
@@ -64,7 +64,7 @@ class SVDCallback(pl.Callback):
             return
         if len(trainer.optimizers) != 1:
             raise RuntimeError(f"gradual cuts keep one optimizer in step; this module has {len(trainer.optimizers)}")
-        svd.cut(trainer.optimizers[0], trainer.train_dataloader, masked=True)  # shapes stay: a DDP wrapper holds them
+        svd.gradual_cut(trainer.optimizers[0], trainer.train_dataloader, masked=True)  # shapes stay: a DDP wrapper holds them
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.svd.pruned:

@@ -5,7 +5,7 @@ stage's file from the run folder and writes its own, atomically, with the checks
 it read; training stages also checkpoint every epoch, so ``resume`` continues an interrupted
 stage to the same result as an uninterrupted run. Resuming skips a stage only while its outputs
 are there and its input is the file it was made from: a stage redone redoes those after it.
-Where files live is :class:`RunFolder`'s business, how epochs run :class:`Trainer`'s, what the
+Where files live is :class:`RunFolder`'s business, how epochs run :class:`StageTrainer`'s, what the
 data is :func:`load_data`'s.
 """
 
@@ -39,7 +39,7 @@ from svdtrain.pipeline.run_folder import STAGES, RunFolder, input_stage
 from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.pipeline.sample import sample_text
 from svdtrain.train.schedule import shared_span
-from svdtrain.pipeline.trainer import Trainer
+from svdtrain.pipeline.trainer import StageTrainer
 from svdtrain.train.svd_policy import policy_for, speed_timing
 from svdtrain.train.svd_training import SVDTraining
 
@@ -77,8 +77,8 @@ class Experiment:
         return data
 
     @cached_property
-    def trainer(self) -> Trainer:
-        return Trainer(self.config, self.data, self.task, self.device, self.folder, resume=self.resume, log=self.log,
+    def trainer(self) -> StageTrainer:
+        return StageTrainer(self.config, self.data, self.task, self.device, self.folder, resume=self.resume, log=self.log,
                        dist=self.dist)  # fmt: skip
 
     def engine(self, model: nn.Module, record: dict, *, pruned: bool = False) -> SVDTraining:

@@ -31,7 +31,7 @@ from svdtrain.train.svd_training import SVDTraining
 from svdtrain.train.watch import TrainingDiverged, first_non_finite
 
 
-class Trainer:
+class StageTrainer:
     """In a distributed run each process trains its share of every batch through DDP and
     evaluates its share of the test split; only rank 0 writes."""
 
@@ -171,7 +171,7 @@ class Trainer:
             return False
         before = {id(p) for p in model.parameters()}
         calibration, batchnorm = cut_batches(self.config, self.data, engine.cuts + 1)
-        engine.cut(optimizer, calibration, bn_batches=batchnorm)
+        engine.gradual_cut(optimizer, calibration, bn_batches=batchnorm)
         return {id(p) for p in model.parameters()} != before
 
     def _step(self, model: nn.Module, regularization: Regularization,

@@ -33,15 +33,15 @@ from svdtrain.train.svd_policy import measure_multiple, policy_for, speed_exampl
 
 class SVDTraining:
     """SVD training of ``model`` in any loop: add :meth:`loss` to the task loss each step (and
-    call :meth:`after_step` after the optimizer's, for a proximal term), :meth:`cut` at epoch
-    ends when cutting gradually, :meth:`prune` once, fine-tune if you like, then :meth:`finish`
+    call :meth:`after_step` after the optimizer's, for a proximal term), :meth:`gradual_cut` at epoch
+    ends when cutting gradually, :meth:`prune` once, fine-tune if you like, then :meth:`compact`
     for the compact model. The pipeline (``svdtrain run``) drives this same object.
 
     ``model`` is decomposed in place (unless it already has factored weights; ``filter_fn``
     picks modules as in :func:`svdtrain.decompose`): build its optimizer afterwards, e.g. from
     :meth:`param_groups`. ``example`` (one input batch, as the model takes it) is what MACs are
     counted on: needed for a target, ``macs_weighted`` and ``budget_tail``, and used by
-    :meth:`finish`. ``teacher`` (with ``distill_weight``): the model to distill from; default,
+    :meth:`compact`. ``teacher`` (with ``distill_weight``): the model to distill from; default,
     a frozen copy of ``model`` as given, taken before it is decomposed. ``baseline_macs``: the
     dense model's MACs, where ``model`` is already factored (counted on ``model`` otherwise).
     ``speed_example``: the batch speed targets time (default: ``example`` at the config's
@@ -58,7 +58,7 @@ class SVDTraining:
         ...     loss = F.cross_entropy(model(x), y) + svd.loss()
         ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
         >>> svd.prune(optimizer)  # then fine-tune on, if you like
-        >>> small = svd.finish()  # plain torch layers
+        >>> small = svd.compact()  # plain torch layers
 
     Raises:
         ValueError: an option that needs ``example`` without it, ``distill_weight`` on an
@@ -155,7 +155,7 @@ class SVDTraining:
 
     def refresh_tails(self) -> None:
         """With ``budget_tail``: choose again the singular values the target would drop now, the
-        ones the sparsity term pulls on (call it at each epoch start; :meth:`cut` does too)."""
+        ones the sparsity term pulls on (call it at each epoch start; :meth:`gradual_cut` does too)."""
         if self._tails is None:
             return
         ranks = self.policy().ranks(self.model)
@@ -202,7 +202,7 @@ class SVDTraining:
                             multiple=self.config.rank_multiple or self.measured_multiple or 1)  # fmt: skip
         return kept_energy(self.model, policy.ranks(self.model))
 
-    def cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
+    def gradual_cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
             bn_batches: Iterable | None = None, masked: bool = False) -> dict[str, int]:  # fmt: skip
         """The next of ``gradual_cuts`` cuts (call it at each epoch end, say): prune in place to
         (1/target_reduction)^(k/K) of the dense MACs at the k-th of K, so each cut shrinks the
@@ -214,7 +214,7 @@ class SVDTraining:
 
         ``masked``: keep every parameter's shape (the dropped slots held at zero; call
         :meth:`after_step` after each optimizer step): for a model a wrapper holds (DDP, Trainer,
-        Lightning), with no re-wrap. :meth:`prune` or :meth:`finish` drops the zeros at the end.
+        Lightning), with no re-wrap. :meth:`prune` or :meth:`compact` drops the zeros at the end.
         Unmasked, the factors shrink: rebuild a DDP wrapper after the cut.
 
         Once all are made (or after :meth:`prune`), a call changes nothing and returns the
@@ -225,8 +225,8 @@ class SVDTraining:
         """
         c = self.config
         if not c.gradual_cuts:
-            raise ValueError("cut() makes the config's gradual_cuts, and it has none: set gradual_cuts > 0, or call "
-                             "prune() once")  # fmt: skip
+            raise ValueError("gradual_cut() makes the config's gradual_cuts, and it has none: set gradual_cuts > 0, "
+                             "or call prune() once")  # fmt: skip
         if self.pruned or self.cuts >= c.gradual_cuts:
             return {**ranks_of(self.model), **self.masks.live}
         self.cuts += 1
@@ -242,7 +242,7 @@ class SVDTraining:
         """Prune in place by the config's rule (or ``policy``, e.g. a :class:`svdtrain.Speedup`);
         from then on :meth:`loss` is the orthogonality term alone, for fine-tuning, and
         :attr:`distillation` applies where ``distill_weight`` is set. ``optimizer``, ``batches``
-        and ``bn_batches`` as in :meth:`cut`; ``recalibrate=False`` leaves BatchNorm as it is
+        and ``bn_batches`` as in :meth:`gradual_cut`; ``recalibrate=False`` leaves BatchNorm as it is
         (to measure the model first, then :meth:`recalibrate_batchnorm`). Returns the kept ranks."""
         policy = self.policy() if policy is None else policy
         ranks = self._prune(policy, optimizer, batches, bn_batches, recalibrate=recalibrate)
@@ -260,7 +260,7 @@ class SVDTraining:
             device = next(self.model.parameters()).device
             recalibrate_batchnorm(self.model, batches, self.config.bn_recalibration_batches, device, _AnyBatch())
 
-    # -- resuming and finishing ------------------------------------------------------------------
+    # -- resuming and the compact model ------------------------------------------------------------------
     def state_dict(self) -> dict:
         """What a resumed run needs besides the model's and optimizer's state dicts: the steps
         and cuts done, whether pruned, each factored weight's rank, the dense MACs, the measured
@@ -298,7 +298,7 @@ class SVDTraining:
         self.masks.restore(state.get("masked_ranks") or {})
         self._terms = None
 
-    def finish(self, example: Inputs | None = None, **compact_options) -> nn.Module:
+    def compact(self, example: Inputs | None = None, **compact_options) -> nn.Module:
         """A compact copy of the model as it is now (prune first), made of plain torch layers:
         :func:`svdtrain.compact` on ``example`` (default: the one given at construction).
 
@@ -314,6 +314,16 @@ class SVDTraining:
             self.masks.materialize()
         return compact(self.model, self._example(example if example is not None else self.example), **compact_options)
 
+    def cut(self, *args, **kwargs) -> dict[str, int]:
+        """The name of an earlier release: :meth:`gradual_cut`."""
+        warnings.warn("SVDTraining.cut() is now gradual_cut()", DeprecationWarning, stacklevel=2)
+        return self.gradual_cut(*args, **kwargs)
+
+    def finish(self, *args, **kwargs) -> nn.Module:
+        """The name of an earlier release: :meth:`compact`."""
+        warnings.warn("SVDTraining.finish() is now compact()", DeprecationWarning, stacklevel=2)
+        return self.compact(*args, **kwargs)
+
     def _check_pruned(self) -> None:
         c = self.config
         if self.pruned or (c.gradual_cuts and self.cuts == c.gradual_cuts):
@@ -321,9 +331,9 @@ class SVDTraining:
         if c.target_reduction:
             cuts = f"{self.cuts} of {c.gradual_cuts} gradual cuts made, " if c.gradual_cuts else ""
             now = count_macs(self.model, self._example(self.example))
-            raise ValueError(f"finish() before the model reaches target_reduction={c.target_reduction:g}: {cuts}not "
+            raise ValueError(f"compact() before the model reaches target_reduction={c.target_reduction:g}: {cuts}not "
                              f"pruned, it has {now:,} MACs of the dense {self.baseline_macs:,}; call prune() first")
-        warnings.warn("finish() before prune(): nothing was pruned, so the compact model keeps every singular value; "
+        warnings.warn("compact() before prune(): nothing was pruned, so the compact model keeps every singular value; "
                       "call prune() first", stacklevel=3)
 
     def _example(self, example: Inputs | None) -> Inputs | None:

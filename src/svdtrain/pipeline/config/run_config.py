@@ -15,8 +15,8 @@ from svdtrain.bounds import brief
 from svdtrain.models import check_model_name, models_serving, tasks_served
 from svdtrain.pipeline.config.options import checked, convert, default_of, flag_of, option, validate_options
 from svdtrain.pipeline.config.sections import (
-    IMAGE_DATASETS, TEXT_DATASETS, DataConfig, ExportConfig, FinetuneConfig, OptimConfig, PruneConfig, RunSettings,
-    StartConfig, SVDTrainConfig,
+    IMAGE_DATASETS, TEXT_DATASETS, DataSection, ExportSection, FinetuneSection, OptimSection, PruneSection, RunSection,
+    StartSection, SVDTrainSection,
 )  # fmt: skip
 from svdtrain.tasks import TASKS
 from svdtrain.train.svd_config import SVDTrainingConfig
@@ -34,14 +34,14 @@ class RunConfig:
     task: Literal[TASK_NAMES] = option("classification", "what the model learns: classification (images), "
                                        "language_modeling (next token), masked_lm (BERT's masked tokens; model "
                                        "tiny_bert)")  # fmt: skip
-    data: DataConfig = field(default_factory=DataConfig)
-    start: StartConfig = field(default_factory=StartConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    svd_train: SVDTrainConfig = field(default_factory=SVDTrainConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    run: RunSettings = field(default_factory=RunSettings)
+    data: DataSection = field(default_factory=DataSection)
+    start: StartSection = field(default_factory=StartSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    svd_train: SVDTrainSection = field(default_factory=SVDTrainSection)
+    prune: PruneSection = field(default_factory=PruneSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    run: RunSection = field(default_factory=RunSection)
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:

@@ -64,7 +64,7 @@ class Section:
 
 
 @dataclass
-class DataConfig(Section):
+class DataSection(Section):
     """data: what the model learns from, and in which batches"""
 
     dataset: Literal[IMAGE_DATASETS + TEXT_DATASETS] = option(
@@ -97,7 +97,7 @@ class DataConfig(Section):
 
 
 @dataclass
-class StartConfig(Section):
+class StartSection(Section):
     """start: how the SVD model is obtained"""
 
     init: Literal["svd", "random"] = option("random", "svd: decompose a dense model (pretrained, or trained here "
@@ -117,7 +117,7 @@ class StartConfig(Section):
 
 
 @dataclass
-class OptimConfig(Section):
+class OptimSection(Section):
     """optim: how every training stage steps"""
 
     optimizer: Literal["adam", "sgd"] = option("adam", "adam or sgd")
@@ -149,7 +149,7 @@ class OptimConfig(Section):
 
 
 @dataclass
-class SVDTrainConfig(Section):
+class SVDTrainSection(Section):
     """svd_train: training with the orthogonality and sparsity regularizers"""
 
     epochs: Epochs = option(164, "SVD-training epochs", flag="svd_epochs")
@@ -190,7 +190,7 @@ class SVDTrainConfig(Section):
 
 
 @dataclass
-class PruneConfig(Section):
+class PruneSection(Section):
     """prune: which singular values to keep: by a speed or MACs target, else a threshold, else energy"""
 
     target_speedup: Target = option(0.0, "> 1: ranks for this measured speedup over dense (on speed_device in "
@@ -224,7 +224,7 @@ class PruneConfig(Section):
 
 
 @dataclass
-class FinetuneConfig(Section):
+class FinetuneSection(Section):
     """finetune: training the pruned model (orthogonality only), optionally distilled from dense"""
 
     epochs: Epochs = option(164, "fine-tuning epochs", flag="finetune_epochs")
@@ -238,14 +238,14 @@ class FinetuneConfig(Section):
 
 
 @dataclass
-class ExportConfig(Section):
+class ExportSection(Section):
     """export: the deployed files"""
 
     onnx: bool = option(True, "also write model.onnx (needs onnx and onnxruntime)", flag="export_onnx")
 
 
 @dataclass
-class RunSettings(Section):
+class RunSection(Section):
     """run: where and how reproducibly it runs"""
 
     seed: NonNegativeInt = option(0, "seed of every random choice: data order, initialization, samples")
