@@ -113,8 +113,8 @@ def test_the_singular_values_get_their_own_rate(tmp_path):
     assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
 
 
-@pytest.mark.parametrize("base", ["Seq2SeqTrainer", "SFTTrainer"])
-def test_any_trainer_class_composes_with_svd_training(tmp_path, base):
+def _composed(tmp_path, base, config, **extra_args):
+    """``base`` (a Trainer subclass) with SVD training on the tiny GPT-2, ready to train."""
     if base == "SFTTrainer":
         trl = pytest.importorskip("trl")
         datasets = pytest.importorskip("datasets")
@@ -132,14 +132,22 @@ def test_any_trainer_class_composes_with_svd_training(tmp_path, base):
         built = {}
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2,
-                                                                 n_head=4, pad_token_id=0))  # fmt: skip
-    svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(target_reduction=2.0, gradual_cuts=1),
-                               example=_Tokens().ids[:1])  # fmt: skip
+                                                                 n_head=4, pad_token_id=0, resid_pdrop=0.0,
+                                                                 embd_pdrop=0.0, attn_pdrop=0.0))  # fmt: skip
+    svd = svdtrain.SVDTraining(model, config, example=_Tokens().ids[:1])
     args = args_cls(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
-                    report_to=[], save_strategy="no", disable_tqdm=True, num_train_epochs=1, **extra)  # fmt: skip
+                    report_to=[], disable_tqdm=True, **{"save_strategy": "no", "num_train_epochs": 1, **extra,
+                                                        **extra_args})  # fmt: skip
     trainer = svdtrain.integrations.hf_trainer.with_svd_training(cls)(model=model, args=args, train_dataset=data,
                                                                      svd=svd, **built)  # fmt: skip
     assert isinstance(trainer, cls) and type(trainer).__name__ == f"SVD{base}"
+    return trainer
+
+
+@pytest.mark.parametrize("base", ["Seq2SeqTrainer", "SFTTrainer"])
+def test_any_trainer_class_composes_with_svd_training(tmp_path, base):
+    trainer = _composed(tmp_path, base, svdtrain.SVDTrainingConfig(target_reduction=2.0, gradual_cuts=1))
+    svd, model = trainer.svd, trainer.model
     trainer.train()
     assert svd.cuts == 1 and svd.pruned
     assert svdtrain.count_macs(model, svd.example) <= svd.baseline_macs / 2
@@ -148,3 +156,17 @@ def test_any_trainer_class_composes_with_svd_training(tmp_path, base):
 def test_with_svd_training_takes_trainer_classes_only():
     with pytest.raises(TypeError, match="takes transformers.Trainer or a subclass"):
         svdtrain.integrations.hf_trainer.with_svd_training(dict)
+
+
+def test_an_sft_trainer_run_resumed_after_a_cut_ends_with_the_same_ranks_and_weights(tmp_path):
+    config = svdtrain.SVDTrainingConfig(target_reduction=2.0, gradual_cuts=2)
+    settings = {"num_train_epochs": 3, "save_strategy": "epoch", "seed": 0, "data_seed": 0}
+    whole = _composed(tmp_path, "SFTTrainer", config, **settings)
+    whole.train()
+    first = sorted(tmp_path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    resumed = _composed(tmp_path, "SFTTrainer", config, **settings)
+    resumed.train(resume_from_checkpoint=str(first))
+    assert (resumed.svd.cuts, resumed.svd.pruned) == (2, True)
+    assert svdtrain.train.checkpoint.ranks_of(resumed.model) == svdtrain.train.checkpoint.ranks_of(whole.model)
+    for (key, value), other in zip(_state(whole.model).items(), _state(resumed.model).values()):
+        torch.testing.assert_close(other, value, rtol=1e-4, atol=1e-5, msg=key)
