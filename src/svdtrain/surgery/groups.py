@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svdtrain.linalg import smaller_grams, sparsity_penalties
+from svdtrain.surgery.sharded_groups import ShardedFactorGroups, is_sharded
 from svdtrain.surgery.walk import require_factored_weights
 
 
@@ -104,6 +105,13 @@ class FactorGroups:
             raise ValueError("these groups were built without tails")
         with torch.autocast(self.inverse_k2.device.type, enabled=False):
             return (self.padded_values().abs() * self.tail_weights).sum()
+
+
+def factor_groups(model: nn.Module, scales: dict[str, float] | None = None,
+                  tails: dict[str, torch.Tensor] | None = None) -> FactorGroups | ShardedFactorGroups:  # fmt: skip
+    """The regularizers' groups for ``model``: batched by shape, or for factors FSDP2 sharded,
+    computed on the shards (:class:`~svdtrain.surgery.sharded_groups.ShardedFactorGroups`)."""
+    return ShardedFactorGroups(model, scales, tails) if is_sharded(model) else FactorGroups(model, scales, tails)
 
 
 def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from svdtrain.linalg import check_sparsity_kind
-from svdtrain.surgery.groups import FactorGroups
+from svdtrain.surgery.groups import factor_groups
 from svdtrain.surgery.walk import require_factored_weights
 
 
@@ -17,7 +17,7 @@ def orthogonality_loss(model: nn.Module) -> torch.Tensor:
     Raises:
         ValueError: the model has no factored weights.
     """
-    return FactorGroups(model).orthogonality()
+    return factor_groups(model).orthogonality()
 
 
 def sparsity_loss(model: nn.Module, kind: str = "hoyer", scales: dict[str, float] | None = None) -> torch.Tensor:
@@ -28,13 +28,13 @@ def sparsity_loss(model: nn.Module, kind: str = "hoyer", scales: dict[str, float
         ValueError: unknown kind, or the model has no factored weights.
     """
     check_sparsity_kind(kind)
-    return FactorGroups(model, scales).sparsity(kind)
+    return factor_groups(model, scales).sparsity(kind)
 
 
 def tail_l1_loss(model: nn.Module, tails: dict[str, torch.Tensor], scales: dict[str, float] | None = None) -> torch.Tensor:
     """Sum over factored weights of the L1 norm of the singular values ``tails[name]`` marks
     (a bool mask over s): the ones a pruning budget is going to drop, and only those."""
-    return FactorGroups(model, scales, tails).tail_l1()
+    return factor_groups(model, scales, tails).tail_l1()
 
 
 @torch.no_grad()

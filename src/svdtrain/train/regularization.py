@@ -9,7 +9,7 @@ from torch import nn
 
 from svdtrain.linalg import check_positive_int, check_sparsity_kind
 from svdtrain.surgery import factored_weights
-from svdtrain.surgery.groups import FactorGroups
+from svdtrain.surgery.groups import factor_groups
 from svdtrain.surgery.losses import soft_threshold_
 
 
@@ -84,7 +84,7 @@ class RegularizationTerms:
 
     def __init__(self, regularization: Regularization, model: nn.Module) -> None:
         r = regularization
-        self.groups = FactorGroups(model, r.scales)
+        self.groups = factor_groups(model, r.scales)
         self.ortho = r.every * r.ortho_weight
         self.sparsity = 0.0 if r.proximal else r.every * r.sparsity_weight
         self.kind, self.tails = r.sparsity_kind, r.tails
