@@ -23,7 +23,7 @@ from torch import nn
 
 from svdtrain.export import export_compact, load_compact
 from svdtrain.models import build_model
-from svdtrain.surgery import compact, count_macs, count_params, decompose, singular_values
+from svdtrain.surgery import ParamsBudget, compact, count_macs, count_params, decompose, prune, singular_values
 from svdtrain.tasks import Task, task_named
 from svdtrain.train.checkpoint import (
     damage, file_checksum, load_checkpoint, load_matching, ranks_of, read_state_dict, rebuild_svd_model,
@@ -202,9 +202,9 @@ class Experiment:
                 if self.dist.is_main:
                     save_checkpoint(self.folder.adapted_dense, {"state_dict": _cpu_state(dense)})
             metrics = self.evaluation(dense)
-            model = decompose(dense, scheme=s.scheme, init="svd")
+            model = self._lean(decompose(dense, scheme=s.scheme, init="svd"))
         else:
-            model = decompose(dense, scheme=s.scheme, init="random")
+            model = self._lean(decompose(dense, scheme=s.scheme, init="random"))
             if s.epochs:
                 regularization = Regularization(ortho_weight=c.svd_train.ortho_weight, every=c.svd_train.regularize_every)
                 history = self.trainer.fit("start", model, s.epochs, regularization)
@@ -213,6 +213,14 @@ class Experiment:
         self.log(f"start: baseline {self.describe(metrics)}, {dense_macs:,} MACs")
         self.save_stage("start", model, baseline=baseline, history=history, seconds=time.perf_counter() - started,
                         **metrics)  # fmt: skip
+
+    def _lean(self, model: nn.Module) -> nn.Module:
+        """The decomposed model cut to ``lean_start`` of the dense parameters, where set."""
+        share = self.config.start.lean_start
+        if share:
+            ranks = prune(model, ParamsBudget(share))
+            self.log(f"start: lean start at {share:g} of the dense parameters ({sum(ranks.values())} singular values)")
+        return model
 
     def run_svd_train(self) -> None:
         t = self.config.svd_train

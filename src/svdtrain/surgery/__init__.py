@@ -6,7 +6,7 @@ from svdtrain.surgery.decompose import decompose
 from svdtrain.surgery.losses import orthogonality_loss, singular_values, sparsity_loss
 from svdtrain.surgery.macs import attention_macs, count_macs, count_params, macs_by_layer
 from svdtrain.surgery.multiple import fastest_multiple
-from svdtrain.surgery.policies import Energy, MacsBudget, RankPolicy, Ranks, Speedup, Threshold
+from svdtrain.surgery.policies import Energy, MacsBudget, ParamsBudget, RankPolicy, Ranks, Speedup, Threshold
 from svdtrain.surgery.prune import prune
 from svdtrain.surgery.spec import compact_spec, rebuild_compact
 from svdtrain.surgery.walk import copy_model, factored_weights
@@ -15,6 +15,7 @@ __all__ = [
     "Calibration",
     "Energy",
     "MacsBudget",
+    "ParamsBudget",
     "RankPolicy",
     "Ranks",
     "Speedup",

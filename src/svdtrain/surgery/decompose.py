@@ -72,6 +72,12 @@ def _candidates(model: nn.Module, scheme: str) -> tuple[dict[str, tuple[nn.Modul
     return found, refused
 
 
+def factorizable(model: nn.Module, scheme: str = "channel") -> dict[str, tuple[nn.Module, str, str]]:
+    """{weight name: (module, parameter name, matrix view)} of every weight :func:`decompose`
+    would factor, without factoring it (a model on the meta device too)."""
+    return _candidates(model, scheme)[0]
+
+
 def decompose(
     model: nn.Module,
     scheme: str = "channel",

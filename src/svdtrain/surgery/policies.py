@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from svdtrain.linalg import check_energy, check_positive_int, check_threshold, energy_rank, threshold_rank
-from svdtrain.surgery.allocate import Costs, greedy_ranks
+from svdtrain.surgery.allocate import Costs, RankCosts, greedy_ranks
 from svdtrain.surgery.budget import energy_for_macs, macs_costs
 from svdtrain.surgery.latency import measured_costs
 from svdtrain.surgery.macs import Inputs, count_macs
@@ -127,6 +127,39 @@ class MacsBudget:
             raise ValueError(f"a budget of {budget:,} MACs is out of reach: even {at} per layer costs "
                              f"{round(costs.floor()):,}")  # fmt: skip
         return greedy_ranks(costs, scores, {name: layer.rank for name, layer in layers.items()}, budget)
+
+
+@dataclass(frozen=True)
+class ParamsBudget:
+    """The factored weights together hold at most ``share`` of their dense parameters (m x n
+    each) in their factors (m + n + 1 per rank): 1.0 trains the SVD form with no more
+    parameters, gradients and optimizer state than the dense model. Values are dropped across
+    weights by least relative energy lost per parameter saved (the greedy allocator of
+    :class:`MacsBudget`): a lean start for SVD training, which then prunes further.
+
+    Example:
+        >>> prune(model, ParamsBudget(1.0))  # right after decompose(model)
+    """
+
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.share, bool) or not isinstance(self.share, (int, float)) or not 0 < self.share < float("inf"):
+            raise ValueError(f"share must be a number > 0, got {self.share!r}")
+
+    def ranks(self, model: nn.Module, calibration: Calibration | None = None) -> dict[str, int]:
+        layers = require_factored_weights(model)
+        shapes = {name: layer.shape for name, layer in layers.items()}
+        budget = self.share * sum(m * n for m, n in shapes.values())
+        costs = Costs({name: RankCosts(deployed={r: (m + n + 1) * r for r in range(layers[name].rank, 0, -1)})
+                       for name, (m, n) in shapes.items()})  # fmt: skip
+        current = {name: layer.rank for name, layer in layers.items()}
+        if costs.total(current) <= budget:
+            return current
+        if costs.total(dict.fromkeys(current, 1)) > budget:
+            raise ValueError(f"a budget of {self.share:g} of the dense parameters is out of reach: even rank 1 per "
+                             f"weight holds more")  # fmt: skip
+        return greedy_ranks(costs, spectra(model, calibration), current, budget)
 
 
 def gradual_budget(dense_macs: int, reduction: float, done: int, total: int) -> int:

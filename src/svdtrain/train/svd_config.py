@@ -35,6 +35,7 @@ class SVDTrainingConfig:
 
     scheme: str = "channel"  # how conv kernels become matrices: channel (out x in*k*k) or spatial (in*kh x out*kw)
     init: str = "svd"  # svd: keep the (pretrained) model's function; random: the paper's from-scratch factors
+    lean_start: float = 0.0  # > 0: once decomposed, factors hold at most this share of the dense weights' parameters
     # -- SVD training: the regularizers and what steers them (the pipeline's svd_train section)
     ortho_weight: float = 1.0  # lambda_o: the orthogonality term on U and Vh (also while fine-tuning)
     sparsity_kind: str = "hoyer"  # the sparsity term on s: l1, hoyer (|s|_1/|s|_2) or hoyer_square
@@ -70,7 +71,8 @@ class SVDTrainingConfig:
         check_sparsity_kind(self.sparsity_kind)
         check_energy(self.energy)
         check_threshold(self.threshold)
-        for name in ("ortho_weight", "sparsity_weight", "target_reduction", "target_speedup", "distill_weight"):
+        for name in ("ortho_weight", "sparsity_weight", "target_reduction", "target_speedup", "distill_weight",
+                     "lean_start"):
             _check_number(name, getattr(self, name))
         for name in ("s_lr_scale", "distill_temperature"):
             _check_number(name, getattr(self, name), positive=True)

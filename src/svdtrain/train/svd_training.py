@@ -13,7 +13,7 @@ from torch import nn
 
 from svdtrain.bounds import brief
 from svdtrain.linalg import SCHEMES, importance_order
-from svdtrain.surgery import RankPolicy, Ranks, calibrate, compact, count_macs, decompose, factored_weights, prune
+from svdtrain.surgery import ParamsBudget, RankPolicy, Ranks, calibrate, compact, count_macs, decompose, factored_weights, prune
 from svdtrain.surgery.budget import macs_per_rank
 from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
@@ -83,6 +83,8 @@ class SVDTraining:
             _check_scheme(model, config.scheme)
         else:
             decompose(model, config.scheme, config.init, filter_fn)
+            if config.lean_start:  # before any optimizer exists: nothing to follow
+                prune(model, ParamsBudget(config.lean_start))
         self.model, self.config, self.example = model, config, example
         if baseline_macs is None and example is not None:
             baseline_macs = count_macs(model, example)  # as given: dense, or its factored form

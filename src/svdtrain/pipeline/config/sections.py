@@ -106,6 +106,10 @@ class StartSection(Section):
                              "as the data path is")
     scheme: Literal[SCHEMES] = option("channel", "how conv kernels become matrices: channel (out x in*k*k) or "
                                       "spatial (in*kh x out*kw)")  # fmt: skip
+    lean_start: NonNegative = option(0.0, "> 0: once decomposed, cut the factors to at most this share of the "
+                                     "dense weights' parameters, by least energy lost per parameter (1.0: the SVD "
+                                     "form trains with no more parameters, gradients and optimizer state than "
+                                     "dense); SVD training prunes on from there")  # fmt: skip
     epochs: Epochs = option(164, "init svd: dense epochs before decomposing (adapts a checkpoint, or trains "
                                     "from scratch); init random: SVD-form epochs, orthogonality only",
                                     flag="start_epochs")  # fmt: skip
