@@ -20,6 +20,7 @@ from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
 from svdtrain.surgery.ranks import kept_energy
+from svdtrain.surgery.sharded_groups import is_sharded
 from svdtrain.tasks.base import Task, to_device
 from svdtrain.train.checkpoint import ranks_of, shrink_to
 from svdtrain.train.distill import Distillation
@@ -357,6 +358,10 @@ class SVDTraining:
         or with the optimizer following), give every process rank 0's factors, then re-estimate
         BatchNorm statistics."""
         c = self.config
+        if is_sharded(self.model):
+            raise NotImplementedError("cutting factors FSDP2 has sharded is not supported yet: SVD-train under FSDP2, "
+                                      "then gather a full state dict and prune and compact on one process "
+                                      "(docs/distributed.md)")  # fmt: skip
         device = next(self.model.parameters()).device
         if c.calibration != "none" and batches is None:
             raise ValueError(f"calibration {c.calibration!r} reads training batches: give batches=")
