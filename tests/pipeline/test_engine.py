@@ -110,3 +110,25 @@ def test_the_energy_measure_never_measures_the_rank_multiple(tmp_path, monkeypat
     monkeypatch.setattr(svd_policy, "fastest_multiple", no_timing)
     engine, _ = _engine(tmp_path, {"target_reduction": 2.0, "rank_multiple": 0})
     assert 0 < engine.target_energy() < 1 and engine.measured_multiple is None
+
+
+def test_the_engine_config_has_every_lever_of_the_pipeline_under_the_same_name_and_default():
+    """SVDTrainingConfig and the pipeline's sections: one set of names, one set of defaults. The
+    differences are the documented ones: init (the library decomposes the model it is given,
+    the pipeline trains from scratch unless told) and gradual_cuts (the pipeline's gradual with
+    0 cuts after every epoch)."""
+    import dataclasses
+
+    from svdtrain.pipeline.config import OPTIONS
+
+    engine = {f.name: f.default for f in dataclasses.fields(SVDTrainingConfig) if f.name != "version"}
+    pipeline = {o.name: o.default for o in OPTIONS.values() if o.section in ("start", "svd_train", "prune", "finetune")}
+    assert set(engine) <= set(pipeline), set(engine) - set(pipeline)
+    differing = {name for name in engine if engine[name] != pipeline[name]}
+    assert differing == {"init"}, differing
+    levers = {"s_lr_scale", "proximal", "macs_weighted", "budget_tail", "distill", "target_speedup", "lean_start"}
+    assert levers <= set(engine)
+    from svdtrain.pipeline.config import resolve_config
+
+    mapped = resolve_config(overrides={"dataset": "digits", "start_epochs": 1}).svd_training
+    assert mapped.init == "random" and mapped.gradual_cuts == 0

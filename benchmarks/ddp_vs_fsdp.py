@@ -1,0 +1,103 @@
+"""Issue 31: GPT-2 124M (built from its config) in full-rank SVD form, SVD-trained on 2 CPU
+processes under DDP and under FSDP2: each process's peak memory and the step time.
+
+Each mode is its own torchrun launch (so each process's peak RSS is its own), launched in turn
+A B A B; the step time is the median over steps after a warm-up, the ratio of medians over the
+rounds. Each process trains on its own batch of random tokens; the loss is the LM loss plus
+SVD training's two regularizers (computed on the shards under FSDP2).
+
+    python benchmarks/ddp_vs_fsdp.py --out benchmarks/results/issue31_ddp_vs_fsdp.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def worker(mode: str, steps: int, batch: int, length: int) -> dict:
+    import torch.distributed as dist
+    import transformers
+    from torch.distributed.fsdp import fully_shard
+
+    import svdtrain
+    from svdtrain.surgery.sharded_groups import mark_factors, shard_placement
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
+    if mode == "fsdp":
+        mark_factors(model)
+        for block in model.transformer.h:
+            fully_shard(block, shard_placement_fn=shard_placement)
+        fully_shard(model)
+        net = model
+    else:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.AdamW(svd.param_groups(1e-4))
+    ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(rank))
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = net(input_ids=ids, labels=ids).loss + svd.loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
+    return {"rank": rank, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "step_seconds": statistics.median(seconds[1:]), "local_params": local, "loss": float(loss)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/issue31_ddp_vs_fsdp.json"))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # a torchrun child: the mode
+    args = parser.parse_args()
+    if args.worker:
+        result = worker(args.worker, args.steps, args.batch, args.length)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    runs: dict[str, list[list[dict]]] = {"ddp": [], "fsdp": []}
+    for _ in range(args.rounds):
+        for mode in ("ddp", "fsdp"):
+            done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", __file__, "--worker", mode,
+                                   "--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length)],
+                                  capture_output=True, text=True, check=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+            results = [json.loads(line.split("RESULT ", 1)[1]) for line in done.stdout.splitlines() if "RESULT " in line]
+            runs[mode].append(results)
+            print(mode, [(r["rank"], f"{r['peak_rss_bytes'] / 2**30:.2f} GiB", f"{r['step_seconds']:.2f} s") for r in results],
+                  flush=True)  # fmt: skip
+    peak = {mode: max(r["peak_rss_bytes"] for run in rows for r in run) for mode, rows in runs.items()}
+    step = {mode: statistics.median(max(r["step_seconds"] for r in run) for run in rows) for mode, rows in runs.items()}
+    summary = {"peak_rss_per_process_bytes": peak, "fsdp_over_ddp_peak": peak["fsdp"] / peak["ddp"],
+               "step_seconds": step, "fsdp_over_ddp_step": step["fsdp"] / step["ddp"]}  # fmt: skip
+    print(json.dumps(summary, indent=1))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _results import write_results
+
+    write_results(args.out, "ddp_vs_fsdp", {"settings": {k: getattr(args, k) for k in ("rounds", "steps", "batch",
+                                                                                      "length")},
+                                            "runs": runs, **summary})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
