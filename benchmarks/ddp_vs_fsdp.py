@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 
-def worker(mode: str, steps: int, batch: int, length: int) -> dict:
+def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) -> dict:
     import torch.distributed as dist
     import transformers
     from torch.distributed.fsdp import fully_shard
@@ -36,7 +36,8 @@ def worker(mode: str, steps: int, batch: int, length: int) -> dict:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    tiny = dict(n_layer=2, n_embd=64, n_head=2, vocab_size=256, n_positions=64) if quick else {}
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**tiny))
     svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
     if mode == "fsdp":
         mark_factors(model)
@@ -63,7 +64,8 @@ def worker(mode: str, steps: int, batch: int, length: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/issue31_ddp_vs_fsdp.json"))
+    parser.add_argument("--out", "--json", type=Path, default=Path("benchmarks/results/issue31_ddp_vs_fsdp.json"))
+    parser.add_argument("--quick", action="store_true", help="a 2-layer GPT-2 of width 64, one round (seconds)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
@@ -71,15 +73,18 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a torchrun child: the mode
     args = parser.parse_args()
     if args.worker:
-        result = worker(args.worker, args.steps, args.batch, args.length)
+        result = worker(args.worker, args.steps, args.batch, args.length, args.quick)
         print("RESULT " + json.dumps(result), flush=True)
         return
+    if args.quick:
+        args.rounds, args.steps, args.length = 1, 3, 32
     torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
     runs: dict[str, list[list[dict]]] = {"ddp": [], "fsdp": []}
     for _ in range(args.rounds):
         for mode in ("ddp", "fsdp"):
             done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", __file__, "--worker", mode,
-                                   "--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length)],
+                                   "--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length),
+                                   *(["--quick"] if args.quick else [])],
                                   capture_output=True, text=True, check=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
             results = [json.loads(line.split("RESULT ", 1)[1]) for line in done.stdout.splitlines() if "RESULT " in line]

@@ -35,6 +35,7 @@ CONFIGS = {
     "llama-1B-4-layers": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=4,
                                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                         tie_word_embeddings=True)),
+    "gpt2-tiny": ("gpt2", dict(n_layer=1, n_embd=64, n_head=2, vocab_size=256, n_positions=32)),
     "llama-7B": ("llama", dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                                num_key_value_heads=32, vocab_size=32000)),
 }
@@ -79,15 +80,17 @@ def measure(name: str, form: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/issue31_memory_plan.json"))
+    parser.add_argument("--out", "--json", type=Path, default=Path("benchmarks/results/issue31_memory_plan.json"))
+    parser.add_argument("--quick", action="store_true", help="a tiny GPT-2 only, planned and measured (seconds)")
     parser.add_argument("--measure", nargs=2, metavar=("MODEL", "FORM"), help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
         return
-    planned = {name: plan(name) for name in CONFIGS}
+    names = ("gpt2-tiny",) if args.quick else tuple(name for name in CONFIGS if name != "gpt2-tiny")
+    planned = {name: plan(name) for name in names}
     measured = {}
-    for name in MEASURED:  # each form in a fresh process, so each peak RSS is its own
+    for name in ("gpt2-tiny",) if args.quick else MEASURED:  # each form in a fresh process, so each peak RSS is its own
         for form in FORMS:
             done = subprocess.run([sys.executable, __file__, "--measure", name, form], capture_output=True, text=True,
                                   check=True)  # fmt: skip
