@@ -1,6 +1,7 @@
-"""SVD training's regularizers under FSDP2 on 2 CPU processes (gloo): computed on the shards, their
+"""SVD training under FSDP2 on 2 CPU processes (gloo). The regularizers computed on the shards: their
 values and gradients, and a whole training step's gradients, equal the unsharded model's
-(relative 1e-5), with FSDP2's default placement (rows) and with Vh sharded along its long side."""
+(relative 1e-5), with FSDP2's default placement (rows) and with Vh sharded along its long side.
+A sharded checkpoint (torch.distributed.checkpoint) resumes to the uninterrupted run."""
 
 import json
 import os
@@ -26,3 +27,17 @@ def test_the_terms_and_a_step_on_shards_equal_the_unsharded_model(tmp_path, mode
         worst = json.loads((tmp_path / f"{mode}-{rank}.json").read_text())
         assert set(worst) == {"orthogonality", "hoyer", "hoyer_square", "l1", "tail_l1", "step"}
         assert all(difference < 1e-5 for difference in worst.values()), worst
+
+
+def test_a_sharded_run_checkpointed_with_dcp_resumes_to_the_uninterrupted_factors(tmp_path):
+    """torch.distributed.checkpoint saves each process's shards of the SVD form (and Adam's);
+    fresh processes load them and SVDTraining's state, and two more steps end where four did."""
+    worker = Path(__file__).with_name("fsdp_resume_worker.py")
+    for mode in ("whole", "first", "resumed"):
+        done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(worker), mode, str(tmp_path)],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    whole, resumed = (json.loads((tmp_path / f"{mode}-0.json").read_text()) for mode in ("whole", "resumed"))
+    assert resumed["steps"] == whole["steps"] == 4
+    assert resumed["checksum"] == pytest.approx(whole["checksum"], rel=1e-6)
