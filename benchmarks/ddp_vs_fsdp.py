@@ -1,7 +1,9 @@
 """Issue 31: GPT-2 124M (built from its config) in full-rank SVD form, SVD-trained on 2 CPU
 processes under DDP and under FSDP2: each process's peak memory and the step time.
 
-Each mode is its own torchrun launch (so each process's peak RSS is its own), launched in turn
+DDP builds the model and decomposes it in every process (exact SVD). FSDP2 builds it sharded:
+shapes on the meta device, random factors, each process materializing its own shards (a real
+run loads them with torch.distributed.checkpoint). Each mode is its own torchrun launch (so each process's peak RSS is its own), launched in turn
 A B A B; the step time is the median over steps after a warm-up, the ratio of medians over the
 rounds. Each process trains on its own batch of random tokens; the loss is the LM loss plus
 SVD training's two regularizers (computed on the shards under FSDP2).
@@ -37,15 +39,24 @@ def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) 
     rank = dist.get_rank()
     torch.manual_seed(0)
     tiny = dict(n_layer=2, n_embd=64, n_head=2, vocab_size=256, n_positions=64) if quick else {}
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**tiny))
-    svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
-    if mode == "fsdp":
+    config = transformers.GPT2Config(**tiny)
+    if mode == "fsdp":  # built sharded: shapes on the meta device, each process materializes its shards only
+        with torch.device("meta"):
+            model = transformers.GPT2LMHeadModel(config)
+        svdtrain.decompose(model, init="random")
+        svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
         mark_factors(model)
         for block in model.transformer.h:
             fully_shard(block, shard_placement_fn=shard_placement)
         fully_shard(model)
+        model.to_empty(device="cpu")
+        with torch.no_grad():  # random values (a real run dcp.loads its shards: tests/distributed/test_fsdp.py)
+            for p in model.parameters():
+                p.to_local().normal_(0, 0.02)
         net = model
     else:
+        model = transformers.GPT2LMHeadModel(config)
+        svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
         net = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(svd.param_groups(1e-4))
     ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(rank))

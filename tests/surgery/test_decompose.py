@@ -463,3 +463,24 @@ def test_weights_given_as_one_string_is_refused():
 def test_half_precision_weights_factor_by_randomized_svd():
     model = decompose(nn.Sequential(nn.Linear(32, 32)).half(), init="svd_lowrank", rank=4)
     assert svdtrain.factored_weights(model)["0.weight"].U.dtype == torch.float16
+
+
+def test_random_factors_on_the_meta_device_build_the_svd_form_from_shapes_alone():
+    """A sharded build's first step: the SVD form on the meta device, materialized later
+    (to_empty) and given its values by a state dict; exact SVD still needs values."""
+    import svdtrain
+
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    svdtrain.decompose(model, init="random")
+    assert all(p.is_meta for p in model.parameters()) and len(svdtrain.factored_weights(model)) == 2
+    torch.manual_seed(0)
+    reference = svdtrain.decompose(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
+    model.to_empty(device="cpu")
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(model(x), reference(x))
+    with torch.device("meta"):
+        dense = nn.Linear(8, 16)
+    with pytest.raises(ValueError, match="meta device and has no values to factor"):
+        svdtrain.decompose(dense, init="svd")

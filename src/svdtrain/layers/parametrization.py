@@ -34,6 +34,8 @@ class SVDWeight(nn.Module):
     def forward(self, U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
         # The product in the factors' own precision even under autocast (bf16 training): the
         # module's op then casts the rebuilt weight as it casts any weight.
+        if U.is_meta:  # shapes only (a model built on the meta device); autocast has no meta device
+            return matrix_to_weight((U * s) @ Vh, self.view, self.weight_shape)
         with torch.autocast(U.device.type, enabled=False):
             return matrix_to_weight((U * s) @ Vh, self.view, self.weight_shape)  # (m, r) (r,) (r, n) -> weight
 

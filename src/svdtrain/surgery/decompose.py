@@ -132,9 +132,10 @@ def decompose(
         raise ValueError("init 'svd_lowrank' computes only the top singular values: give rank=")
     resolve_rank(rank, 1)  # a bad rank fails here, before any weight changes
     on_meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
-    if on_meta is not None:
+    if on_meta is not None and init != "random":  # random factors need shapes only: a sharded build's first step
         raise ValueError(f"weight {on_meta!r} is on the meta device and has no values to factor: materialize the "
-                         "model first (model.to_empty(device=...) and load its state dict)")
+                         "model first (model.to_empty(device=...) and load its state dict), or give init='random' "
+                         "for the SVD form's shapes alone (a sharded build)")
     existing = factored_weights(model)
     if existing:
         raise ValueError(f"model is already decomposed (weight {next(iter(existing))!r} is factored); decompose once")
@@ -156,7 +157,8 @@ def decompose(
         found = {n: entry for n, entry in found.items() if filter_fn(entry[0], fqns[id(entry[0])])}
         refused = {n: why for n, why in refused.items() if _selected(model, n, filter_fn, fqns)}
     for name, (module, param, _) in found.items():
-        if not torch.isfinite(getattr(module, param)).all():
+        weight = getattr(module, param)
+        if not weight.is_meta and not torch.isfinite(weight).all():
             raise ValueError(f"weight {name!r} holds NaN or inf; nothing was factored")
     if not found:
         detail = f"; not factored: {_listing(refused)}" if refused else ""
