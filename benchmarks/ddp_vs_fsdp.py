@@ -21,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         result = worker(args.worker, args.steps, args.batch, args.length, args.quick)
-        print("RESULT " + json.dumps(result), flush=True)
+        Path(os.environ["RESULT_DIR"], f"{result['rank']}.json").write_text(json.dumps(result))  # not stdout: two writers
         return
     if args.quick:
         args.rounds, args.steps, args.length = 1, 3, 32
@@ -93,12 +94,13 @@ def main() -> None:
     runs: dict[str, list[list[dict]]] = {"ddp": [], "fsdp": []}
     for _ in range(args.rounds):
         for mode in ("ddp", "fsdp"):
-            done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", __file__, "--worker", mode,
+            folder = Path(tempfile.mkdtemp())
+            subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", __file__, "--worker", mode,
                                    "--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length),
                                    *(["--quick"] if args.quick else [])],
                                   capture_output=True, text=True, check=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-            results = [json.loads(line.split("RESULT ", 1)[1]) for line in done.stdout.splitlines() if "RESULT " in line]
+                                  env={**os.environ, "OMP_NUM_THREADS": "1", "RESULT_DIR": str(folder)})  # fmt: skip
+            results = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
             runs[mode].append(results)
             print(mode, [(r["rank"], f"{r['peak_rss_bytes'] / 2**30:.2f} GiB", f"{r['step_seconds']:.2f} s") for r in results],
                   flush=True)  # fmt: skip
