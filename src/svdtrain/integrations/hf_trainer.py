@@ -157,7 +157,7 @@ class SVDStateCallback(TrainerCallback, ExportableState):
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         svd = self._find(model)
-        if not svd.pruned and svd.cuts < svd.config.gradual_cuts:
+        if svd.cuts_left:
             svd.gradual_cut(optimizer, train_dataloader, masked=True)  # shapes stay: Trainer's DDP wrapper holds them
         return control
 

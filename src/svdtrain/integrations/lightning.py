@@ -60,7 +60,7 @@ class SVDCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         svd = self.svd
-        if svd.pruned or svd.cuts >= svd.config.gradual_cuts:
+        if not svd.cuts_left:
             return
         if len(trainer.optimizers) != 1:
             raise RuntimeError(f"gradual cuts keep one optimizer in step; this module has {len(trainer.optimizers)}")

@@ -21,10 +21,8 @@ def build_engine(config: RunConfig, data: Data, model: nn.Module, baseline_macs:
                  teacher: nn.Module | None = None, measured_multiple: int | None = None) -> SVDTraining:  # fmt: skip
     """SVDTraining of the already factored ``model`` under the run's svd_train and prune sections
     (``config.svd_training``); ``measured_multiple``: a rank multiple an earlier stage measured."""
-    speed_example = data.example.cpu()
-    speed_example = speed_example.expand(config.prune.speed_batch_size, *speed_example.shape[1:]).contiguous()
     engine = SVDTraining(model, config.svd_training, example=data.example, teacher=teacher,
-                         baseline_macs=baseline_macs, speed_example=speed_example, log=log, dist=dist)  # fmt: skip
+                         baseline_macs=baseline_macs, log=log, dist=dist)  # fmt: skip  (speed_example: its own)
     engine.measured_multiple = measured_multiple
     return engine
 

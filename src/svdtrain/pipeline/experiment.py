@@ -40,7 +40,7 @@ from svdtrain.train.runtime import denormals_flushed, seed_everything
 from svdtrain.pipeline.sample import sample_text
 from svdtrain.train.schedule import shared_span
 from svdtrain.pipeline.trainer import StageTrainer
-from svdtrain.train.svd_policy import policy_for, speed_timing
+from svdtrain.train.svd_policy import policy_for, speed_example_of, speed_timing
 from svdtrain.train.svd_training import SVDTraining
 
 __all__ = ["STAGES", "Experiment"]
@@ -92,9 +92,8 @@ class Experiment:
 
     @property
     def speed_example(self) -> torch.Tensor:
-        """A CPU batch of ``speed_batch_size`` inputs, the shape speed targets are timed at."""
-        example = self.data.example.cpu()
-        return example.expand(self.config.prune.speed_batch_size, *example.shape[1:]).contiguous()
+        """A CPU batch of ``speed_batch_size`` inputs, the shape speed targets are timed at (as the engine's)."""
+        return speed_example_of(self.config.svd_training, self.data.example)
 
     def dense_model(self) -> nn.Module:
         return build_model(self.config.model, self.data.num_classes, self.config.data.block_length).to(self.device)

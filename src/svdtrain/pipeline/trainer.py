@@ -167,7 +167,7 @@ class StageTrainer:
     def _cut(self, engine: SVDTraining, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
         """The engine's next gradual cut, if one is left, on the batches fixed for it; whether any
         parameter was replaced (the step is then rebuilt)."""
-        if engine.pruned or engine.cuts >= engine.config.gradual_cuts:
+        if not engine.cuts_left:
             return False
         before = {id(p) for p in model.parameters()}
         calibration, batchnorm = cut_batches(self.config, self.data, engine.cuts + 1)

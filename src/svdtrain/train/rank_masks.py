@@ -47,6 +47,8 @@ class RankMasks:
 
     def rezero(self) -> None:
         """Zero the dead slots again (after an optimizer step: momentum moves them)."""
+        if not self.live:  # called every step: no model walk where nothing is masked
+            return
         handles = factored_weights(self.model)
         with torch.no_grad():
             for name, k in self.live.items():

@@ -102,6 +102,7 @@ class SVDTraining:
         self._tails: dict[str, torch.Tensor] | None = {} if config.budget_tail else None
         self._scales = self._macs_scales() if config.macs_weighted else None
         self._terms: RegularizationTerms | None = None
+        self._regularization: tuple[bool, Regularization] | None = None  # (pruned, its terms)
 
     @property
     def dist(self) -> Distributed:
@@ -112,12 +113,15 @@ class SVDTraining:
     # -- the loss, each step -------------------------------------------------------------------
     @property
     def regularization(self) -> Regularization:
-        """The terms in :meth:`loss`: both while SVD training, orthogonality alone once pruned."""
-        c = self.config
-        if self.pruned:
-            return Regularization(c.ortho_weight, every=c.regularize_every)
-        return Regularization(c.ortho_weight, c.sparsity_weight, c.sparsity_kind, c.regularize_every, self._scales,
-                              c.proximal, self._tails)  # fmt: skip
+        """The terms in :meth:`loss`: both while SVD training, orthogonality alone once pruned.
+        Made once for each phase (it is read every step); the tails change in place."""
+        if self._regularization is None or self._regularization[0] != self.pruned:
+            c = self.config
+            terms = Regularization(c.ortho_weight, every=c.regularize_every) if self.pruned else Regularization(
+                c.ortho_weight, c.sparsity_weight, c.sparsity_kind, c.regularize_every, self._scales, c.proximal,
+                self._tails)  # fmt: skip
+            self._regularization = (self.pruned, terms)
+        return self._regularization[1]
 
     @property
     def distillation(self) -> Distillation | None:
@@ -230,7 +234,7 @@ class SVDTraining:
         if not c.gradual_cuts:
             raise ValueError("gradual_cut() makes the config's gradual_cuts, and it has none: set gradual_cuts > 0, "
                              "or call prune() once")  # fmt: skip
-        if self.pruned or self.cuts >= c.gradual_cuts:
+        if not self.cuts_left:
             return {**ranks_of(self.model), **self.masks.live}
         self.cuts += 1
         budget = gradual_budget(self.baseline_macs, c.target_reduction, self.cuts, c.gradual_cuts)
@@ -238,6 +242,11 @@ class SVDTraining:
         self.log(f"svd_train: pruned to {budget:,} MACs ({sum(ranks.values())} singular values kept)")
         self.refresh_tails()
         return ranks
+
+    @property
+    def cuts_left(self) -> int:
+        """Gradual cuts still to make: none once all are made, or after :meth:`prune`."""
+        return 0 if self.pruned else max(0, self.config.gradual_cuts - self.cuts)
 
     def prune(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
               bn_batches: Iterable | None = None, recalibrate: bool = True,
