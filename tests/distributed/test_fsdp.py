@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
 WORKER = Path(__file__).with_name("fsdp_worker.py")
@@ -41,3 +42,35 @@ def test_a_sharded_run_checkpointed_with_dcp_resumes_to_the_uninterrupted_factor
     whole, resumed = (json.loads((tmp_path / f"{mode}-0.json").read_text()) for mode in ("whole", "resumed"))
     assert resumed["steps"] == whole["steps"] == 4
     assert resumed["checksum"] == pytest.approx(whole["checksum"], rel=1e-6)
+
+
+def _run(worker: Path, mode: str, out: Path, processes: int = 2) -> dict:
+    command = [torchrun, "--standalone", f"--nproc_per_node={processes}"] if mode != "single" else [sys.executable]
+    done = subprocess.run([*command, str(worker), mode, str(out)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = out / f"{mode}-0.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_cuts_fine_tuning_and_compact_under_fsdp2_match_one_process(tmp_path):
+    """Two gradual cuts and fine-tuning under FSDP2 (decided on rank 0's gathered copy, scattered
+    into the shards) end with one process's ranks on both processes' batches, and the compact
+    models agree within float tolerance; the compact model is plain torch, on rank 0 only."""
+    worker = Path(__file__).with_name("fsdp_cut_worker.py")
+    single, sharded = _run(worker, "single", tmp_path), _run(worker, "sharded", tmp_path)
+    assert sharded["ranks"] == single["ranks"]
+    assert sum(sharded["ranks"].values()) < 16 + 32 + 6  # something was cut
+    assert sharded["plain_torch"] and "outputs" not in json.loads((tmp_path / "sharded-1.json").read_text())
+    a, b = (torch.tensor(run["outputs"]) for run in (sharded, single))
+    assert float((a - b).norm() / b.norm()) < 1e-5
+
+
+def test_a_sharded_run_stopped_after_a_cut_resumes_to_the_same_ranks_and_model(tmp_path):
+    worker = Path(__file__).with_name("fsdp_cut_worker.py")
+    whole = _run(worker, "sharded", tmp_path)
+    _run(worker, "first", tmp_path)
+    resumed = _run(worker, "resumed", tmp_path)
+    assert resumed["ranks"] == whole["ranks"]
+    a, b = (torch.tensor(run["outputs"]) for run in (resumed, whole))
+    assert float((a - b).abs().max()) < 1e-6

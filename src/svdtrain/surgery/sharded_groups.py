@@ -159,10 +159,17 @@ def _local_gram(factor: DTensor) -> torch.Tensor:
 
 
 def _local_slice(value: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
-    """The part of ``whole`` (same shape as the DTensor ``value``) this process's shard holds."""
-    if not isinstance(value, DTensor):
-        return whole
+    """The part of ``whole`` (same length as the DTensor ``value``) this process's shard holds."""
+    start, length = local_range(value, 0)
+    return whole[start: start + length]
+
+
+def local_range(tensor: torch.Tensor, dim: int) -> tuple[int, int]:
+    """(start, length) along ``dim`` of the part of ``tensor`` this process holds: all of it,
+    unless a DTensor sharded along ``dim``."""
+    if not isinstance(tensor, DTensor):
+        return 0, tensor.shape[dim]
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-    shape, offset = compute_local_shape_and_global_offset(value.shape, value.device_mesh, value.placements)
-    return whole[offset[0]: offset[0] + shape[0]]
+    shape, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    return offset[dim], shape[dim]

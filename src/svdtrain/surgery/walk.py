@@ -59,8 +59,9 @@ def replace_modules(model: nn.Module, replacements: dict[int, nn.Module]) -> Non
                 setattr(parent, child_name, replacements[id(child)])
 
 
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy of a model with factored weights.
+def copy_model(model: nn.Module, memo: dict | None = None) -> nn.Module:
+    """A deep copy of a model with factored weights (``memo``: ``copy.deepcopy``'s, to put
+    something in place of chosen tensors).
 
     A module may keep values of its factored weights from its last forward (nn.LSTM does, for
     its fused kernel); after a training forward those carry a graph, which ``copy.deepcopy``
@@ -70,4 +71,4 @@ def copy_model(model: nn.Module) -> nn.Module:
         for handles in by_module(factored_weights(model)).values():
             handle = next(iter(handles.values()))
             handle.kind.refresh(handle.module)
-        return copy.deepcopy(model)
+        return copy.deepcopy(model, memo)

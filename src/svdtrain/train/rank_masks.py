@@ -12,8 +12,10 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from svdtrain.surgery import factored_weights
+from svdtrain.surgery.sharded_groups import local_range
 
 
 class RankMasks:
@@ -36,14 +38,19 @@ class RankMasks:
         handles, cut = factored_weights(self.model), factored_weights(small)
         with torch.no_grad():
             for name, handle in handles.items():
-                k = cut[name].rank
                 for full, part, axis in zip(handle.factors, cut[name].factors, (1, 0, 0)):
                     full.zero_()
-                    full.narrow(axis, 0, k).copy_(part)
-                self.live[name] = k
-        _restart(optimizer, [p for handle in handles.values() for p in handle.factors])
-        self._hook()
+                    full.narrow(axis, 0, cut[name].rank).copy_(part)
+        self.hold({name: layer.rank for name, layer in cut.items()}, optimizer)
         return ranks
+
+    def hold(self, live: dict[str, int], optimizer: torch.optim.Optimizer | None) -> None:
+        """Hold the slots past ``live[name]`` at zero from now on (the values written already);
+        ``optimizer``'s state for the factors starts afresh."""
+        self._unhook()
+        self.live.update(live)
+        _restart(optimizer, [p for handle in factored_weights(self.model).values() for p in handle.factors])
+        self._hook()
 
     def rezero(self) -> None:
         """Zero the dead slots again (after an optimizer step: momentum moves them)."""
@@ -53,7 +60,10 @@ class RankMasks:
         with torch.no_grad():
             for name, k in self.live.items():
                 for tensor, axis in zip(handles[name].factors, (1, 0, 0)):
-                    tensor.narrow(axis, k, tensor.shape[axis] - k).zero_()
+                    start, length = local_range(tensor, axis)  # a shard holds [start, start + length)
+                    local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+                    dead = min(max(k - start, 0), length)
+                    local.narrow(axis, dead, length - dead).zero_()
 
     def materialize(self) -> None:
         """Drop the dead slots: each weight becomes its live rank (new parameters: rebuild the optimizer)."""
@@ -75,6 +85,8 @@ class RankMasks:
         handles = factored_weights(self.model)
         for name, k in self.live.items():
             for tensor, axis in zip(handles[name].factors, (1, 0, 0)):
+                if isinstance(tensor, DTensor):  # FSDP2 reduce-scatters outside autograd: rezero() alone
+                    continue
                 mask = torch.zeros(tensor.shape[axis], dtype=tensor.dtype, device=tensor.device)
                 mask[:k] = 1
                 shape = [-1 if dim == axis else 1 for dim in range(tensor.dim())]

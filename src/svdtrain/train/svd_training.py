@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Mapping
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
@@ -28,9 +28,12 @@ from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
 from svdtrain.train.rank_masks import RankMasks
+from svdtrain.train.sharded_cut import gathered, scatter_cut, skeleton_of
 from svdtrain.train.regularization import Regularization, RegularizationTerms
 from svdtrain.train.svd_config import SVDTrainingConfig
 from svdtrain.train.svd_policy import measure_multiple, policy_for, speed_example_of
+
+Read = TypeVar("Read")
 
 class SVDTraining:
     """SVD training of ``model`` in any loop: add :meth:`loss` to the task loss each step (and
@@ -51,6 +54,12 @@ class SVDTraining:
     In a distributed run (``torch.distributed`` initialized), the ranks are chosen on rank 0
     and applied on every process, so all end with the same ranks; re-wrap the model (DDP holds
     the parameters it was built with) after a cut.
+
+    Under FSDP2 (``fully_shard``; make this object first, before sharding, as it keeps the
+    model's structure), every process calls each method alike: cuts are masked (FSDP2 keeps
+    parameter shapes), decided on rank 0 from a whole copy gathered to its CPU
+    (:mod:`svdtrain.train.sharded_cut`), and :meth:`compact` returns the compact model on rank 0
+    and None on the others. Not under FSDP2: calibration, speed targets, a measured rank multiple.
 
     Example:
         >>> svd = SVDTraining(model, SVDTrainingConfig(target_reduction=2.0), example=x)
@@ -99,6 +108,7 @@ class SVDTraining:
         self.pruned = False
         self.measured_multiple: int | None = None  # rank_multiple 0: measured at the first cut
         self.masks = RankMasks(model)  # cuts made with masked=True
+        self._skeleton = skeleton_of(model) if torch.distributed.is_initialized() and not is_sharded(model) else None
         self._tails: dict[str, torch.Tensor] | None = {} if config.budget_tail else None
         self._scales = self._macs_scales() if config.macs_weighted else None
         self._terms: RegularizationTerms | None = None
@@ -165,13 +175,18 @@ class SVDTraining:
         ones the sparsity term pulls on (call it at each epoch start; :meth:`gradual_cut` does too)."""
         if self._tails is None:
             return
-        ranks = self.policy().ranks(self.model)
+
+        def tails(model: nn.Module) -> dict[str, torch.Tensor]:
+            ranks, masks = self.policy().ranks(model), {}
+            for name, layer in factored_weights(model).items():
+                mask = torch.ones_like(layer.s, dtype=torch.bool)
+                mask[importance_order(layer.s)[: ranks[name]]] = False
+                if mask.any():
+                    masks[name] = mask
+            return masks
+
         self._tails.clear()
-        for name, layer in factored_weights(self.model).items():
-            mask = torch.ones_like(layer.s, dtype=torch.bool)
-            mask[importance_order(layer.s)[: ranks[name]]] = False
-            if mask.any():
-                self._tails[name] = mask
+        self._tails.update(self._read(tails))
         if self._terms is not None:
             self._terms.refresh()
 
@@ -188,6 +203,7 @@ class SVDTraining:
         if self.config.rank_multiple:
             return self.config.rank_multiple
         if self.measured_multiple is None:
+            self._check_shardable()
             def policy(multiple: int) -> RankPolicy:
                 return policy_for(self.config, example=self._example(self.example), speed_example=self.speed_example,
                                   baseline_macs=self.baseline_macs, multiple=multiple)  # fmt: skip
@@ -207,7 +223,7 @@ class SVDTraining:
         policy = policy_for(self.config, example=self._example(self.example), speed_example=self.speed_example,
                             baseline_macs=self.baseline_macs,
                             multiple=self.config.rank_multiple or self.measured_multiple or 1)  # fmt: skip
-        return kept_energy(self.model, policy.ranks(self.model))
+        return self._read(lambda model: kept_energy(model, policy.ranks(model)))
 
     def gradual_cut(self, optimizer: torch.optim.Optimizer | None = None, batches: Iterable | None = None, *,
             bn_batches: Iterable | None = None, masked: bool = False) -> dict[str, int]:  # fmt: skip
@@ -322,9 +338,19 @@ class SVDTraining:
             ValueError: a ``target_reduction`` set and the model not pruned yet.
         """
         self._check_pruned()
+        example = self._example(example if example is not None else self.example)
+        if is_sharded(self.model):
+            self._check_shardable()
+            with gathered(self.model, self._skeleton, self.dist) as whole:
+                if whole is None:
+                    return None
+                masks = RankMasks(whole)
+                masks.restore(self.masks.live)
+                masks.materialize()
+                return compact(whole, example, **compact_options)
         if self.masks:  # a masked cut's zeros: dropped now, training being over
             self.masks.materialize()
-        return compact(self.model, self._example(example if example is not None else self.example), **compact_options)
+        return compact(self.model, example, **compact_options)
 
     def cut(self, *args, **kwargs) -> dict[str, int]:
         """The name of an earlier release: :meth:`gradual_cut`."""
@@ -342,15 +368,37 @@ class SVDTraining:
             return
         if c.target_reduction:
             cuts = f"{self.cuts} of {c.gradual_cuts} gradual cuts made, " if c.gradual_cuts else ""
-            now = count_macs(self.model, self._example(self.example))
+            now = self._read(lambda model: count_macs(model, self._example(self.example)))
             raise ValueError(f"compact() before the model reaches target_reduction={c.target_reduction:g}: {cuts}not "
                              f"pruned, it has {now:,} MACs of the dense {self.baseline_macs:,}; call prune() first")
         warnings.warn("compact() before prune(): nothing was pruned, so the compact model keeps every singular value; "
                       "call prune() first", stacklevel=3)
 
     def _example(self, example: Inputs | None) -> Inputs | None:
-        """``example`` where the model is now (a Trainer may have moved it)."""
-        return to_device(example, next(self.model.parameters()).device)
+        """``example`` where the model is now (a Trainer may have moved it), or where rank 0's
+        whole copy of a sharded model is (its CPU)."""
+        return to_device(example, "cpu" if is_sharded(self.model) else next(self.model.parameters()).device)
+
+    def _read(self, read: Callable[[nn.Module], Read]) -> Read:
+        """``read(model)``; for a model FSDP2 has sharded, read on rank 0's whole copy of it
+        and given to every process."""
+        if not is_sharded(self.model):
+            return read(self.model)
+        self._check_shardable()
+        with gathered(self.model, self._skeleton, self.dist) as whole:
+            return self.dist.broadcast(read(whole) if whole is not None else None)
+
+    def _check_shardable(self) -> None:
+        """Refuse, under FSDP2, what needs the whole model on its own device."""
+        c = self.config
+        if self._skeleton is None:
+            raise ValueError("SVDTraining was made after fully_shard: make it before sharding the model (it keeps "
+                             "the model's structure to gather a whole copy for cuts and compact)")  # fmt: skip
+        for name, on in (("calibration", c.calibration != "none"), ("target_speedup", c.target_speedup),
+                         ("rank_multiple 0 (measured)", c.rank_multiple == 0)):  # fmt: skip
+            if on:
+                raise ValueError(f"{name} is not supported under FSDP2: it runs the model whole on its own device; "
+                                 f"use a MACs target with a set rank_multiple and calibration 'none'")  # fmt: skip
 
     def _macs_scales(self) -> dict[str, float]:
         """Each weight's MACs per singular value over their mean (1 on average): sparsity
@@ -367,34 +415,43 @@ class SVDTraining:
         or with the optimizer following), give every process rank 0's factors, then re-estimate
         BatchNorm statistics."""
         c = self.config
-        if is_sharded(self.model):
-            raise NotImplementedError("cutting factors FSDP2 has sharded is not supported yet: SVD-train under FSDP2, "
-                                      "then gather a full state dict and prune and compact on one process "
-                                      "(docs/distributed.md)")  # fmt: skip
         device = next(self.model.parameters()).device
-        if c.calibration != "none" and batches is None:
-            raise ValueError(f"calibration {c.calibration!r} reads training batches: give batches=")
-        calibration = None
-        if c.calibration != "none":
-            calibration = calibrate(self.model, (to_device(b, device) for b in batches),
-                                    max_batches=c.calibration_batches, method=c.calibration)  # fmt: skip
-            self.log(f"prune: {c.calibration} calibration of {len(calibration.stats)} of "
-                     f"{len(factored_weights(self.model))} weights on {calibration.batches} batches")  # fmt: skip
-        dist = self.dist
-        ranks = dist.broadcast(policy.ranks(self.model, calibration) if dist.is_main else None)
-        if masked:
-            ranks = self.masks.cut(lambda model: prune(model, Ranks(ranks), calibration=calibration), optimizer)
+        if is_sharded(self.model):
+            ranks = self._cut_sharded(policy, optimizer)
         else:
-            with optimizer_follows(self.model, optimizer):
-                if self.masks:
-                    self.masks.materialize()
-                ranks = prune(self.model, Ranks(ranks), calibration=calibration)
-        if dist.enabled:  # each process calibrated on its own batches: rank 0's factors for all
-            dist.broadcast_tensors([p for h in factored_weights(self.model).values() for p in h.factors])
+            if c.calibration != "none" and batches is None:
+                raise ValueError(f"calibration {c.calibration!r} reads training batches: give batches=")
+            calibration = None
+            if c.calibration != "none":
+                calibration = calibrate(self.model, (to_device(b, device) for b in batches),
+                                        max_batches=c.calibration_batches, method=c.calibration)  # fmt: skip
+                self.log(f"prune: {c.calibration} calibration of {len(calibration.stats)} of "
+                         f"{len(factored_weights(self.model))} weights on {calibration.batches} batches")  # fmt: skip
+            dist = self.dist
+            ranks = dist.broadcast(policy.ranks(self.model, calibration) if dist.is_main else None)
+            if masked:
+                ranks = self.masks.cut(lambda model: prune(model, Ranks(ranks), calibration=calibration), optimizer)
+            else:
+                with optimizer_follows(self.model, optimizer):
+                    if self.masks:
+                        self.masks.materialize()
+                    ranks = prune(self.model, Ranks(ranks), calibration=calibration)
+            if dist.enabled:  # each process calibrated on its own batches: rank 0's factors for all
+                dist.broadcast_tensors([p for h in factored_weights(self.model).values() for p in h.factors])
         bn_batches = batches if bn_batches is None else bn_batches
         if recalibrate and bn_batches is not None:
             self.recalibrate_batchnorm(to_device(b, device) for b in bn_batches)
         self._terms = None  # new factors: group them again
+        return ranks
+
+    def _cut_sharded(self, policy: RankPolicy, optimizer: torch.optim.Optimizer | None) -> dict[str, int]:
+        """A masked cut of a model FSDP2 has sharded: decided and made on rank 0's whole copy,
+        the cut factors scattered into every process's shards."""
+        self._check_shardable()
+        with gathered(self.model, self._skeleton, self.dist) as whole:
+            ranks = self.dist.broadcast(prune(whole, Ranks(policy.ranks(whole))) if whole is not None else None)
+            scatter_cut(self.model, whole, ranks)
+        self.masks.hold(ranks, optimizer)
         return ranks
 
 

@@ -1,0 +1,91 @@
+"""SVD training with gradual cuts, fine-tuning and compact, under FSDP2 on 2 processes (run by
+torchrun) or in one process on both processes' batches (run by python): the same method, so the
+same ranks and, within float tolerance, the same compact model (tests/distributed/test_fsdp.py).
+Momentum SGD: Adam turns float noise in a near-zero gradient into a full step (g/|g|), so two
+exact runs of it drift apart by 1e-2 in nine steps, which would hide a real difference.
+Writes OUT/<mode>-<rank>.json with the ranks and the compact model's outputs on a probe batch.
+
+MODE: single (one process, masked cuts), sharded (2 processes, FSDP2), first (sharded, stopped
+after the first cut: a DCP checkpoint), resumed (loads it and runs to the end)."""
+
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.fsdp import fully_shard
+
+import svdtrain
+from svdtrain.surgery.sharded_groups import mark_factors, shard_placement
+
+MODE, OUT = sys.argv[1], sys.argv[2]
+WORLD, STEPS_PER_EPOCH, SVD_EPOCHS, FINETUNE_EPOCHS = 2, 3, 2, 1
+
+
+def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 * step + rank)
+    return torch.randn(8, 16, generator=generator), torch.randint(0, 6, (8,), generator=generator)
+
+
+def main() -> None:
+    sharded = MODE != "single"
+    if sharded:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if sharded else 0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 6))
+    example = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    config = svdtrain.SVDTrainingConfig(target_reduction=2.5, gradual_cuts=SVD_EPOCHS, sparsity_weight=0.02,
+                                        bn_recalibration_batches=0)  # fmt: skip
+    svd = svdtrain.SVDTraining(model, config, example=example)
+    if sharded:
+        mark_factors(model)
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer, shard_placement_fn=shard_placement)
+        fully_shard(model)
+    optimizer = torch.optim.SGD(svd.param_groups(0.05), momentum=0.9)
+    start = 0
+    if MODE == "resumed":
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(state, checkpoint_id=os.path.join(OUT, "ckpt"))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        with open(os.path.join(OUT, "svd.json")) as file:
+            svd.load_state_dict(json.load(file))
+        start = 1
+    for epoch in range(start, SVD_EPOCHS + FINETUNE_EPOCHS):
+        for step in range(epoch * STEPS_PER_EPOCH, (epoch + 1) * STEPS_PER_EPOCH):
+            parts = [batch(step, rank)] if sharded else [batch(step, r) for r in range(WORLD)]
+            x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            loss = F.cross_entropy(model(x), y) + svd.loss()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            svd.after_step(optimizer)
+        if epoch < SVD_EPOCHS:
+            ranks = svd.gradual_cut(optimizer, masked=True)
+        if MODE == "first":
+            model_state, optimizer_state = get_state_dict(model, optimizer)
+            dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=os.path.join(OUT, "ckpt"))
+            if rank == 0:
+                with open(os.path.join(OUT, "svd.json"), "w") as file:
+                    json.dump(svd.state_dict(), file)
+            return
+    small = svd.compact()
+    result = {"ranks": ranks}
+    if small is not None:
+        probe = torch.randn(5, 16, generator=torch.Generator().manual_seed(2))
+        result["outputs"] = small(probe).tolist()
+        result["plain_torch"] = not svdtrain.factored_weights(small)
+    with open(os.path.join(OUT, f"{MODE}-{rank}.json"), "w") as file:
+        json.dump(result, file)
+
+
+if __name__ == "__main__":
+    main()
