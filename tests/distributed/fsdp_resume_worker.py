@@ -64,3 +64,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if dist.is_initialized():  # gloo torn down at exit without this may abort a process
+        dist.destroy_process_group()

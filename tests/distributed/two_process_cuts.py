@@ -121,3 +121,5 @@ def lightning() -> None:
 if __name__ == "__main__":
     {"own-masked": lambda: own_loop(True), "own-rewrap": lambda: own_loop(False), "hf": hf_trainer,
      "lightning": lightning}[MODE]()  # fmt: skip
+    if torch.distributed.is_initialized():  # gloo torn down at exit without this may abort a process
+        torch.distributed.destroy_process_group()
