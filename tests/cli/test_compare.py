@@ -1,6 +1,7 @@
 """``svdtrain compare`` on the seconds-long digits preset: equal epochs, one target, resume, bad input."""
 
 import json
+import shutil
 
 import pytest
 
@@ -96,3 +97,18 @@ def test_bad_seeds_and_a_file_as_out_are_refused(tmp_path, capsys):
     file.write_text("mine")
     assert _compare(file) == 2 and "exists and is not a directory" in capsys.readouterr().err
     assert file.read_text() == "mine"
+
+
+def test_a_run_folder_from_before_an_option_was_added_resumes(compared, tmp_path):
+    """A config.json written before an option existed (here start.lean_start) reads with the
+    option's default: the comparison resumes instead of calling it another config."""
+    out = tmp_path / "older"
+    shutil.copytree(compared, out)
+    path = out / "paper-s0" / "config.json"
+    config = json.loads(path.read_text())
+    del config["start"]["lean_start"]
+    path.write_text(json.dumps(config))
+    assert _compare(out, "--methods", "paper", "--resume") == 0
+    config["svd_train"]["sparsity_weight"] = 123.0  # a value that differs still refuses
+    path.write_text(json.dumps(config))
+    assert _compare(out, "--methods", "paper", "--resume") == 2

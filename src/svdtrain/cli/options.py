@@ -8,9 +8,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from svdtrain.models import is_language_model
 from svdtrain.pipeline.config import (
-    OPTIONS, RECIPES, SECTIONS, Option, RunConfig, recipe_values, resolve_config, to_flags,
+    OPTIONS, RECIPES, SECTIONS, Option, RunConfig, recipe_values, resolve_config, saved_config, to_flags,
 )  # fmt: skip
 from svdtrain.pipeline.config.options import shown_value
 from svdtrain.pipeline.run_folder import RunFolder
@@ -62,16 +61,6 @@ def _in_recipes(flag: str) -> str:
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
-
-
-def saved_config(folder: RunFolder) -> RunConfig | None:
-    """The config a run folder was started with, read as this version reads configs."""
-    saved = folder.read_config()
-    if saved is None:
-        return None
-    if "task" not in saved:  # written before the task option (issue 22), when the model decided it
-        saved = {**saved, "task": "language_modeling" if is_language_model(saved.get("model", "")) else "classification"}
-    return RunConfig.from_flags(to_flags(saved, str(folder.config)))
 
 
 def config_from(args: argparse.Namespace, *, continuing: bool = False) -> RunConfig:

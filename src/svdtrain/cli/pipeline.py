@@ -6,7 +6,8 @@ import argparse
 from contextlib import ExitStack
 
 from svdtrain.bounds import read_json
-from svdtrain.cli.options import add_config_options, config_from, config_table, saved_config
+from svdtrain.cli.options import add_config_options, config_from, config_table
+from svdtrain.pipeline.config import saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.distributed import Distributed

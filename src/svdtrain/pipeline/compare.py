@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from svdtrain.bounds import read_json
 from svdtrain.io import atomic_write_json, atomic_write_text
-from svdtrain.pipeline.config import RunConfig, resolve_config
+from svdtrain.pipeline.config import RunConfig, resolve_config, saved_config
 from svdtrain.pipeline.experiment import Experiment
 from svdtrain.pipeline.run_folder import RunFolder
 from svdtrain.surgery import count_macs, count_params
@@ -89,8 +89,8 @@ def check_base(config: RunConfig) -> None:
 def run_method(config: RunConfig, folder: RunFolder, method: str, log: Callable[[str], None]) -> dict:
     """One method's run in ``folder`` (continued where it stopped); returns its row."""
     folder.path.mkdir(parents=True, exist_ok=True)
-    saved = folder.read_config()
-    if saved is not None and saved != json.loads(json.dumps(config.to_dict())):
+    saved = saved_config(folder)  # read as this version reads configs: options added since take their defaults
+    if saved is not None and saved.to_dict() != config.to_dict():
         raise ValueError(f"{folder.path} was run with another config: use another --out, or the same options")
     atomic_write_json(folder.config, config.to_dict())
     experiment = Experiment(config, folder.path, resume=True, log=log)

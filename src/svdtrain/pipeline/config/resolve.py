@@ -10,11 +10,15 @@ stays behind (Hydra's and OmegaConf's layering). Each value remembers the source
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from svdtrain.models import is_language_model
 from svdtrain.pipeline.config.recipe import check_recipe, recipe_values
 from svdtrain.pipeline.config.run_config import OPTIONS, RunConfig
 from svdtrain.pipeline.config.sources import load_preset, read_yaml, to_flags
+
+if TYPE_CHECKING:
+    from svdtrain.pipeline.run_folder import RunFolder
 
 DEFAULT = "the default"
 
@@ -66,3 +70,13 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     return {**config.to_dict(), "provenance": {
         "sources": {flag: source for flag, source in origin.items() if source != DEFAULT},
         "recipe_overrides": recipe_overrides(config)}}  # fmt: skip
+
+
+def saved_config(folder: RunFolder) -> RunConfig | None:
+    """The config a run folder was started with, read as this version reads configs."""
+    saved = folder.read_config()
+    if saved is None:
+        return None
+    if "task" not in saved:  # written before the task option (issue 22), when the model decided it
+        saved = {**saved, "task": "language_modeling" if is_language_model(saved.get("model", "")) else "classification"}
+    return RunConfig.from_flags(to_flags(saved, str(folder.config)))
