@@ -74,3 +74,14 @@ def test_a_sharded_run_stopped_after_a_cut_resumes_to_the_same_ranks_and_model(t
     assert resumed["ranks"] == whole["ranks"]
     a, b = (torch.tensor(run["outputs"]) for run in (resumed, whole))
     assert float((a - b).abs().max()) < 1e-6
+
+
+def test_lightning_model_parallel_strategy_cuts_like_one_process(tmp_path):
+    """Lightning's FSDP2 strategy (fully_shard in configure_model), SVDCallback's masked cuts at
+    epoch ends and its prune at the end: one process's ranks and compact model."""
+    pytest.importorskip("lightning")
+    worker = Path(__file__).with_name("fsdp_cut_worker.py")
+    single, lightning = _run(worker, "single", tmp_path), _run(worker, "lightning", tmp_path)
+    assert lightning["ranks"] == single["ranks"] and lightning["plain_torch"]
+    a, b = (torch.tensor(run["outputs"]) for run in (lightning, single))
+    assert float((a - b).norm() / b.norm()) < 1e-5

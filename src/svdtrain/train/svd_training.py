@@ -4,6 +4,7 @@ the pipeline's): the regularizers' term for each step, cuts towards a target, th
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Callable, Iterable, TypeVar
@@ -19,6 +20,7 @@ from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
+from svdtrain.surgery.walk import copy_model
 from svdtrain.surgery.ranks import kept_energy
 from svdtrain.surgery.sharded_groups import is_sharded
 from svdtrain.tasks.base import Task, to_device
@@ -108,7 +110,7 @@ class SVDTraining:
         self.pruned = False
         self.measured_multiple: int | None = None  # rank_multiple 0: measured at the first cut
         self.masks = RankMasks(model)  # cuts made with masked=True
-        self._skeleton = skeleton_of(model) if torch.distributed.is_initialized() and not is_sharded(model) else None
+        self._skeleton = skeleton_of(model) if _launched_distributed() and not is_sharded(model) else None
         self._tails: dict[str, torch.Tensor] | None = {} if config.budget_tail else None
         self._scales = self._macs_scales() if config.macs_weighted else None
         self._terms: RegularizationTerms | None = None
@@ -176,13 +178,15 @@ class SVDTraining:
         if self._tails is None:
             return
 
-        def tails(model: nn.Module) -> dict[str, torch.Tensor]:
+        full = {name: layer.rank for name, layer in factored_weights(self.model).items()}
+
+        def tails(model: nn.Module) -> dict[str, torch.Tensor]:  # a masked cut's dead slots: in the tail
             ranks, masks = self.policy().ranks(model), {}
             for name, layer in factored_weights(model).items():
-                mask = torch.ones_like(layer.s, dtype=torch.bool)
-                mask[importance_order(layer.s)[: ranks[name]]] = False
+                mask = torch.ones(full[name], dtype=torch.bool)
+                mask[importance_order(layer.s)[: ranks[name]].cpu()] = False
                 if mask.any():
-                    masks[name] = mask
+                    masks[name] = mask.to(layer.s.device)
             return masks
 
         self._tails.clear()
@@ -344,10 +348,7 @@ class SVDTraining:
             with gathered(self.model, self._skeleton, self.dist) as whole:
                 if whole is None:
                     return None
-                masks = RankMasks(whole)
-                masks.restore(self.masks.live)
-                masks.materialize()
-                return compact(whole, example, **compact_options)
+                return compact(self._live(whole), example, **compact_options)
         if self.masks:  # a masked cut's zeros: dropped now, training being over
             self.masks.materialize()
         return compact(self.model, example, **compact_options)
@@ -383,10 +384,21 @@ class SVDTraining:
         """``read(model)``; for a model FSDP2 has sharded, read on rank 0's whole copy of it
         and given to every process."""
         if not is_sharded(self.model):
-            return read(self.model)
+            return read(self._live(self.model))
         self._check_shardable()
         with gathered(self.model, self._skeleton, self.dist) as whole:
-            return self.dist.broadcast(read(whole) if whole is not None else None)
+            return self.dist.broadcast(read(self._live(whole)) if whole is not None else None)
+
+    def _live(self, model: nn.Module) -> nn.Module:
+        """``model`` as the rank rules read it: a masked cut's dead slots dropped (on a copy of
+        the model itself; a gathered copy in place), so no rule keeps a zero value."""
+        if not self.masks:
+            return model
+        view = copy_model(model) if model is self.model else model
+        masks = RankMasks(view)
+        masks.restore(self.masks.live)
+        masks.materialize()
+        return view
 
     def _check_shardable(self) -> None:
         """Refuse, under FSDP2, what needs the whole model on its own device."""
@@ -428,7 +440,7 @@ class SVDTraining:
                 self.log(f"prune: {c.calibration} calibration of {len(calibration.stats)} of "
                          f"{len(factored_weights(self.model))} weights on {calibration.batches} batches")  # fmt: skip
             dist = self.dist
-            ranks = dist.broadcast(policy.ranks(self.model, calibration) if dist.is_main else None)
+            ranks = dist.broadcast(policy.ranks(self._live(self.model), calibration) if dist.is_main else None)
             if masked:
                 ranks = self.masks.cut(lambda model: prune(model, Ranks(ranks), calibration=calibration), optimizer)
             else:
@@ -449,10 +461,18 @@ class SVDTraining:
         the cut factors scattered into every process's shards."""
         self._check_shardable()
         with gathered(self.model, self._skeleton, self.dist) as whole:
+            whole = self._live(whole) if whole is not None else None
             ranks = self.dist.broadcast(prune(whole, Ranks(policy.ranks(whole))) if whole is not None else None)
             scatter_cut(self.model, whole, ranks)
         self.masks.hold(ranks, optimizer)
         return ranks
+
+
+def _launched_distributed() -> bool:
+    """Whether this process is one of several (a process group, or torchrun's or accelerate's
+    WORLD_SIZE before a Trainer initializes the group): FSDP2 may shard the model later."""
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return (torch.distributed.get_world_size() if initialized else int(os.environ.get("WORLD_SIZE", "1"))) > 1
 
 
 def _check_scheme(model: nn.Module, scheme: str) -> None:
