@@ -63,11 +63,14 @@ def sparsity_penalties(s: torch.Tensor, kind: str = "hoyer") -> torch.Tensor:
     if kind == "l1":
         return magnitude.sum(1)
     peak = magnitude.detach().amax(1, keepdim=True)
-    nonzero = peak > 0
-    scaled = magnitude / torch.where(nonzero, peak, torch.ones_like(peak))
-    l1 = scaled.sum(1)
-    l2_sq = scaled.pow(2).sum(1)
-    nonzero = nonzero.squeeze(1)
+    scaled = magnitude / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return hoyer_from_sums(scaled.sum(1), scaled.pow(2).sum(1), peak.squeeze(1) > 0, kind)
+
+
+def hoyer_from_sums(l1: torch.Tensor, l2_sq: torch.Tensor, nonzero: torch.Tensor, kind: str) -> torch.Tensor:
+    """Hoyer (l1/l2 - 1) or Hoyer-Square (l1^2/l2^2 - 1) from the sums of |s| and s^2 (of s
+    scaled by its peak, so no sum overflows or underflows), 0 where s is all zero (``nonzero``
+    False): the one formula for whole rows and for sums gathered from shards."""
     safe_l2_sq = torch.where(nonzero, l2_sq, torch.ones_like(l2_sq))
     ratio = l1 / safe_l2_sq.sqrt() if kind == "hoyer" else l1.pow(2) / safe_l2_sq
     return torch.where(nonzero, ratio - 1.0, torch.zeros_like(ratio))

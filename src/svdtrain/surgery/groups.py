@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svdtrain.linalg import smaller_grams, sparsity_penalties
-from svdtrain.surgery.sharded_groups import ShardedFactorGroups, is_sharded
+from svdtrain.surgery.sharded_groups import ShardedFactorGroups, check_tail_masks, is_sharded
 from svdtrain.surgery.walk import require_factored_weights
 
 
@@ -65,11 +65,7 @@ class FactorGroups:
     def set_tails(self, tails: dict[str, torch.Tensor]) -> None:
         """The values :meth:`tail_l1` pulls on: each weight's mask times its scale, 0 where it
         has no tail and in the padding. Written in place, so a compiled step sees the new ones."""
-        for name, mask in tails.items():
-            if name not in self.ranks:
-                raise ValueError(f"tail mask for {name!r}: the model has no such factored weight")
-            if len(mask) != self.ranks[name]:
-                raise ValueError(f"tail mask for {name!r} has {len(mask)} values, its weight {self.ranks[name]}")
+        check_tail_masks(tails, self.ranks)
         if self.tail_weights is None:
             self.tail_weights = torch.zeros(len(self.order), self.longest, device=self.inverse_k2.device,
                                             dtype=self.inverse_k2.dtype)  # fmt: skip

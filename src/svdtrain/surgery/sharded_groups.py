@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, Shard
 
 from svdtrain.linalg import check_sparsity_kind
+from svdtrain.linalg.penalties import hoyer_from_sums
 from svdtrain.surgery.walk import require_factored_weights
 
 
@@ -45,6 +46,15 @@ def mark_factors(model: nn.Module) -> None:
         weight.Vh._svdtrain_vh = True
 
 
+def check_tail_masks(tails: dict[str, torch.Tensor], ranks: dict[str, int]) -> None:
+    """Refuse a tail mask for a weight the model lacks, or of another length than its s."""
+    for name, mask in tails.items():
+        if name not in ranks:
+            raise ValueError(f"tail mask for {name!r}: the model has no such factored weight")
+        if len(mask) != ranks[name]:
+            raise ValueError(f"tail mask for {name!r} has {len(mask)} values, its weight {ranks[name]}")
+
+
 class ShardedFactorGroups:
     """:class:`svdtrain.surgery.groups.FactorGroups`' terms for DTensor factors (same values)."""
 
@@ -57,11 +67,7 @@ class ShardedFactorGroups:
             self.set_tails(tails)
 
     def set_tails(self, tails: dict[str, torch.Tensor]) -> None:
-        for name, mask in tails.items():
-            if name not in self.weights:
-                raise ValueError(f"tail mask for {name!r}: the model has no such factored weight")
-            if len(mask) != self.weights[name].rank:
-                raise ValueError(f"tail mask for {name!r} has {len(mask)} values, its weight {self.weights[name].rank}")
+        check_tail_masks(tails, {name: weight.rank for name, weight in self.weights.items()})
         self.tails = dict(tails)
 
     def orthogonality(self) -> torch.Tensor:
@@ -92,11 +98,7 @@ class ShardedFactorGroups:
         safe = torch.where(peaks > 0, peaks, torch.ones_like(peaks))
         scaled = [v / safe[i] for i, v in enumerate(values)]
         sums = _sum_over_processes([torch.stack([torch.stack([v.sum(), v.pow(2).sum()]) for v in scaled])])[0]
-        l1, l2_sq = sums[:, 0], sums[:, 1]
-        nonzero = peaks > 0
-        l2_sq = torch.where(nonzero, l2_sq, torch.ones_like(l2_sq))
-        ratio = l1 / l2_sq.sqrt() if kind == "hoyer" else l1.pow(2) / l2_sq
-        penalties = torch.where(nonzero, ratio - 1.0, torch.zeros_like(ratio))
+        penalties = hoyer_from_sums(sums[:, 0], sums[:, 1], peaks > 0, kind)
         return sum(self.scale_of[name] * penalties[i] for i, name in enumerate(self.weights))
 
     def tail_l1(self) -> torch.Tensor:
