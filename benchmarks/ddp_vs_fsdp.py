@@ -8,6 +8,11 @@ A B A B; the step time is the median over steps after a warm-up, the ratio of me
 rounds. Each process trains on its own batch of random tokens; the loss is the LM loss plus
 SVD training's two regularizers (computed on the shards under FSDP2).
 
+Two peaks per process: over its whole life (ru_maxrss: the build included, where DDP holds the
+dense model and the SVD's workspaces), and over the training steps alone (after the build,
+freed pages returned with malloc_trim and the peak reset through /proc/self/clear_refs), the
+CPU's nearest to torch.cuda.max_memory_allocated after a reset.
+
     python benchmarks/ddp_vs_fsdp.py --out benchmarks/results/issue31_ddp_vs_fsdp.json
 """
 
@@ -61,6 +66,7 @@ def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) 
         net = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(svd.param_groups(1e-4))
     ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(rank))
+    built = _training_peak_from_here()  # the build's own peak (a dense model, SVD workspaces) is not training's
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -71,7 +77,32 @@ def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) 
         seconds.append(time.perf_counter() - start)
     local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
     return {"rank": rank, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "rss_before_steps_bytes": built, "training_peak_rss_bytes": _status_bytes("VmHWM") if built else None,
             "step_seconds": statistics.median(seconds[1:]), "local_params": local, "loss": float(loss)}
+
+
+def _status_bytes(field: str) -> int:
+    """A /proc/self/status memory field (kB) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _training_peak_from_here() -> int | None:
+    """Release what the build freed (glibc keeps freed pages), then reset the process's peak RSS
+    to its RSS now (Linux: 5 to /proc/self/clear_refs), so VmHWM afterwards is the steps' peak.
+    Returns the RSS now, or None where the peak cannot be reset."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_bytes("VmRSS")
 
 
 def main() -> None:
@@ -102,12 +133,17 @@ def main() -> None:
                                   env={**os.environ, "OMP_NUM_THREADS": "1", "RESULT_DIR": str(folder)})  # fmt: skip
             results = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
             runs[mode].append(results)
-            print(mode, [(r["rank"], f"{r['peak_rss_bytes'] / 2**30:.2f} GiB", f"{r['step_seconds']:.2f} s") for r in results],
-                  flush=True)  # fmt: skip
+            print(mode, [(r["rank"], f"{r['peak_rss_bytes'] / 2**30:.2f} GiB",
+                          f"steps {(r['training_peak_rss_bytes'] or 0) / 2**30:.2f} GiB", f"{r['step_seconds']:.2f} s")
+                         for r in results], flush=True)  # fmt: skip
     peak = {mode: max(r["peak_rss_bytes"] for run in rows for r in run) for mode, rows in runs.items()}
     step = {mode: statistics.median(max(r["step_seconds"] for r in run) for run in rows) for mode, rows in runs.items()}
     summary = {"peak_rss_per_process_bytes": peak, "fsdp_over_ddp_peak": peak["fsdp"] / peak["ddp"],
                "step_seconds": step, "fsdp_over_ddp_step": step["fsdp"] / step["ddp"]}  # fmt: skip
+    if all(r["training_peak_rss_bytes"] for rows in runs.values() for run in rows for r in run):
+        training = {mode: max(r["training_peak_rss_bytes"] for run in rows for r in run) for mode, rows in runs.items()}
+        summary.update(training_peak_rss_per_process_bytes=training,
+                       fsdp_over_ddp_training_peak=training["fsdp"] / training["ddp"])
     print(json.dumps(summary, indent=1))
     sys.path.insert(0, str(Path(__file__).parent))
     from _results import write_results
@@ -119,5 +155,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    if dist.is_initialized():  # gloo torn down at exit without this may abort a process
-        dist.destroy_process_group()
+    if torch.distributed.is_initialized():  # gloo torn down at exit without this may abort a process
+        torch.distributed.destroy_process_group()
