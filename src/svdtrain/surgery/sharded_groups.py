@@ -22,12 +22,12 @@ from torch.distributed.tensor import DTensor, Shard
 
 from svdtrain.linalg import check_sparsity_kind
 from svdtrain.linalg.penalties import hoyer_from_sums
-from svdtrain.surgery.walk import require_factored_weights
+from svdtrain.surgery.walk import factored_weights, require_factored_weights
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether the model's factors are DTensors (FSDP2 has sharded them)."""
-    return any(isinstance(p, DTensor) for w in require_factored_weights(model).values() for p in w.factors)
+    """Whether the model's factors are DTensors (FSDP2 has sharded them); False without factors."""
+    return any(isinstance(p, DTensor) for w in factored_weights(model).values() for p in w.factors)
 
 
 def shard_placement(param: nn.Parameter) -> Shard | None:

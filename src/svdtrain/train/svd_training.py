@@ -85,6 +85,9 @@ class SVDTraining:
                  if getattr(config, name)]  # fmt: skip
         if needs and example is None:
             raise ValueError(f"{needs[0]} counts MACs on an input: give example= (one batch)")
+        if needs and is_sharded(model):
+            raise ValueError(f"SVDTraining was made after fully_shard: {needs[0]} counts MACs, and cuts gather a "
+                             f"whole copy into the model's structure; make SVDTraining before sharding")  # fmt: skip
         factored = bool(factored_weights(model))
         if config.distill_weight and teacher is None:
             if factored:
@@ -110,7 +113,12 @@ class SVDTraining:
         self.pruned = False
         self.measured_multiple: int | None = None  # rank_multiple 0: measured at the first cut
         self.masks = RankMasks(model)  # cuts made with masked=True
-        self._skeleton = skeleton_of(model) if _launched_distributed() and not is_sharded(model) else None
+        self._skeleton, self._no_skeleton = None, "SVDTraining was made after fully_shard"
+        if _launched_distributed() and not is_sharded(model):  # FSDP2 may shard it next: keep its structure
+            try:
+                self._skeleton = skeleton_of(model)
+            except Exception as error:  # only FSDP2's cuts need it: say why there, not here
+                self._no_skeleton = f"the model's structure could not be copied ({type(error).__name__}: {error})"
         self._tails: dict[str, torch.Tensor] | None = {} if config.budget_tail else None
         self._scales = self._macs_scales() if config.macs_weighted else None
         self._terms: RegularizationTerms | None = None
@@ -404,8 +412,8 @@ class SVDTraining:
         """Refuse, under FSDP2, what needs the whole model on its own device."""
         c = self.config
         if self._skeleton is None:
-            raise ValueError("SVDTraining was made after fully_shard: make it before sharding the model (it keeps "
-                             "the model's structure to gather a whole copy for cuts and compact)")  # fmt: skip
+            raise ValueError(f"{self._no_skeleton}: cuts and compact under FSDP2 gather a whole copy into the "
+                             f"model's structure, kept when SVDTraining is made before sharding")  # fmt: skip
         for name, on in (("calibration", c.calibration != "none"), ("target_speedup", c.target_speedup),
                          ("rank_multiple 0 (measured)", c.rank_multiple == 0)):  # fmt: skip
             if on:
@@ -469,10 +477,11 @@ class SVDTraining:
 
 
 def _launched_distributed() -> bool:
-    """Whether this process is one of several (a process group, or torchrun's or accelerate's
-    WORLD_SIZE before a Trainer initializes the group): FSDP2 may shard the model later."""
+    """Whether FSDP2 may shard the model later: a process group exists (one process may shard
+    too, to offload), or torchrun's or accelerate's WORLD_SIZE says several processes are starting
+    (a Trainer initializes the group after this object is made)."""
     initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return (torch.distributed.get_world_size() if initialized else int(os.environ.get("WORLD_SIZE", "1"))) > 1
+    return initialized or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _check_scheme(model: nn.Module, scheme: str) -> None:
