@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 
-def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) -> dict:
+def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False, recompute: bool = False) -> dict:
     import torch.distributed as dist
     import transformers
     from torch.distributed.fsdp import fully_shard
@@ -49,6 +49,8 @@ def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) 
     if mode == "fsdp":  # built sharded: shapes on the meta device, each process materializes its shards only
         with torch.device("meta"):
             model = transformers.GPT2LMHeadModel(config)
+        if recompute:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         svdtrain.decompose(model, init="random")
         svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
         mark_factors(model)
@@ -62,6 +64,8 @@ def worker(mode: str, steps: int, batch: int, length: int, quick: bool = False) 
         net = model
     else:
         model = transformers.GPT2LMHeadModel(config)
+        if recompute:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         svd = svdtrain.SVDTraining(model, svdtrain.SVDTrainingConfig(sparsity_weight=1e-3))
         net = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(svd.param_groups(1e-4))
@@ -113,10 +117,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--recompute", action="store_true",
+                        help="activation checkpointing of every block, in both modes (HF gradient_checkpointing)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a torchrun child: the mode
     args = parser.parse_args()
     if args.worker:
-        result = worker(args.worker, args.steps, args.batch, args.length, args.quick)
+        result = worker(args.worker, args.steps, args.batch, args.length, args.quick, args.recompute)
         Path(os.environ["RESULT_DIR"], f"{result['rank']}.json").write_text(json.dumps(result))  # not stdout: two writers
         return
     if args.quick:
@@ -128,7 +134,7 @@ def main() -> None:
             folder = Path(tempfile.mkdtemp())
             subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", __file__, "--worker", mode,
                                    "--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length),
-                                   *(["--quick"] if args.quick else [])],
+                                   *(["--quick"] if args.quick else []), *(["--recompute"] if args.recompute else [])],
                                   capture_output=True, text=True, check=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1", "RESULT_DIR": str(folder)})  # fmt: skip
             results = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
@@ -149,7 +155,7 @@ def main() -> None:
     from _results import write_results
 
     write_results(args.out, "ddp_vs_fsdp", {"settings": {k: getattr(args, k) for k in ("rounds", "steps", "batch",
-                                                                                      "length")},
+                                                                                      "length", "recompute")},
                                             "runs": runs, **summary})  # fmt: skip
 
 
