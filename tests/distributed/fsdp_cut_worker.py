@@ -15,12 +15,11 @@ import sys
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.fsdp import fully_shard
 
+import dcp_state  # beside this script
 import svdtrain
 from svdtrain.surgery.sharded_groups import is_sharded, mark_factors, shard_placement
 
@@ -111,12 +110,7 @@ def main() -> None:
     optimizer = torch.optim.SGD(svd.param_groups(0.05), momentum=0.9)
     start = 0
     if MODE == "resumed":
-        model_state, optimizer_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optimizer_state}
-        dcp.load(state, checkpoint_id=os.path.join(OUT, "ckpt"))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        with open(os.path.join(OUT, "svd.json")) as file:
-            svd.load_state_dict(json.load(file))
+        svd.load_state_dict(dcp_state.load(model, optimizer, OUT))
         start = 1
     for epoch in range(start, SVD_EPOCHS + FINETUNE_EPOCHS):
         for step in range(epoch * STEPS_PER_EPOCH, (epoch + 1) * STEPS_PER_EPOCH):
@@ -130,11 +124,7 @@ def main() -> None:
         if epoch < SVD_EPOCHS:
             ranks = svd.gradual_cut(optimizer, masked=True)
         if MODE == "first":
-            model_state, optimizer_state = get_state_dict(model, optimizer)
-            dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=os.path.join(OUT, "ckpt"))
-            if rank == 0:
-                with open(os.path.join(OUT, "svd.json"), "w") as file:
-                    json.dump(svd.state_dict(), file)
+            dcp_state.save(model, optimizer, svd.state_dict(), OUT)
             return
     write(svd, ranks, rank)
 

@@ -9,12 +9,11 @@ import sys
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.fsdp import fully_shard
 
+import dcp_state  # beside this script
 import svdtrain
 from svdtrain.surgery.sharded_groups import mark_factors, shard_placement
 
@@ -35,12 +34,7 @@ def main() -> None:
     optimizer = torch.optim.Adam(svd.param_groups(1e-2))
     start = 0
     if MODE == "resumed":
-        model_state, optimizer_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optimizer_state}
-        dcp.load(state, checkpoint_id=os.path.join(OUT, "ckpt"))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        with open(os.path.join(OUT, "svd.json")) as file:
-            saved = json.load(file)
+        saved = dcp_state.load(model, optimizer, OUT)
         svd.load_state_dict(saved["svd"])
         start = saved["step"]
     stop = 2 if MODE == "first" else 4
@@ -52,11 +46,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
     if MODE == "first":
-        model_state, optimizer_state = get_state_dict(model, optimizer)
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=os.path.join(OUT, "ckpt"))
-        if rank == 0:
-            with open(os.path.join(OUT, "svd.json"), "w") as file:
-                json.dump({"svd": svd.state_dict(), "step": stop}, file)
+        dcp_state.save(model, optimizer, {"svd": svd.state_dict(), "step": stop}, OUT)
     factors = [p.full_tensor() for h in svdtrain.factored_weights(model).values() for p in h.factors]
     with open(os.path.join(OUT, f"{MODE}-{rank}.json"), "w") as file:
         json.dump({"checksum": float(sum(f.double().abs().sum() for f in factors)), "steps": svd.steps}, file)
