@@ -85,3 +85,36 @@ def test_what_fsdp2_cannot_cut_is_refused_in_one_line(one_process_group):
     svd = svdtrain.SVDTraining(late, svdtrain.SVDTrainingConfig(energy=0.1))  # no MACs: made alone
     with pytest.raises(ValueError, match="^SVDTraining was made after fully_shard: cuts and compact"):
         svd.prune()
+
+
+class _TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.hidden, self.head = nn.Embedding(11, 16), nn.Linear(16, 16), nn.Linear(16, 11, bias=False)
+        self.head.weight = self.embed.weight  # tied, as GPT-2's head
+        self.register_buffer("offset", torch.full((16,), 0.5), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hidden(self.embed(ids)) + self.offset))
+
+
+def test_root_only_sharding_after_a_no_grad_forward_ties_and_buffers(one_process_group):
+    """FSDP2 on the root alone leaves the parameters gathered after a forward with no backward
+    (an evaluation): a cut still takes the sharded path; the whole copy keeps the tied head and
+    the non-persistent buffer, so the compact model equals the unsharded one's."""
+    ids = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(1))
+    config = svdtrain.SVDTrainingConfig(target_reduction=1.5, bn_recalibration_batches=0)
+    filter_fn = lambda module, name: name == "hidden"  # noqa: E731  (the embedding and tied head stay dense)
+    plain, sharded = _TiedLM(), _TiedLM()
+    svd_plain = svdtrain.SVDTraining(plain, config, example=ids, filter_fn=filter_fn)
+    svd_sharded = svdtrain.SVDTraining(sharded, config, example=ids, filter_fn=filter_fn)
+    fully_shard(sharded)
+    with torch.no_grad():
+        sharded(ids)
+    assert not is_sharded(sharded)  # gathered for now: the parameters are plain tensors
+    assert svd_sharded.prune() == svd_plain.prune()
+    small_sharded, small_plain = svd_sharded.compact(), svd_plain.compact()
+    assert small_sharded.head.weight is small_sharded.embed.weight
+    assert svdtrain.count_params(small_sharded) == svdtrain.count_params(small_plain)
+    torch.testing.assert_close(small_sharded(ids), small_plain(ids))

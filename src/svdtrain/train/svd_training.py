@@ -4,7 +4,6 @@ the pipeline's): the regularizers' term for each step, cuts towards a target, th
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from collections.abc import Mapping
 from typing import Callable, Iterable, TypeVar
@@ -22,7 +21,6 @@ from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
 from svdtrain.surgery.walk import copy_model
 from svdtrain.surgery.ranks import kept_energy
-from svdtrain.surgery.sharded_groups import is_sharded
 from svdtrain.tasks.base import Task, to_device
 from svdtrain.train.checkpoint import ranks_of, shrink_to
 from svdtrain.train.distill import Distillation
@@ -30,7 +28,7 @@ from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
 from svdtrain.train.rank_masks import RankMasks
-from svdtrain.train.sharded_cut import gathered, scatter_cut, skeleton_of
+from svdtrain.train.sharded_cut import decided, gathered, scatter_cut, skeleton_of, uses_fsdp
 from svdtrain.train.regularization import Regularization, RegularizationTerms
 from svdtrain.train.svd_config import SVDTrainingConfig
 from svdtrain.train.svd_policy import measure_multiple, policy_for, speed_example_of
@@ -85,7 +83,7 @@ class SVDTraining:
                  if getattr(config, name)]  # fmt: skip
         if needs and example is None:
             raise ValueError(f"{needs[0]} counts MACs on an input: give example= (one batch)")
-        if needs and is_sharded(model):
+        if needs and uses_fsdp(model):
             raise ValueError(f"SVDTraining was made after fully_shard: {needs[0]} counts MACs, and cuts gather a "
                              f"whole copy into the model's structure; make SVDTraining before sharding")  # fmt: skip
         factored = bool(factored_weights(model))
@@ -114,7 +112,7 @@ class SVDTraining:
         self.measured_multiple: int | None = None  # rank_multiple 0: measured at the first cut
         self.masks = RankMasks(model)  # cuts made with masked=True
         self._skeleton, self._no_skeleton = None, "SVDTraining was made after fully_shard"
-        if _launched_distributed() and not is_sharded(model):  # FSDP2 may shard it next: keep its structure
+        if not uses_fsdp(model):  # FSDP2 may shard it next: keep its structure (on the meta device: no memory)
             try:
                 self._skeleton = skeleton_of(model)
             except Exception as error:  # only FSDP2's cuts need it: say why there, not here
@@ -185,20 +183,21 @@ class SVDTraining:
         ones the sparsity term pulls on (call it at each epoch start; :meth:`gradual_cut` does too)."""
         if self._tails is None:
             return
-
         full = {name: layer.rank for name, layer in factored_weights(self.model).items()}
+        policy = self.policy()  # outside what rank 0 alone runs: a measured multiple is decided with every process
 
         def tails(model: nn.Module) -> dict[str, torch.Tensor]:  # a masked cut's dead slots: in the tail
-            ranks, masks = self.policy().ranks(model), {}
+            ranks, masks = policy.ranks(model), {}
             for name, layer in factored_weights(model).items():
                 mask = torch.ones(full[name], dtype=torch.bool)
                 mask[importance_order(layer.s)[: ranks[name]].cpu()] = False
                 if mask.any():
-                    masks[name] = mask.to(layer.s.device)
+                    masks[name] = mask
             return masks
 
+        device = next(self.model.parameters()).device
         self._tails.clear()
-        self._tails.update(self._read(tails))
+        self._tails.update({name: mask.to(device) for name, mask in self._read(tails).items()})
         if self._terms is not None:
             self._terms.refresh()
 
@@ -215,7 +214,8 @@ class SVDTraining:
         if self.config.rank_multiple:
             return self.config.rank_multiple
         if self.measured_multiple is None:
-            self._check_shardable()
+            if uses_fsdp(self.model):
+                self._check_shardable()
             def policy(multiple: int) -> RankPolicy:
                 return policy_for(self.config, example=self._example(self.example), speed_example=self.speed_example,
                                   baseline_macs=self.baseline_macs, multiple=multiple)  # fmt: skip
@@ -351,12 +351,10 @@ class SVDTraining:
         """
         self._check_pruned()
         example = self._example(example if example is not None else self.example)
-        if is_sharded(self.model):
+        if uses_fsdp(self.model):
             self._check_shardable()
             with gathered(self.model, self._skeleton, self.dist) as whole:
-                if whole is None:
-                    return None
-                return compact(self._live(whole), example, **compact_options)
+                return decided(self.dist, lambda: compact(self._live(whole), example, **compact_options), share=False)
         if self.masks:  # a masked cut's zeros: dropped now, training being over
             self.masks.materialize()
         return compact(self.model, example, **compact_options)
@@ -386,16 +384,16 @@ class SVDTraining:
     def _example(self, example: Inputs | None) -> Inputs | None:
         """``example`` where the model is now (a Trainer may have moved it), or where rank 0's
         whole copy of a sharded model is (its CPU)."""
-        return to_device(example, "cpu" if is_sharded(self.model) else next(self.model.parameters()).device)
+        return to_device(example, "cpu" if uses_fsdp(self.model) else next(self.model.parameters()).device)
 
     def _read(self, read: Callable[[nn.Module], Read]) -> Read:
         """``read(model)``; for a model FSDP2 has sharded, read on rank 0's whole copy of it
         and given to every process."""
-        if not is_sharded(self.model):
+        if not uses_fsdp(self.model):
             return read(self._live(self.model))
         self._check_shardable()
         with gathered(self.model, self._skeleton, self.dist) as whole:
-            return self.dist.broadcast(read(self._live(whole)) if whole is not None else None)
+            return decided(self.dist, lambda: read(self._live(whole)))
 
     def _live(self, model: nn.Module) -> nn.Module:
         """``model`` as the rank rules read it: a masked cut's dead slots dropped (on a copy of
@@ -436,7 +434,7 @@ class SVDTraining:
         BatchNorm statistics."""
         c = self.config
         device = next(self.model.parameters()).device
-        if is_sharded(self.model):
+        if uses_fsdp(self.model):
             ranks = self._cut_sharded(policy, optimizer)
         else:
             if c.calibration != "none" and batches is None:
@@ -470,18 +468,10 @@ class SVDTraining:
         self._check_shardable()
         with gathered(self.model, self._skeleton, self.dist) as whole:
             whole = self._live(whole) if whole is not None else None
-            ranks = self.dist.broadcast(prune(whole, Ranks(policy.ranks(whole))) if whole is not None else None)
-            scatter_cut(self.model, whole, ranks)
+            ranks = decided(self.dist, lambda: prune(whole, Ranks(policy.ranks(whole))))
+            scatter_cut(self.model, whole, ranks, self.dist)
         self.masks.hold(ranks, optimizer)
         return ranks
-
-
-def _launched_distributed() -> bool:
-    """Whether FSDP2 may shard the model later: a process group exists (one process may shard
-    too, to offload), or torchrun's or accelerate's WORLD_SIZE says several processes are starting
-    (a Trainer initializes the group after this object is made)."""
-    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return initialized or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _check_scheme(model: nn.Module, scheme: str) -> None:
