@@ -112,3 +112,15 @@ def test_a_run_folder_from_before_an_option_was_added_resumes(compared, tmp_path
     config["svd_train"]["sparsity_weight"] = 123.0  # a value that differs still refuses
     path.write_text(json.dumps(config))
     assert _compare(out, "--methods", "paper", "--resume") == 2
+
+
+def test_a_loss_table_shows_the_thousandths_methods_differ_by():
+    from svdtrain.pipeline.compare import table
+
+    row = {"method": "paper", "seeds": 1, "final": 1.56427, "per_seed": [1.56427], "macs": 25403392, "start": 1.56484,
+           "over_best_truncation": -0.00213, "epoch_seconds": 65.0}  # fmt: skip
+    text = table({"metric": "loss", "target_reduction": 2.0, "epochs": 3, "svd_epochs": 1, "summary": [row]})
+    assert "| paper | 1 | 1.5643 | 1.5643 | 25,403,392 | 1.5648 | -0.0021 | 65 |" in text
+    text = table({"metric": "accuracy", "target_reduction": 2.0, "epochs": 3, "svd_epochs": 1,
+                  "summary": [{**row, "final": 0.8568, "per_seed": [0.8568], "start": 0.8758, "over_best_truncation": 0.0102}]})
+    assert "| paper | 1 | 85.68% | 85.68% | 25,403,392 | 87.58% | +1.02 | 65 |" in text

@@ -204,16 +204,17 @@ def summary(rows: list[dict], metric: str) -> list[dict]:
 
 
 def table(result: dict) -> str:
-    """compare.json as a Markdown table (accuracy in percent and points)."""
+    """compare.json as a Markdown table: accuracy in percent and points (2 decimals), a loss to
+    4 decimals (methods differ by thousandths there)."""
     metric = result["metric"]
-    scale, unit = (100, "%") if metric == "accuracy" else (1, "")
+    scale, unit, places = (100, "%", 2) if metric == "accuracy" else (1, "", 4)
     lines = [f"Target {result['target_reduction']:g}x fewer MACs, {result['epochs']} epochs for every method "
              f"({result['svd_epochs']} of them SVD training where a method has it).", "",
              f"| method | seeds | {metric} | per seed | MACs | start | vs best truncation | s / epoch (median) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for s in result["summary"]:
-        margin = "" if s["over_best_truncation"] is None else f"{scale * s['over_best_truncation']:+.2f}"
-        seeds = " / ".join(f"{scale * v:.2f}{unit}" for v in s["per_seed"])
-        lines.append(f"| {s['method']} | {s['seeds']} | {scale * s['final']:.2f}{unit} | {seeds} | {s['macs']:,.0f} | "
-                     f"{scale * s['start']:.2f}{unit} | {margin} | {s['epoch_seconds']:.0f} |")  # fmt: skip
+        margin = "" if s["over_best_truncation"] is None else f"{scale * s['over_best_truncation']:+.{places}f}"
+        seeds = " / ".join(f"{scale * v:.{places}f}{unit}" for v in s["per_seed"])
+        lines.append(f"| {s['method']} | {s['seeds']} | {scale * s['final']:.{places}f}{unit} | {seeds} | "
+                     f"{s['macs']:,.0f} | {scale * s['start']:.{places}f}{unit} | {margin} | {s['epoch_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
