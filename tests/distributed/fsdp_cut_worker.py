@@ -21,6 +21,7 @@ from torch.distributed.fsdp import fully_shard
 
 import dcp_state  # beside this script
 import svdtrain
+from exit_cleanly import leave  # beside this script
 from svdtrain.surgery.sharded_groups import is_sharded, local_range, mark_factors, shard_placement
 
 MODE, OUT = sys.argv[1], sys.argv[2]
@@ -152,11 +153,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    # After torch.distributed.checkpoint, the interpreter's teardown aborts a process now and then
-    # ("terminate called without an active exception", about 1 exit in 10 here): the results are
-    # written, so leave without it.
-    sys.stdout.flush()
-    os._exit(0)
+    leave()

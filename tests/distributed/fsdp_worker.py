@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 
 import svdtrain
+from exit_cleanly import leave  # beside this script
 from svdtrain.surgery.sharded_groups import mark_factors, shard_placement
 
 MODE, OUT = sys.argv[1], sys.argv[2]  # MODE: rows (FSDP2's default placement) or long (Vh along n)
@@ -73,11 +74,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    # After torch.distributed.checkpoint, the interpreter's teardown aborts a process now and then
-    # ("terminate called without an active exception", about 1 exit in 10 here): the results are
-    # written, so leave without it.
-    sys.stdout.flush()
-    os._exit(0)
+    leave()
