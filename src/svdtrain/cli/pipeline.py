@@ -7,11 +7,10 @@ from contextlib import ExitStack
 
 from svdtrain.bounds import read_json
 from svdtrain.cli.options import add_config_options, config_from, config_table
-from svdtrain.pipeline.config import saved_config
 from svdtrain.cli.output import format_report
 from svdtrain.io import atomic_write_json
 from svdtrain.train.distributed import Distributed
-from svdtrain.pipeline.config import RunConfig, config_record
+from svdtrain.pipeline.config import RunConfig, config_record, saved_config
 from svdtrain.pipeline.experiment import STAGES, Experiment
 from svdtrain.pipeline.run_data import start_checkpoint
 from svdtrain.pipeline.run_folder import RunFolder

@@ -16,7 +16,6 @@ the target would keep, epoch by epoch (``compare.png``).
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import warnings
 from pathlib import Path

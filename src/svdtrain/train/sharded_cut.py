@@ -79,7 +79,7 @@ def gathered(model: nn.Module, skeleton: nn.Module, dist: Distributed) -> Iterat
         for module, name in places[1:]:
             module._parameters[name] = first
     live = dict(model.named_buffers(remove_duplicate=False))
-    for name, buffer in whole.named_buffers(remove_duplicate=False):
+    for name, _ in whole.named_buffers(remove_duplicate=False):
         owner, _, leaf = name.rpartition(".")
         whole.get_submodule(owner)._buffers[leaf] = live[name].detach().cpu()
     missing = [name for name, p in whole.named_parameters() if p.is_meta]
@@ -102,7 +102,7 @@ def decided(dist: Distributed, decide: Callable[[], Value], *, share: bool = Tru
                 pickle.dumps(error)
             except Exception:
                 outcome = (False, RuntimeError(f"{type(error).__name__}: {error}"))
-    sent = outcome if outcome is None or share or not outcome[0] else (True, None)  # unshared: rank 0's alone
+    sent = (True, None) if dist.is_main and outcome[0] and not share else outcome  # unshared: rank 0's alone
     ok, value = dist.broadcast(sent)
     if not ok:
         raise value

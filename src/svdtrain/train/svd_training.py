@@ -19,8 +19,8 @@ from svdtrain.surgery.calibrate import call_on_batch
 from svdtrain.surgery.decompose import FilterFn
 from svdtrain.surgery.macs import Inputs
 from svdtrain.surgery.policies import gradual_budget
-from svdtrain.surgery.walk import copy_model
 from svdtrain.surgery.ranks import kept_energy
+from svdtrain.surgery.walk import copy_model
 from svdtrain.tasks.base import Task, to_device
 from svdtrain.train.checkpoint import ranks_of, shrink_to
 from svdtrain.train.distill import Distillation
@@ -28,8 +28,8 @@ from svdtrain.train.distributed import Distributed
 from svdtrain.train.loop import recalibrate_batchnorm
 from svdtrain.train.optimizer import optimizer_follows, param_groups
 from svdtrain.train.rank_masks import RankMasks
-from svdtrain.train.sharded_cut import decided, gathered, scatter_cut, skeleton_of, uses_fsdp
 from svdtrain.train.regularization import Regularization, RegularizationTerms
+from svdtrain.train.sharded_cut import decided, gathered, scatter_cut, skeleton_of, uses_fsdp
 from svdtrain.train.svd_config import SVDTrainingConfig
 from svdtrain.train.svd_policy import measure_multiple, policy_for, speed_example_of
 
